@@ -1,0 +1,11 @@
+//! Pure types and rules of tenant-registry: no I/O, no database, no framework.
+//!
+//! Values that reach the rest of the system through these types are valid by construction
+//! ("parse, don't validate"): a [`Slug`] cannot hold an uppercase letter, a
+//! [`TenantStatus`] can only move along [`TenantStatus::allowed_transitions`].
+
+mod enums;
+mod slug;
+
+pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};
+pub use slug::{Slug, SlugError};

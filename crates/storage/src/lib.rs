@@ -1,0 +1,54 @@
+//! PostgreSQL access for tenant-registry: the connection pool and the embedded migrations.
+//!
+//! All SQL of the service lives in this crate. Functions that change data take
+//! `&mut PgConnection`, so the caller's transaction composes across them.
+
+pub mod migrations;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+pub use sqlx::{PgConnection, PgPool};
+
+/// Failures of the storage layer that a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database URL could not be parsed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(#[source] sqlx::Error),
+    /// The database did not answer or refused the connection.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// How the pool is sized and how long it waits.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Upper bound on open connections.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a pool to `database_url` and checks that the database answers.
+pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<PgPool, StorageError> {
+    let options: PgConnectOptions = database_url.parse().map_err(StorageError::InvalidUrl)?;
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options.application_name("tenant-registry"))
+        .await
+        .map_err(StorageError::Connect)
+}

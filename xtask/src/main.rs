@@ -1,0 +1,68 @@
+//! `cargo xtask <command>`: the developer's one entry point (local database, migrations,
+//! tests, running the service). Every path is taken from the project root, never from the
+//! working directory.
+
+mod db;
+mod migration_file;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Developer commands for tenant-registry.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the local PostgreSQL cluster (under target/, on port 54329 or TR_DEV_PG_PORT).
+    Db {
+        #[command(subcommand)]
+        action: db::Action,
+    },
+    /// Write the next migration file, migrations/V{n}__{name}.sql.
+    MigrateCreate {
+        /// What the migration does, in lowercase snake_case (e.g. add_tenant_version).
+        name: String,
+    },
+    /// Run every test against a real PostgreSQL (TEST_DATABASE_URL, else Docker, else the
+    /// local cluster). Extra arguments go to cargo-nextest.
+    Test {
+        /// Arguments passed through to `cargo nextest run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        nextest_args: Vec<String>,
+    },
+    /// Migrate and serve on :8090, starting the local cluster when DATABASE_URL is unset.
+    Run,
+}
+
+/// The workspace root, from where this crate sits in it.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Db { action } => db::run(action),
+        Command::MigrateCreate { name } => migration_file::create(&project_root(), &name),
+        Command::Test { nextest_args } => test::run(&nextest_args),
+        Command::Run => db::run_service(),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
