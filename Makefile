@@ -4,8 +4,8 @@
 run: ## Local cluster when DATABASE_URL is unset, migrate up, serve on :8090.
 	cargo xtask run
 
-test: ## fmt check, clippy with warnings denied, every test against a real PostgreSQL.
-	cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings && cargo xtask test
+test: ## fmt check, clippy -D warnings, OpenAPI document current and valid, every test against real PostgreSQL.
+	cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings && cargo xtask openapi --check && cargo xtask test
 
 build: ## Release binaries: target/release/tenant-registry and tenant-registry-migrate.
 	cargo build --release --locked --bin tenant-registry --bin tenant-registry-migrate

@@ -126,6 +126,10 @@ pub fn run_service() -> Result<ExitCode, String> {
     if !migrated.success() {
         return Err("migrations failed; see above".to_owned());
     }
+    eprintln!(
+        "serving on :8090. Create the first platform admin key with:\n  \
+         DATABASE_URL={database_url} cargo run --quiet --bin tenant-registry -- create-admin-key --name admin"
+    );
     let error = Command::new(&cargo)
         .args(["run", "--quiet", "--bin", "tenant-registry", "--"])
         .env("DATABASE_URL", &database_url)

@@ -4,6 +4,7 @@
 
 mod db;
 mod migration_file;
+mod openapi;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         nextest_args: Vec<String>,
     },
+    /// Write docs/openapi.json from the code (or, with --check, fail if it is stale) and
+    /// validate it as OpenAPI 3.1.
+    Openapi {
+        /// Compare with the committed document instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
     /// Migrate and serve on :8090, starting the local cluster when DATABASE_URL is unset.
     Run,
 }
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
         Command::Db { action } => db::run(action),
         Command::MigrateCreate { name } => migration_file::create(&project_root(), &name),
         Command::Test { nextest_args } => test::run(&nextest_args),
+        Command::Openapi { check } => openapi::run(check),
         Command::Run => db::run_service(),
     };
     match outcome {

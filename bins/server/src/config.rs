@@ -1,8 +1,11 @@
-//! The server's configuration: flags with environment fallbacks.
+//! The server's configuration: flags with environment fallbacks, checked before anything
+//! starts so a bad deployment fails in one clear line.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use axum::http::HeaderValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Where the server runs; decides log format and which unsafe defaults are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -15,30 +18,213 @@ pub enum AppEnv {
     Prod,
 }
 
+impl AppEnv {
+    /// The name, as it appears in new API keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Dev => "dev",
+            AppEnv::Stage => "stage",
+            AppEnv::Prod => "prod",
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
 /// The tenant-registry REST server.
 #[derive(Debug, Parser)]
 #[command(name = "tenant-registry", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create a platform key with scope platform:admin and print it alone on stdout: how a
+    /// fresh install gets its first credential.
+    CreateAdminKey {
+        /// A label for the key.
+        #[arg(long)]
+        name: String,
+        /// Days until the key expires (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in: Option<u32>,
+    },
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Deployment environment.
-    #[arg(long, env = "APP_ENV", value_enum, default_value = "dev")]
+    #[arg(
+        long,
+        env = "APP_ENV",
+        value_enum,
+        default_value = "dev",
+        global = true
+    )]
     pub app_env: AppEnv,
 
     /// Address to listen on: `:PORT` (all interfaces), `HOST:PORT` or `[IPv6]:PORT`.
-    #[arg(long, env = "ADDR", default_value = ":8090", value_parser = parse_addr)]
+    #[arg(long, env = "ADDR", default_value = ":8090", value_parser = parse_addr, global = true)]
     pub addr: SocketAddr,
 
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/tenant_registry.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
+
+    /// OIDC issuer whose access tokens are accepted (e.g. https://sso.example.com/realms/platform).
+    #[arg(long, env = "KEYCLOAK_ISSUER", global = true)]
+    pub keycloak_issuer: Option<String>,
+
+    /// The audience (`aud`) OIDC access tokens must carry.
+    #[arg(
+        long,
+        env = "OIDC_AUDIENCE",
+        default_value = "tenant-registry",
+        global = true
+    )]
+    pub oidc_audience: String,
+
+    /// The realm role that makes an OIDC user a platform admin.
+    #[arg(
+        long,
+        env = "OIDC_ADMIN_ROLE",
+        default_value = "platform-admin",
+        global = true
+    )]
+    pub oidc_admin_role: String,
+
+    /// Log format; default pretty in dev, json elsewhere.
+    #[arg(long, env = "LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+
+    /// Origins allowed to call the API from a browser, comma separated (default: none).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// Seconds a request may take before it is answered with 408.
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+
+    /// Apply pending migrations at start (a development convenience; production runs
+    /// tenant-registry-migrate as an init container).
+    #[arg(long, env = "MIGRATE_ON_START", global = true)]
+    pub migrate: bool,
+}
+
+/// The configuration after its checks: what the server runs with.
+#[derive(Debug)]
+pub struct Checked {
+    /// The database URL.
+    pub database_url: String,
+    /// CORS origins as header values.
+    pub cors_origins: Vec<HeaderValue>,
+    /// OIDC, when an issuer is configured.
+    pub oidc: Option<auth::OidcConfig>,
+    /// Request timeout.
+    pub request_timeout: Duration,
 }
 
 impl Config {
-    /// Refuses configurations the service cannot run with, in one line.
-    pub fn check(&self) -> Result<(), String> {
-        match self.database_url.as_deref() {
-            Some(url) if !url.trim().is_empty() => Ok(()),
-            _ => Err("no database: set DATABASE_URL or pass --database-url".to_owned()),
+    /// The log format in effect.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(if self.app_env == AppEnv::Dev {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        })
+    }
+
+    /// Refuses configurations the service cannot or must not run with, in one line.
+    pub fn check(&self) -> Result<Checked, String> {
+        let database_url = self
+            .database_url
+            .clone()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or("no database: set DATABASE_URL or pass --database-url")?;
+        let issuer = self
+            .keycloak_issuer
+            .clone()
+            .filter(|issuer| !issuer.trim().is_empty());
+        if self.app_env == AppEnv::Prod && issuer.is_none() {
+            return Err(
+                "APP_ENV=prod requires KEYCLOAK_ISSUER (the OIDC issuer of platform admins)"
+                    .to_owned(),
+            );
         }
+        if let Some(issuer) = &issuer {
+            check_issuer(issuer, self.app_env)?;
+        }
+        if self.oidc_audience.trim().is_empty() || self.oidc_admin_role.trim().is_empty() {
+            return Err("OIDC_AUDIENCE and OIDC_ADMIN_ROLE must not be empty".to_owned());
+        }
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .filter(|origin| !origin.trim().is_empty())
+            .map(|origin| {
+                let origin = origin.trim();
+                if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
+                    return Err(format!(
+                        "CORS_ORIGINS entry {origin:?} must be an origin like https://admin.example.com (no wildcard)"
+                    ));
+                }
+                HeaderValue::from_str(origin).map_err(|_| format!("CORS_ORIGINS entry {origin:?} is not a valid header value"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(1..=3600).contains(&self.request_timeout_secs) {
+            return Err("REQUEST_TIMEOUT_SECS must be between 1 and 3600".to_owned());
+        }
+        Ok(Checked {
+            database_url,
+            cors_origins,
+            oidc: issuer.map(|issuer| auth::OidcConfig {
+                issuer,
+                audience: self.oidc_audience.clone(),
+                admin_role: self.oidc_admin_role.clone(),
+            }),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        })
+    }
+}
+
+/// An issuer must be https, except on loopback outside prod (local Keycloak, tests).
+fn check_issuer(issuer: &str, app_env: AppEnv) -> Result<(), String> {
+    if issuer.starts_with("https://") {
+        return Ok(());
+    }
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| {
+            issuer.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
+            })
+        });
+    if loopback && app_env != AppEnv::Prod {
+        Ok(())
+    } else {
+        Err(format!(
+            "KEYCLOAK_ISSUER {issuer:?} must be an https URL (plain http is allowed only on loopback outside prod)"
+        ))
     }
 }
 
@@ -56,6 +242,18 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["tenant-registry"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("arguments parse").config
+    }
+
+    fn with_database(args: &[&str]) -> Config {
+        let mut all = vec!["--database-url", "postgres://localhost/x"];
+        all.extend_from_slice(args);
+        config(&all)
+    }
 
     #[test]
     fn a_bare_port_listens_on_all_interfaces() {
@@ -85,14 +283,103 @@ mod tests {
 
     #[test]
     fn a_missing_database_url_is_refused() {
-        let config = Config {
-            app_env: AppEnv::Dev,
-            addr: "127.0.0.1:8090".parse().expect("address"),
-            database_url: None,
-        };
+        let mut config = with_database(&[]);
+        config.database_url = None;
         assert_eq!(
-            config.check(),
-            Err("no database: set DATABASE_URL or pass --database-url".to_owned())
+            config.check().expect_err("refused"),
+            "no database: set DATABASE_URL or pass --database-url"
+        );
+    }
+
+    #[test]
+    fn prod_refuses_to_start_without_an_issuer() {
+        let error = with_database(&["--app-env", "prod"])
+            .check()
+            .expect_err("refused");
+        assert!(error.contains("KEYCLOAK_ISSUER"), "{error}");
+        assert!(
+            with_database(&[
+                "--app-env",
+                "prod",
+                "--keycloak-issuer",
+                "https://sso.example.com/realms/p"
+            ])
+            .check()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn plain_http_issuers_are_allowed_only_on_loopback_outside_prod() {
+        assert!(
+            with_database(&["--keycloak-issuer", "http://127.0.0.1:8080/realms/p"])
+                .check()
+                .is_ok()
+        );
+        assert!(
+            with_database(&["--keycloak-issuer", "http://sso.example.com"])
+                .check()
+                .is_err()
+        );
+        assert!(
+            with_database(&[
+                "--app-env",
+                "prod",
+                "--keycloak-issuer",
+                "http://127.0.0.1:8080"
+            ])
+            .check()
+            .is_err()
+        );
+        assert!(
+            with_database(&["--keycloak-issuer", "http://localhost.evil.com"])
+                .check()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_a_comma_separated_list_without_wildcards() {
+        let checked = with_database(&[
+            "--cors-origins",
+            "https://a.example.com,https://b.example.com",
+        ])
+        .check()
+        .expect("valid");
+        assert_eq!(checked.cors_origins.len(), 2);
+        assert!(with_database(&["--cors-origins", "*"]).check().is_err());
+    }
+
+    #[test]
+    fn logs_are_pretty_in_dev_and_json_elsewhere() {
+        assert_eq!(with_database(&[]).log_format(), LogFormat::Pretty);
+        assert_eq!(
+            with_database(&["--app-env", "stage"]).log_format(),
+            LogFormat::Json
+        );
+        assert_eq!(
+            with_database(&["--log-format", "json"]).log_format(),
+            LogFormat::Json
+        );
+    }
+
+    #[test]
+    fn create_admin_key_takes_a_name_and_optional_expiry() {
+        let cli = Cli::try_parse_from([
+            "tenant-registry",
+            "create-admin-key",
+            "--name",
+            "root",
+            "--expires-in",
+            "30",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(cli.command, Some(Command::CreateAdminKey { ref name, expires_in: Some(30) }) if name == "root")
+        );
+        assert!(
+            Cli::try_parse_from(["tenant-registry", "create-admin-key"]).is_err(),
+            "a name is required"
         );
     }
 }

@@ -1,19 +1,20 @@
-//! `tenant-registry`: parses its configuration, connects to PostgreSQL, checks the schema
-//! version and serves the HTTP API until SIGTERM or ctrl-c, then drains in-flight requests.
+//! `tenant-registry`: parses its configuration, connects to PostgreSQL, and either serves
+//! the HTTP API until SIGTERM or ctrl-c (then drains in-flight requests) or runs a one-off
+//! command such as `create-admin-key`.
 
 mod config;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use config::{AppEnv, Config};
+use config::{Cli, Command, Config, LogFormat};
 use storage::migrations::SchemaState;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
-    init_tracing(config.app_env);
-    match run(config).await {
+    let cli = Cli::parse();
+    init_tracing(cli.config.log_format());
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -23,51 +24,85 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(app_env: AppEnv) {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if app_env == AppEnv::Dev {
-        builder.init();
-    } else {
-        builder.json().init();
+    // Logs go to stderr so that stdout carries only a command's answer (a new key).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
-    config.check()?;
-    let database_url = config.database_url.as_deref().unwrap_or_default();
-    let pool = storage::connect(database_url, &storage::PoolConfig::default())
+async fn run(cli: Cli) -> Result<(), String> {
+    let checked = cli.config.check()?;
+    if cli.config.migrate {
+        let applied = storage::migrations::up(&checked.database_url, None)
+            .await
+            .map_err(|error| format!("--migrate: {error}"))?;
+        tracing::info!(applied = applied.len(), "migrations applied at start");
+    }
+    let pool = storage::connect(&checked.database_url, &storage::PoolConfig::default())
         .await
         .map_err(|error| error.to_string())?;
-    match storage::migrations::schema_state(&pool)
+    let schema = storage::migrations::schema_state(&pool)
         .await
-        .map_err(|error| format!("cannot read the schema version: {error}"))?
-    {
-        SchemaState::Current => {}
-        SchemaState::Ahead { applied, expected } => tracing::warn!(
-            applied,
-            expected,
-            "the database schema is newer than this build; serving, as migrations are additive"
-        ),
-        SchemaState::Behind { applied, expected } => {
-            return Err(format!(
-                "the database schema is at {}, this build needs V{expected}: run `tenant-registry-migrate up`",
-                applied.map_or("no version".to_owned(), |version| format!("V{version}"))
-            ));
+        .map_err(|error| format!("cannot read the schema version: {error}"))?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.config, checked, pool, schema).await,
+        Command::CreateAdminKey { name, expires_in } => {
+            if let SchemaState::Behind { .. } = schema {
+                return Err(schema.to_string());
+            }
+            let expires_at =
+                expires_in.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            let issued = auth::keys::create_bootstrap_admin(
+                &pool,
+                cli.config.app_env.as_str(),
+                &name,
+                expires_at,
+            )
+            .await
+            .map_err(|error| format!("cannot create the key: {error}"))?;
+            tracing::info!(key_id = %issued.record.id, "platform admin key created");
+            println!("{}", auth::keys::reveal(&issued.key));
+            Ok(())
         }
     }
+}
+
+async fn serve(
+    config: &Config,
+    checked: config::Checked,
+    pool: storage::PgPool,
+    schema: SchemaState,
+) -> Result<(), String> {
+    match schema {
+        SchemaState::Current => {}
+        SchemaState::Ahead { .. } => {
+            tracing::warn!("{schema}; serving, as migrations are additive");
+        }
+        SchemaState::Behind { .. } => tracing::error!("{schema}; /readyz answers 503 until then"),
+    }
+    let settings = api::Settings {
+        key_env: config.app_env.as_str().to_owned(),
+        oidc: checked.oidc,
+        cors_origins: checked.cors_origins,
+        request_timeout: checked.request_timeout,
+    };
+    let application = api::build(pool, settings)
+        .await
+        .map_err(|error| error.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.addr))?;
-    tracing::info!(addr = %config.addr, env = ?config.app_env, "serving");
-    api::serve(
-        listener,
-        api::router(api::AppState { pool }),
-        shutdown_signal(),
-    )
-    .await
-    .map_err(|error| format!("server error: {error}"))?;
+    tracing::info!(addr = %config.addr, env = config.app_env.as_str(), "serving");
+    api::serve(listener, application.router.clone(), shutdown_signal())
+        .await
+        .map_err(|error| format!("server error: {error}"))?;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
 }

@@ -1,23 +1,138 @@
-//! The HTTP API of tenant-registry: one router per resource, merged here, and the server loop.
-//!
-//! A library so that tests drive the whole router in-process.
+//! The HTTP API of tenant-registry: one router per resource, merged here, the service-wide
+//! middleware, and the serve loop. A library so that tests drive the whole router
+//! in-process.
 
+mod api_keys;
+pub mod extract;
+mod me;
+pub mod metrics;
+mod middleware;
+pub mod openapi;
+pub mod pagination;
 mod probes;
+pub mod problem;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::{ApiKeyVerifier, FailureLimiter, OidcConfig, OidcVerifier};
 use axum::Router;
+use axum::http::HeaderValue;
 use storage::PgPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How the API behaves; parsed by the server binary from its flags and environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `<env>` part of new API keys (`dev`, `stage`, `prod`).
+    pub key_env: String,
+    /// Where OIDC tokens come from; `None` accepts API keys only.
+    pub oidc: Option<OidcConfig>,
+    /// Origins allowed by CORS; empty allows none.
+    pub cors_origins: Vec<HeaderValue>,
+    /// The longest a request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            key_env: "dev".to_owned(),
+            oidc: None,
+            cors_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     /// The database pool.
     pub pool: PgPool,
+    /// API key verification with its cache.
+    pub verifier: ApiKeyVerifier,
+    /// Bearer token validation, when an issuer is configured.
+    pub oidc: Option<Arc<OidcVerifier>>,
+    /// The brake on repeated authentication failures.
+    pub limiter: FailureLimiter,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The settings it was built with.
+    pub settings: Arc<Settings>,
 }
 
-/// The complete router of the service.
+/// Why the application could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The OIDC client could not be created.
+    #[error("OIDC: {0}")]
+    Oidc(#[from] auth::AuthError),
+    /// The key change listener could not subscribe.
+    #[error("cannot listen for API key changes: {0}")]
+    Listen(#[from] sqlx::Error),
+}
+
+/// The assembled service: its router and the background task that keeps caches fresh.
+pub struct Application {
+    /// The complete router with every layer.
+    pub router: Router,
+    /// The state behind it.
+    pub state: AppState,
+    /// Invalidates the key cache on changes from any replica; aborted on drop.
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Application {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Assembles the service over `pool`, subscribed to key changes before it returns.
+pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, BuildError> {
+    let oidc = settings
+        .oidc
+        .clone()
+        .map(OidcVerifier::new)
+        .transpose()?
+        .map(Arc::new);
+    let verifier = ApiKeyVerifier::new(pool.clone());
+    let listener = verifier.spawn_invalidation_listener().await?;
+    let state = AppState {
+        pool,
+        verifier,
+        oidc,
+        limiter: FailureLimiter::default(),
+        metrics: Arc::new(metrics::Metrics::default()),
+        settings: Arc::new(settings),
+    };
+    Ok(Application {
+        router: router(state.clone()),
+        state,
+        listener,
+    })
+}
+
+/// The complete router over `state`, with every layer.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(probes::router()).with_state(state)
+    let routes = Router::new()
+        .merge(probes::router())
+        .merge(me::router())
+        .merge(api_keys::router())
+        .merge(openapi::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .with_state(state.clone());
+    middleware::apply(
+        routes,
+        &state.settings.cors_origins,
+        state.settings.request_timeout,
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
@@ -26,7 +141,10 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -1,20 +1,68 @@
-//! Liveness probe: answers as long as the process can serve HTTP.
+//! Probes for the orchestrator and the scraper: liveness, readiness and metrics.
 
-use axum::{Json, Router, routing::get};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::Serialize;
+use storage::migrations::SchemaState;
+use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::problem::{ApiError, Problem};
 
-/// The body of a healthy liveness probe.
-#[derive(Debug, Serialize)]
-struct Health {
+/// The body of a passing probe.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProbeStatus {
+    /// `ok` (alive) or `ready`.
+    #[schema(example = "ok")]
     status: &'static str,
 }
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
-async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "Alive", body = ProbeStatus)))]
+pub(crate) async fn healthz() -> Json<ProbeStatus> {
+    Json(ProbeStatus { status: "ok" })
+}
+
+/// Readiness: the database answers and its schema is at the version this build expects.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "Ready to serve", body = ProbeStatus),
+    (status = 503, description = "Database unreachable or schema behind", body = Problem,
+     content_type = "application/problem+json")))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<ProbeStatus>, ApiError> {
+    let schema = storage::migrations::schema_state(&state.pool)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "readiness: database unreachable");
+            ApiError::unavailable("the database does not answer")
+        })?;
+    match schema {
+        SchemaState::Current | SchemaState::Ahead { .. } => {
+            Ok(Json(ProbeStatus { status: "ready" }))
+        }
+        SchemaState::Behind { .. } => Err(ApiError::unavailable(schema.to_string())),
+    }
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&state.pool),
+    )
 }

@@ -5,7 +5,9 @@
 //! [`TenantStatus`] can only move along [`TenantStatus::allowed_transitions`].
 
 mod enums;
+mod scope;
 mod slug;
 
 pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};
+pub use scope::{Scope, Scopes};
 pub use slug::{Slug, SlugError};

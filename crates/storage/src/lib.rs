@@ -3,7 +3,10 @@
 //! All SQL of the service lives in this crate. Functions that change data take
 //! `&mut PgConnection`, so the caller's transaction composes across them.
 
+pub mod api_keys;
+pub mod audit;
 pub mod migrations;
+pub mod tenants;
 
 use std::time::Duration;
 
@@ -51,4 +54,14 @@ pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<PgPool, 
         .connect_with(options.application_name("tenant-registry"))
         .await
         .map_err(StorageError::Connect)
+}
+
+/// Subscribes to PostgreSQL notifications on `channels`, over a connection of its own.
+pub async fn listen(
+    pool: &PgPool,
+    channels: &[&str],
+) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen_all(channels.iter().copied()).await?;
+    Ok(listener)
 }

@@ -405,6 +405,23 @@ pub enum SchemaState {
     },
 }
 
+impl std::fmt::Display for SchemaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Current => write!(f, "the database schema is at V{}", latest_version()),
+            Self::Behind { applied, expected } => write!(
+                f,
+                "the database schema is at {}, this build needs V{expected}: run `tenant-registry-migrate up`",
+                applied.map_or("no version".to_owned(), |version| format!("V{version}"))
+            ),
+            Self::Ahead { applied, expected } => write!(
+                f,
+                "the database schema is at V{applied}, newer than the V{expected} this build expects"
+            ),
+        }
+    }
+}
+
 /// Reads the applied schema version through the service's own pool.
 pub async fn schema_state(pool: &PgPool) -> Result<SchemaState, sqlx::Error> {
     let has_history: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")

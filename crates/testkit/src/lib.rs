@@ -16,6 +16,11 @@ use url::Url;
 
 /// Serialises template creation across the test processes that run at once.
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_6d70_6c61_7465;
+pub mod app;
+pub mod oidc;
+
+pub use app::{TestApp, TestResponse};
+
 /// Prefix of every database a test creates, so strays are easy to find.
 pub const TEST_DATABASE_PREFIX: &str = "tr_test_";
 const TEMPLATE_PREFIX: &str = "tr_template_";

@@ -1,0 +1,316 @@
+//! `/v1/api-keys`: create, list, get, revoke and rotate API keys.
+
+use auth::keys::{self, CreateKey, IssuedKey, KeyError};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use domain::Scope;
+use serde::{Deserialize, Serialize};
+use storage::api_keys::{ApiKeyRecord, ListFilter};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::pagination::{self, PageQuery};
+use crate::problem::{ApiError, FieldError, Problem};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/api-keys", post(create).get(list))
+        .route("/v1/api-keys/{id}", get(get_one))
+        .route("/v1/api-keys/{id}/revoke", post(revoke))
+        .route("/v1/api-keys/{id}/rotate", post(rotate))
+}
+
+/// An API key as it may be shown: never its hash or secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    /// The key's id.
+    id: Uuid,
+    /// The tenant the key acts for; null for a platform key.
+    tenant_id: Option<Uuid>,
+    /// Its label.
+    #[schema(example = "billing sync")]
+    name: String,
+    /// The public part of the key (the third `_`-separated part).
+    #[schema(example = "3f9c2a7b1d4e5f60")]
+    prefix: String,
+    /// The scopes granted.
+    #[schema(example = json!(["tenants:read"]))]
+    scopes: Vec<String>,
+    /// When it stops working, if ever.
+    expires_at: Option<DateTime<Utc>>,
+    /// When it was last used (recorded at most once a minute).
+    last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    revoked_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    created_at: DateTime<Utc>,
+    /// Last change.
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ApiKeyRecord> for ApiKeyView {
+    fn from(record: ApiKeyRecord) -> Self {
+        Self {
+            id: record.id,
+            tenant_id: record.tenant_id,
+            name: record.name,
+            prefix: record.prefix,
+            scopes: record.scopes,
+            expires_at: record.expires_at,
+            last_used_at: record.last_used_at,
+            revoked_at: record.revoked_at,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+/// A key with its secret, in the one response that shows it (creation or rotation).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedKeyView {
+    /// The key's record.
+    #[serde(flatten)]
+    record: ApiKeyView,
+    /// The whole key, `tr_<env>_<prefix>_<secret>`: store it now, it is never shown again.
+    #[schema(example = "tr_prod_3f9c2a7b1d4e5f60_…")]
+    key: String,
+}
+
+impl From<IssuedKey> for IssuedKeyView {
+    fn from(issued: IssuedKey) -> Self {
+        Self {
+            key: keys::reveal(&issued.key).to_owned(),
+            record: issued.record.into(),
+        }
+    }
+}
+
+/// A page of keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyPage {
+    /// The keys, oldest first.
+    items: Vec<ApiKeyView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The body of `POST /v1/api-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    /// A label, 1 to 200 characters.
+    #[schema(example = "billing sync")]
+    name: String,
+    /// The tenant the key acts for; omit for a platform key (platform admins only).
+    tenant_id: Option<Uuid>,
+    /// Scopes to grant: a subset of the caller's own.
+    #[schema(example = json!(["tenants:read"]))]
+    scopes: Vec<String>,
+    /// When the key stops working (RFC 3339, in the future); omit for never.
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of `GET /v1/api-keys`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this tenant's keys (tenant callers always see only their own).
+    tenant_id: Option<Uuid>,
+    /// Include revoked keys (default false).
+    include_revoked: Option<bool>,
+    /// Items per page, 1 to 200 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn key_error(error: KeyError) -> ApiError {
+    match error {
+        KeyError::MissingScope(_) | KeyError::Escalation(_) | KeyError::Forbidden(_) => {
+            ApiError::forbidden(error.to_string())
+        }
+        KeyError::NotFound => ApiError::not_found("no such API key"),
+        KeyError::UnknownTenant => ApiError::invalid_field("/tenant_id", "no such tenant"),
+        KeyError::Invalid { pointer, detail } => ApiError::invalid_field(pointer, detail),
+        KeyError::RevokedKey => ApiError::conflict(error.to_string()),
+        KeyError::Internal(cause) => ApiError::internal(cause),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such API key"))
+}
+
+fn parse_scopes(scopes: &[String]) -> Result<domain::Scopes, ApiError> {
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    for (index, label) in scopes.iter().enumerate() {
+        match label.parse::<Scope>() {
+            Ok(scope) => parsed.push(scope),
+            Err(error) => errors.push(FieldError {
+                pointer: format!("/scopes/{index}"),
+                detail: error.to_string(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed.into_iter().collect())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// Creates a key and returns it, with its secret, this once.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+    request_body = CreateApiKeyRequest, responses(
+    (status = 201, description = "Created; `key` is shown only now", body = IssuedKeyView,
+     headers(("location" = String, description = "The key's URL"))),
+    (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage, a platform key asked by a non-admin, or scopes the caller lacks", body = Problem, content_type = "application/problem+json"),
+    (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid fields (unknown scope, past expiry, unknown tenant)", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateApiKeyRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::ApiKeysManage)?;
+    let scopes = parse_scopes(&request.scopes)?;
+    let issued = keys::create(
+        &state.pool,
+        &caller.actor(),
+        &state.settings.key_env,
+        CreateKey {
+            name: request.name,
+            tenant_id: request.tenant_id,
+            scopes,
+            expires_at: request.expires_at,
+        },
+    )
+    .await
+    .map_err(key_error)?;
+    let location = format!("/v1/api-keys/{}", issued.record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(IssuedKeyView::from(issued)),
+    ))
+}
+
+/// Lists the keys the caller may see, oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+    params(ListParams), responses(
+    (status = 200, description = "A page of keys", body = ApiKeyPage),
+    (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid filter, limit or cursor", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<ApiKeyPage>, ApiError> {
+    caller.require(Scope::ApiKeysManage)?;
+    let (limit, after) = PageQuery {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .resolve()?;
+    let mut records = keys::list(
+        &state.pool,
+        &caller.actor(),
+        ListFilter {
+            tenant_id: params.tenant_id,
+            platform_only: false,
+            include_revoked: params.include_revoked.unwrap_or(false),
+            after,
+            limit: limit + 1,
+        },
+    )
+    .await
+    .map_err(key_error)?;
+    let has_more = records.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = has_more
+        .then(|| {
+            records
+                .last()
+                .map(|last| pagination::encode(last.created_at, last.id))
+        })
+        .flatten();
+    Ok(Json(ApiKeyPage {
+        items: records.into_iter().map(ApiKeyView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One key.
+#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+    params(("id" = Uuid, Path, description = "The key's id")), responses(
+    (status = 200, description = "The key", body = ApiKeyView),
+    (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    caller.require(Scope::ApiKeysManage)?;
+    let record = keys::get(&state.pool, &caller.actor(), parse_id(&id)?)
+        .await
+        .map_err(key_error)?;
+    Ok(Json(record.into()))
+}
+
+/// Revokes a key everywhere within a second (idempotent).
+#[utoipa::path(post, path = "/v1/api-keys/{id}/revoke", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+    params(("id" = Uuid, Path, description = "The key's id")), responses(
+    (status = 200, description = "Revoked", body = ApiKeyView),
+    (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    caller.require(Scope::ApiKeysManage)?;
+    let record = keys::revoke(&state.pool, &caller.actor(), parse_id(&id)?)
+        .await
+        .map_err(key_error)?;
+    Ok(Json(record.into()))
+}
+
+/// Gives a key a new secret (same id and scopes); the old secret stops working at once.
+#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+    params(("id" = Uuid, Path, description = "The key's id")), responses(
+    (status = 200, description = "Rotated; `key` is shown only now", body = IssuedKeyView),
+    (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The key is revoked", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<IssuedKeyView>, ApiError> {
+    caller.require(Scope::ApiKeysManage)?;
+    let issued = keys::rotate(
+        &state.pool,
+        &caller.actor(),
+        &state.settings.key_env,
+        parse_id(&id)?,
+    )
+    .await
+    .map_err(key_error)?;
+    Ok(Json(issued.into()))
+}

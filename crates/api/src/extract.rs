@@ -1,0 +1,275 @@
+//! Extractors that turn every bad input into a problem: JSON bodies, query strings and the
+//! caller's credentials.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use auth::{AuthError, Principal};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use domain::Scope;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::problem::{ApiError, FieldError};
+
+/// A JSON body: 415 unless `Content-Type` is JSON, 400 when it does not parse, 422 with a
+/// pointer when a field has the wrong type, is missing, or is unknown.
+pub struct ApiJson<T>(pub T);
+
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut pointer = String::new();
+    for segment in path.iter() {
+        pointer.push('/');
+        match segment {
+            Segment::Seq { index } => pointer.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Unknown => pointer.push('?'),
+        }
+    }
+    pointer
+}
+
+/// Deserialises `value`, reporting the failing field as a 422 with its JSON pointer.
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let mut pointer = json_pointer(error.path());
+        let detail = error.inner().to_string();
+        // serde reports a missing field at its parent; point at the field itself.
+        if let Some(field) = detail
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            pointer = format!("{}/{field}", pointer.trim_end_matches("/?"));
+        }
+        if pointer.is_empty() {
+            pointer.push('/');
+        }
+        ApiError::invalid(vec![FieldError { pointer, detail }])
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .map(|media| {
+                let media = media.trim().to_ascii_lowercase();
+                media == "application/json"
+                    || (media.starts_with("application/") && media.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::unsupported_media_type(
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::bad_request("the request body exceeds the 1 MiB limit")
+                } else {
+                    ApiError::bad_request(rejection.body_text())
+                }
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
+            ApiError::bad_request(format!("the body is not valid JSON: {error}"))
+        })?;
+        from_json_value(value).map(ApiJson)
+    }
+}
+
+/// Query parameters: 422 naming the parameter when one is invalid.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                let detail = rejection.body_text();
+                let detail = detail
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&detail)
+                    .to_owned();
+                let pointer = detail
+                    .split(':')
+                    .next()
+                    .filter(|field| !field.contains(' '))
+                    .map_or_else(|| "/".to_owned(), |field| format!("/{field}"));
+                ApiError::invalid(vec![FieldError { pointer, detail }])
+            })
+    }
+}
+
+/// The caller's address (the TCP peer; unknown when driven in-process).
+pub fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(address)| {
+            address.ip()
+        })
+}
+
+/// The authenticated caller. Rejects with 401 (with `WWW-Authenticate`), 429 after too
+/// many failures from the address, or 503 when verification cannot run.
+pub struct Caller {
+    /// Who is calling.
+    pub principal: Principal,
+    /// From where.
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    /// 403 unless the caller holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.principal.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this requires the {scope} scope"
+            )))
+        }
+    }
+
+    /// Who did it and from where, for the use cases' audit records.
+    pub fn actor(&self) -> auth::keys::Actor<'_> {
+        auth::keys::Actor {
+            principal: &self.principal,
+            source_ip: (!self.ip.is_unspecified()).then(|| self.ip.to_string()),
+        }
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed)?;
+    let (scheme, credential) = header.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    let credential = credential.trim();
+    if credential.starts_with("tr_") {
+        state.verifier.verify(credential).await
+    } else {
+        match &state.oidc {
+            Some(oidc) => oidc.verify(credential, &state.pool).await,
+            None => Err(AuthError::OidcDisabled),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = client_ip(parts);
+        if state.limiter.is_blocked(ip, Instant::now()) {
+            state.metrics.auth_failure("rate_limited");
+            return Err(ApiError::too_many_requests(
+                "too many failed authentications from this address; retry in a second",
+            ));
+        }
+        match authenticate(parts, state).await {
+            Ok(principal) => Ok(Caller { principal, ip }),
+            Err(AuthError::Unavailable(cause)) => {
+                tracing::error!(%cause, "authentication unavailable");
+                Err(ApiError::unavailable(
+                    "authentication is temporarily unavailable",
+                ))
+            }
+            Err(error) => {
+                state.limiter.record_failure(ip, Instant::now());
+                state.metrics.auth_failure(error.reason());
+                tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
+                Err(match error {
+                    AuthError::Missing => ApiError::unauthorized(
+                        "send an API key or an OIDC access token as Authorization: Bearer …",
+                    ),
+                    AuthError::Revoked | AuthError::Expired => {
+                        ApiError::unauthorized(error.to_string())
+                    }
+                    AuthError::OidcDisabled => ApiError::unauthorized(error.to_string()),
+                    _ => ApiError::unauthorized("the credentials are not valid"),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn pointer_of(value: serde_json::Value) -> String {
+        let error = from_json_value::<Body>(value).expect_err("invalid");
+        let response = axum::response::IntoResponse::into_response(error);
+        let problem = response
+            .extensions()
+            .get::<crate::problem::Problem>()
+            .expect("problem attached")
+            .clone();
+        problem.errors[0].pointer.clone()
+    }
+
+    #[test]
+    fn a_wrong_type_points_at_the_field() {
+        assert_eq!(pointer_of(serde_json::json!({"name": 1})), "/name");
+        assert_eq!(
+            pointer_of(serde_json::json!({"name": "x", "inner": {"count": "many"}})),
+            "/inner/count"
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_points_at_itself() {
+        assert_eq!(
+            pointer_of(serde_json::json!({"name": "x", "extra": true})),
+            "/extra"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_points_at_itself() {
+        assert_eq!(pointer_of(serde_json::json!({})), "/name");
+    }
+}

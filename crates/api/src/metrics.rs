@@ -1,0 +1,134 @@
+//! Prometheus metrics: requests by method, route template and status, their latency, the
+//! pool's connections, and authentication failures by reason.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// The service's metrics and the registry they are exposed from.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    auth_failures: Family<ReasonLabels, Counter>,
+    pool_connections: Family<StateLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tenant_registry");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let pool_connections = Family::<StateLabels, Gauge>::default();
+        registry.register("http_requests", "HTTP requests handled", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to produce a response",
+            latency.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed authentications by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by state (in_use, idle)",
+            pool_connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            auth_failures,
+            pool_connections,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a failed authentication.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The metrics in the OpenMetrics text format, with the pool read now.
+    pub fn render(&self, pool: &storage::PgPool) -> String {
+        let size = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+        self.pool_connections
+            .get_or_create(&StateLabels { state: "in_use" })
+            .set(size - idle);
+        self.pool_connections
+            .get_or_create(&StateLabels { state: "idle" })
+            .set(idle);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Records each routed request under its route template (never the raw path, which would
+/// make one series per tenant id).
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    let metrics: &Arc<Metrics> = &state.metrics;
+    metrics.requests.get_or_create(&labels).inc();
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

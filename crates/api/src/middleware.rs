@@ -1,0 +1,70 @@
+//! The layers every request passes through, outermost first: request id (accepted or
+//! generated, echoed back), a tracing span carrying it, problem+json for every error, CORS,
+//! panic capture, a timeout and the body size limit.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::problem;
+
+/// The request id header, accepted from the caller or generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Wraps `router` in the service-wide layers.
+pub fn apply(router: Router, cors_origins: &[HeaderValue], timeout: Duration) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(cors_origins.iter().cloned()))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            REQUEST_ID,
+        ])
+        .expose_headers([header::ETAG, header::LOCATION, REQUEST_ID]);
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id,
+        )
+    });
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(trace)
+            .layer(axum::middleware::from_fn(problem::problem_responses))
+            .layer(cors)
+            .layer(CatchPanicLayer::custom(problem::panic_response))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            ))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+    )
+}

@@ -1,0 +1,65 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types, and a reference page
+//! that renders it in the browser with no external assets.
+
+use axum::Json;
+use axum::response::Html;
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::AppState;
+
+/// Adds the bearer scheme every `/v1` route uses (API key or OIDC access token).
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`tr_<env>_<prefix>_<secret>`) or an OIDC access token from the configured issuer",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tenant-registry",
+        description = "The control plane of a multi-tenant SaaS platform: tenants, entitlements, SSO configuration, API keys and the audit log. Errors are RFC 9457 problem+json.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        crate::probes::healthz,
+        crate::probes::readyz,
+        crate::probes::metrics,
+        crate::me::me,
+        crate::api_keys::create,
+        crate::api_keys::list,
+        crate::api_keys::get_one,
+        crate::api_keys::revoke,
+        crate::api_keys::rotate,
+    ),
+    components(schemas(crate::problem::Problem, crate::problem::FieldError)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "probes", description = "Liveness, readiness and metrics"),
+        (name = "auth", description = "The caller's identity"),
+        (name = "api keys", description = "Create, list, revoke and rotate API keys"),
+    )
+)]
+pub struct ApiDoc;
+
+pub(crate) fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/docs", get(|| async { Html(include_str!("docs.html")) }))
+}

@@ -1,0 +1,286 @@
+//! RFC 9457 problem details: every error the API returns, and the middleware that makes
+//! sure even framework-made errors (404, 405, 408, 413, panics) leave as problem+json with
+//! the request's path and id.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON pointer (RFC 6901) to the field in the request body or query.
+    pub pointer: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem; documented in docs/api.md.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// The request path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The request id (also in the `x-request-id` header), for finding the log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// For 422: every invalid field at once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// An error a handler returns; rendered as problem+json.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 400: the request could not be read.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Malformed request",
+            detail,
+        )
+    }
+
+    /// 401: no valid credentials; the detail never says which part was wrong.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+            detail,
+        )
+    }
+
+    /// 403: authenticated, but lacking a scope.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 404: missing, or not the caller's.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// 409: conflicts with the current state.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail,
+        )
+    }
+
+    /// 422: well-formed, but field values are invalid; every problem at once.
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [only] => format!("{}: {}", only.pointer, only.detail),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid request",
+                detail,
+            )
+        }
+    }
+
+    /// 422 for one field.
+    pub fn invalid_field(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }])
+    }
+
+    /// 429: too many failed authentications from this address.
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            detail,
+        )
+    }
+
+    /// 503: a dependency is unavailable.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        )
+    }
+
+    /// 500: logged in full here, opaque on the wire.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the server failed to handle the request; the request id finds it in the logs",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn into_problem(self) -> Problem {
+        Problem {
+            kind: format!("/problems/{}", self.slug),
+            title: self.title.to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            instance: None,
+            request_id: None,
+            errors: self.errors,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(format!("database: {error}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut response = self.status.into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tenant-registry\""),
+            );
+        }
+        // The body is written by `problem_responses`, which knows the request.
+        response.extensions_mut().insert(self.into_problem());
+        response
+    }
+}
+
+fn problem_for_status(status: StatusCode) -> ApiError {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method-not-allowed",
+            "Method not allowed",
+            "this resource does not support that method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "payload-too-large",
+            "Payload too large",
+            "the request body exceeds the 1 MiB limit",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            status,
+            "timeout",
+            "Request timeout",
+            "the request took longer than the server allows",
+        ),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            ApiError::internal("a handler failed without saying why")
+        }
+        _ => ApiError::new(status, "http-error", "HTTP error", reason),
+    }
+}
+
+/// Writes every error response as problem+json, adding the request path and id.
+pub async fn problem_responses(request: Request<Body>, next: Next) -> Response {
+    let instance = request.uri().path().to_owned();
+    let request_id = request
+        .headers()
+        .get(crate::middleware::REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let already_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if already_problem {
+        return response;
+    }
+    let mut problem = response
+        .extensions_mut()
+        .remove::<Problem>()
+        .unwrap_or_else(|| problem_for_status(status).into_problem());
+    problem.instance = Some(instance);
+    problem.request_id = request_id;
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let (mut parts, _) = response.into_parts();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Turns a panic into an opaque 500 (the panic message goes to the log only).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::internal(format!("handler panicked: {message}")).into_response()
+}

@@ -1,0 +1,235 @@
+//! Every route × every kind of caller → the status the rules promise.
+
+use axum::http::{Method, StatusCode};
+use domain::Scope;
+use serde_json::json;
+use testkit::TestApp;
+use testkit::oidc::TestIssuer;
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Me,
+    CreateKey,
+    ListKeys,
+    GetKey,
+    RevokeKey,
+    RotateKey,
+}
+
+const ROUTES: [Route; 6] = [
+    Route::Me,
+    Route::CreateKey,
+    Route::ListKeys,
+    Route::GetKey,
+    Route::RevokeKey,
+    Route::RotateKey,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Caller {
+    NoCredentials,
+    Malformed,
+    UnknownKey,
+    RevokedKey,
+    ExpiredKey,
+    TenantKeyWithoutScope,
+    OtherTenantsKey,
+    TenantKeyWithScope,
+    PlatformAdmin,
+    OidcAdmin,
+    OidcTenantUser,
+}
+
+/// The expected status of `route` for `caller`.
+fn expected(route: Route, caller: Caller) -> StatusCode {
+    use Caller::*;
+    match caller {
+        NoCredentials | Malformed | UnknownKey | RevokedKey | ExpiredKey => {
+            StatusCode::UNAUTHORIZED
+        }
+        TenantKeyWithoutScope => match route {
+            Route::Me => StatusCode::OK,
+            _ => StatusCode::FORBIDDEN,
+        },
+        OtherTenantsKey => match route {
+            Route::Me | Route::ListKeys => StatusCode::OK,
+            // The target tenant is not the caller's: it does not exist for them.
+            Route::CreateKey => StatusCode::UNPROCESSABLE_ENTITY,
+            Route::GetKey | Route::RevokeKey | Route::RotateKey => StatusCode::NOT_FOUND,
+        },
+        TenantKeyWithScope | PlatformAdmin | OidcAdmin | OidcTenantUser => match route {
+            Route::CreateKey => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        },
+    }
+}
+
+struct World {
+    app: TestApp,
+    issuer: TestIssuer,
+    tenant: Uuid,
+    credentials: Vec<(Caller, Option<String>)>,
+}
+
+async fn world() -> World {
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::with_settings(api::Settings {
+        oidc: Some(issuer.config()),
+        ..api::Settings::default()
+    })
+    .await;
+    let tenant = app.tenant("acme").await;
+    let other = app.tenant("globex").await;
+    let manage = [Scope::ApiKeysManage, Scope::TenantsRead];
+    let (revoked_id, revoked) = app.key(Some(tenant), &manage).await;
+    app.revoke(revoked_id).await;
+    let (expiring_id, expired) = app.key(Some(tenant), &manage).await;
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(expiring_id)
+        .execute(app.db.pool())
+        .await
+        .expect("backdating the expiry");
+    let unknown = format!("tr_test_{}_{}", "0".repeat(16), "1".repeat(64));
+    let credentials =
+        vec![
+            (Caller::NoCredentials, None),
+            (Caller::Malformed, Some("not-a-key".to_owned())),
+            (Caller::UnknownKey, Some(unknown)),
+            (Caller::RevokedKey, Some(revoked)),
+            (Caller::ExpiredKey, Some(expired)),
+            (
+                Caller::TenantKeyWithoutScope,
+                Some(app.key(Some(tenant), &[Scope::TenantsRead]).await.1),
+            ),
+            (
+                Caller::OtherTenantsKey,
+                Some(app.key(Some(other), &manage).await.1),
+            ),
+            (
+                Caller::TenantKeyWithScope,
+                Some(app.key(Some(tenant), &manage).await.1),
+            ),
+            (Caller::PlatformAdmin, Some(app.admin_key().await)),
+            (
+                Caller::OidcAdmin,
+                Some(issuer.token(json!({"realm_access": {"roles": ["platform-admin"]}}))),
+            ),
+            (
+                Caller::OidcTenantUser,
+                Some(issuer.token(
+                    json!({"tenant": "acme", "scope": "openid api_keys:manage tenants:read"}),
+                )),
+            ),
+        ];
+    World {
+        app,
+        issuer,
+        tenant,
+        credentials,
+    }
+}
+
+async fn call(world: &World, route: Route, credential: Option<&str>) -> testkit::TestResponse {
+    // Each cell acts on a key of its own, so revoking or rotating in one cell cannot change
+    // what another sees.
+    let (target, _) = world
+        .app
+        .key(Some(world.tenant), &[Scope::TenantsRead])
+        .await;
+    let (method, path, body) = match route {
+        Route::Me => (Method::GET, "/v1/me".to_owned(), None),
+        Route::CreateKey => (
+            Method::POST,
+            "/v1/api-keys".to_owned(),
+            Some(
+                json!({"name": "made in the matrix", "tenant_id": world.tenant, "scopes": ["tenants:read"]}),
+            ),
+        ),
+        Route::ListKeys => (Method::GET, "/v1/api-keys".to_owned(), None),
+        Route::GetKey => (Method::GET, format!("/v1/api-keys/{target}"), None),
+        Route::RevokeKey => (Method::POST, format!("/v1/api-keys/{target}/revoke"), None),
+        Route::RotateKey => (Method::POST, format!("/v1/api-keys/{target}/rotate"), None),
+    };
+    let mut request = world.app.request(method, &path);
+    if let Some(credential) = credential {
+        request = request.bearer(credential);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await
+}
+
+#[tokio::test]
+async fn every_route_answers_every_caller_as_the_rules_say() {
+    let world = world().await;
+    let mut mismatches = Vec::new();
+    for route in ROUTES {
+        for (caller, credential) in &world.credentials {
+            let response = call(&world, route, credential.as_deref()).await;
+            let want = expected(route, *caller);
+            if response.status != want {
+                mismatches.push(format!(
+                    "{route:?} as {caller:?}: got {}, want {want}: {}",
+                    response.status,
+                    String::from_utf8_lossy(&response.body)
+                ));
+            }
+            if response.status == StatusCode::UNAUTHORIZED {
+                assert!(
+                    response
+                        .header("www-authenticate")
+                        .is_some_and(|value| value.starts_with("Bearer")),
+                    "{route:?} as {caller:?}: 401 without WWW-Authenticate"
+                );
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    drop(world.issuer);
+}
+
+#[tokio::test]
+async fn another_tenants_key_lists_only_its_own_tenants_keys() {
+    let world = world().await;
+    let other_key = world
+        .credentials
+        .iter()
+        .find(|(caller, _)| *caller == Caller::OtherTenantsKey)
+        .and_then(|(_, credential)| credential.clone())
+        .expect("the other tenant's key");
+    let response = world
+        .app
+        .request(
+            Method::GET,
+            &format!("/v1/api-keys?tenant_id={}", world.tenant),
+        )
+        .bearer(&other_key)
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(
+        response.json()["items"],
+        json!([]),
+        "asking for another tenant shows nothing"
+    );
+    let own = world
+        .app
+        .request(Method::GET, "/v1/api-keys")
+        .bearer(&other_key)
+        .send()
+        .await;
+    let items = own.json()["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "only its own key");
+    assert!(
+        items
+            .iter()
+            .all(|item| item["tenant_id"] != json!(world.tenant))
+    );
+}

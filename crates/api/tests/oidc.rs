@@ -1,0 +1,125 @@
+//! OIDC bearer tokens from a real issuer on loopback: who they make, and what is refused.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use testkit::TestApp;
+use testkit::oidc::TestIssuer;
+
+async fn setup() -> (TestApp, TestIssuer) {
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::with_settings(api::Settings {
+        oidc: Some(issuer.config()),
+        ..api::Settings::default()
+    })
+    .await;
+    (app, issuer)
+}
+
+async fn me(app: &TestApp, token: &str) -> (StatusCode, Value) {
+    let response = app
+        .request(Method::GET, "/v1/me")
+        .bearer(token)
+        .send()
+        .await;
+    (response.status, response.json())
+}
+
+#[tokio::test]
+async fn the_admin_role_makes_a_platform_admin() {
+    let (app, issuer) = setup().await;
+    let token = issuer.token(
+        json!({"sub": "alice", "realm_access": {"roles": ["offline_access", "platform-admin"]}}),
+    );
+    let (status, body) = me(&app, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"kind": "oidc_user", "tenant_id": null, "scopes": ["platform:admin"], "key_id": null, "subject": "alice"})
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_claim_by_slug_or_id_makes_a_tenant_principal_with_known_scopes() {
+    let (app, issuer) = setup().await;
+    let tenant = app.tenant("acme").await;
+    for claim in [json!("acme"), json!(tenant)] {
+        let token =
+            issuer.token(json!({"tenant": claim, "scope": "openid email tenants:read audit:read"}));
+        let (status, body) = me(&app, &token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["tenant_id"], json!(tenant));
+        assert_eq!(body["scopes"], json!(["tenants:read", "audit:read"]));
+    }
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_refused() {
+    let (app, issuer) = setup().await;
+    app.tenant("acme").await;
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        (
+            "expired",
+            issuer.token(json!({"tenant": "acme", "exp": now - 120})),
+        ),
+        (
+            "not yet valid",
+            issuer.token(json!({"tenant": "acme", "nbf": now + 600})),
+        ),
+        (
+            "wrong audience",
+            issuer.token(json!({"tenant": "acme", "aud": "someone-else"})),
+        ),
+        (
+            "wrong issuer",
+            issuer.token(json!({"tenant": "acme", "iss": "https://evil.example.com"})),
+        ),
+        ("unknown tenant", issuer.token(json!({"tenant": "nobody"}))),
+        ("no role and no tenant", issuer.token(json!({}))),
+        (
+            "unknown key id",
+            issuer.token_with_kid("rotated-away", json!({"tenant": "acme"})),
+        ),
+        (
+            "not a JWT",
+            "eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln".to_owned(),
+        ),
+    ];
+    for (case, token) in cases {
+        let (status, body) = me(&app, &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn symmetric_algorithms_are_refused() {
+    let (app, issuer) = setup().await;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("any".to_owned());
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": issuer.url, "aud": "tenant-registry", "exp": now + 60,
+                        "realm_access": {"roles": ["platform-admin"]}});
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"guessable"),
+    )
+    .expect("token");
+    let (status, _) = me(&app, &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_refused_when_no_issuer_is_configured() {
+    let app = TestApp::new().await;
+    let issuer = TestIssuer::start().await;
+    let token = issuer.token(json!({"realm_access": {"roles": ["platform-admin"]}}));
+    let (status, body) = me(&app, &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no OIDC issuer")
+    );
+}

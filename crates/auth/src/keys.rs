@@ -1,0 +1,516 @@
+//! API keys: the `tr_<env>_<prefix>_<secret>` format, argon2id hashing, and the management
+//! use cases (create, list, get, revoke, rotate) with their authorization rules.
+//!
+//! The prefix (16 hex digits, 64 bits) is stored in clear for lookup; the secret (32 bytes
+//! from the OS CSPRNG, 256 bits, as hex) is never stored: only an argon2id hash of the whole
+//! key is. A new or rotated key is returned once and cannot be recovered.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use chrono::{DateTime, Utc};
+use domain::{Scope, Scopes};
+use secrecy::{ExposeSecret, SecretString};
+use storage::api_keys::{self, ApiKeyRecord, ListFilter, NewApiKey};
+use storage::audit::NewAuditEvent;
+use storage::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::Principal;
+
+const PREFIX_BYTES: usize = 8;
+const SECRET_BYTES: usize = 32;
+
+/// Argon2id with OWASP's minimum recommendation: 19 MiB of memory, 2 passes, 1 lane.
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("constant argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// A key as presented by a caller, split into its parts.
+#[derive(Debug)]
+pub struct PresentedKey<'a> {
+    /// The public lookup prefix.
+    pub prefix: &'a str,
+    /// The whole key, as hashed.
+    pub whole: &'a str,
+}
+
+impl<'a> PresentedKey<'a> {
+    /// Splits `tr_<env>_<prefix>_<secret>`; `None` when the text is not in that form.
+    pub fn parse(whole: &'a str) -> Option<Self> {
+        let mut parts = whole.splitn(4, '_');
+        let (tag, env, prefix, secret) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let is_hex = |text: &str, bytes: usize| {
+            text.len() == bytes * 2
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
+        let valid = tag == "tr"
+            && !env.is_empty()
+            && env.bytes().all(|b| b.is_ascii_lowercase())
+            && is_hex(prefix, PREFIX_BYTES)
+            && is_hex(secret, SECRET_BYTES);
+        valid.then_some(Self { prefix, whole })
+    }
+}
+
+/// A freshly generated key: the prefix to store and the whole key to show once.
+pub struct GeneratedKey {
+    /// The public lookup prefix.
+    pub prefix: String,
+    /// The whole key; shown to its owner once, never stored or logged.
+    pub key: SecretString,
+    /// The argon2id PHC string to store.
+    pub hash: String,
+}
+
+fn random_hex(bytes: usize) -> Result<String, KeyError> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer)
+        .map_err(|error| KeyError::Internal(format!("OS random source: {error}")))?;
+    Ok(hex::encode(buffer))
+}
+
+/// Generates a key for environment `env` (`dev`, `stage`, `prod`) and hashes it.
+///
+/// Hashing costs tens of milliseconds of CPU: call it off the async runtime.
+pub fn generate(env: &str) -> Result<GeneratedKey, KeyError> {
+    let prefix = random_hex(PREFIX_BYTES)?;
+    let key = format!("tr_{env}_{prefix}_{}", random_hex(SECRET_BYTES)?);
+    let hash = hash(&key)?;
+    Ok(GeneratedKey {
+        prefix,
+        key: SecretString::from(key),
+        hash,
+    })
+}
+
+fn hash(key: &str) -> Result<String, KeyError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt)
+        .map_err(|error| KeyError::Internal(format!("OS random source: {error}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|error| KeyError::Internal(error.to_string()))?;
+    hasher()
+        .hash_password(key.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| KeyError::Internal(format!("hashing: {error}")))
+}
+
+/// The hash of a random key that is thrown away, for equalising verification time.
+pub(crate) fn decoy_hash() -> Result<String, KeyError> {
+    hash(&random_hex(SECRET_BYTES)?)
+}
+
+/// Whether `key` matches the PHC string `hash` (in constant time for the comparison).
+///
+/// Costs as much as hashing: call it off the async runtime.
+pub fn verify(hash: &str, key: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| hasher().verify_password(key.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+/// Why a key management request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The caller lacks `api_keys:manage`.
+    #[error("this requires the {0} scope")]
+    MissingScope(Scope),
+    /// No such key, or not one the caller may see.
+    #[error("no such API key")]
+    NotFound,
+    /// The key would grant scopes the caller does not hold.
+    #[error("cannot grant scopes you do not hold: {0}")]
+    Escalation(String),
+    /// Only platform admins may create platform keys or keys for another tenant.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The named tenant does not exist (or is not the caller's).
+    #[error("no such tenant")]
+    UnknownTenant,
+    /// A field is invalid.
+    #[error("{detail}")]
+    Invalid {
+        /// JSON pointer of the field.
+        pointer: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The key was revoked, so it cannot be rotated.
+    #[error("a revoked key cannot be rotated")]
+    RevokedKey,
+    /// A storage or runtime failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for KeyError {
+    fn from(error: sqlx::Error) -> Self {
+        KeyError::Internal(error.to_string())
+    }
+}
+
+/// A request to create a key.
+#[derive(Debug, Clone)]
+pub struct CreateKey {
+    /// A label.
+    pub name: String,
+    /// The tenant the key acts for; `None` for a platform key.
+    pub tenant_id: Option<Uuid>,
+    /// The scopes to grant.
+    pub scopes: Scopes,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key record together with its secret, returned once on creation or rotation.
+pub struct IssuedKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// The whole key.
+    pub key: SecretString,
+}
+
+/// Who performs a use case, for authorization and the audit record.
+pub struct Actor<'a> {
+    /// The caller.
+    pub principal: &'a Principal,
+    /// The caller's address, if known.
+    pub source_ip: Option<String>,
+}
+
+fn require_manage(actor: &Actor<'_>) -> Result<(), KeyError> {
+    if actor.principal.allows(Scope::ApiKeysManage) {
+        Ok(())
+    } else {
+        Err(KeyError::MissingScope(Scope::ApiKeysManage))
+    }
+}
+
+fn validate_create(request: &CreateKey, now: DateTime<Utc>) -> Result<(), KeyError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(KeyError::Invalid {
+            pointer: "/name",
+            detail: "must be 1 to 200 characters, not only spaces".to_owned(),
+        });
+    }
+    if request.scopes.is_empty() {
+        return Err(KeyError::Invalid {
+            pointer: "/scopes",
+            detail: "must grant at least one scope".to_owned(),
+        });
+    }
+    if request
+        .expires_at
+        .is_some_and(|expires_at| expires_at <= now)
+    {
+        return Err(KeyError::Invalid {
+            pointer: "/expires_at",
+            detail: "must be in the future".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates a key after checking the caller may: `api_keys:manage`; platform keys only by
+/// platform admins; a tenant principal only for its own tenant; no scope the caller lacks.
+pub async fn create(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    env: &str,
+    request: CreateKey,
+) -> Result<IssuedKey, KeyError> {
+    require_manage(actor)?;
+    validate_create(&request, Utc::now())?;
+    let principal = actor.principal;
+    match request.tenant_id {
+        None if !principal.scopes.is_platform_admin() => {
+            return Err(KeyError::Forbidden(
+                "only platform admins may create platform keys",
+            ));
+        }
+        Some(tenant) if !principal.can_access_tenant(Some(tenant)) => {
+            return Err(KeyError::UnknownTenant);
+        }
+        _ => {}
+    }
+    if request.scopes.is_platform_admin() && request.tenant_id.is_some() {
+        return Err(KeyError::Invalid {
+            pointer: "/scopes",
+            detail: "platform:admin can only be granted to a platform key (no tenant_id)"
+                .to_owned(),
+        });
+    }
+    if !principal.scopes.covers(&request.scopes) {
+        let missing: Vec<String> = request
+            .scopes
+            .iter()
+            .filter(|scope| !principal.allows(*scope))
+            .map(String::from)
+            .collect();
+        return Err(KeyError::Escalation(missing.join(", ")));
+    }
+    if let Some(tenant) = request.tenant_id
+        && !storage::tenants::exists(pool, tenant).await?
+    {
+        return Err(KeyError::UnknownTenant);
+    }
+    let env = env.to_owned();
+    let generated = tokio::task::spawn_blocking(move || generate(&env))
+        .await
+        .map_err(|error| KeyError::Internal(error.to_string()))??;
+    let scopes = request.scopes.labels();
+    let mut transaction = pool.begin().await?;
+    let record = api_keys::insert(
+        &mut transaction,
+        &NewApiKey {
+            tenant_id: request.tenant_id,
+            name: request.name.trim(),
+            prefix: &generated.prefix,
+            hash: &generated.hash,
+            scopes: &scopes,
+            expires_at: request.expires_at,
+        },
+    )
+    .await?;
+    audit(&mut transaction, actor, &record, "api_key.created", 'c').await?;
+    transaction.commit().await?;
+    Ok(IssuedKey {
+        record,
+        key: generated.key,
+    })
+}
+
+/// Creates a platform admin key with no caller: the bootstrap of a fresh install.
+pub async fn create_bootstrap_admin(
+    pool: &PgPool,
+    env: &str,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<IssuedKey, KeyError> {
+    let bootstrap = Principal {
+        kind: crate::PrincipalKind::PlatformKey,
+        tenant_id: None,
+        scopes: [Scope::PlatformAdmin].into_iter().collect(),
+        key_id: None,
+        subject: Some("bootstrap".to_owned()),
+    };
+    let actor = Actor {
+        principal: &bootstrap,
+        source_ip: None,
+    };
+    let request = CreateKey {
+        name: name.to_owned(),
+        tenant_id: None,
+        scopes: [Scope::PlatformAdmin].into_iter().collect(),
+        expires_at,
+    };
+    create(pool, &actor, env, request).await
+}
+
+async fn audit(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    record: &ApiKeyRecord,
+    action: &str,
+    crud: char,
+) -> Result<(), sqlx::Error> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("scopes".to_owned(), record.scopes.join(" ").into());
+    storage::audit::record(
+        conn,
+        &NewAuditEvent {
+            tenant_id: record.tenant_id,
+            group_id: record.tenant_id.map(|id| id.to_string()),
+            product: "tenant-registry".to_owned(),
+            action: action.to_owned(),
+            crud,
+            actor_id: Some(actor.principal.actor_id()),
+            target_id: Some(record.id.to_string()),
+            target_type: Some("api_key".to_owned()),
+            target_name: Some(record.name.clone()),
+            source_ip: actor.source_ip.clone(),
+            fields,
+            ..NewAuditEvent::default()
+        },
+    )
+    .await
+    .map(drop)
+}
+
+/// One key, if it exists and the caller may see it.
+pub async fn get(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<ApiKeyRecord, KeyError> {
+    require_manage(actor)?;
+    api_keys::get(pool, id)
+        .await?
+        .filter(|record| actor.principal.can_access_tenant(record.tenant_id))
+        .ok_or(KeyError::NotFound)
+}
+
+/// A page of the keys the caller may see; `tenant_id` narrows it for platform callers.
+pub async fn list(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    mut filter: ListFilter,
+) -> Result<Vec<ApiKeyRecord>, KeyError> {
+    require_manage(actor)?;
+    if let Some(own) = actor.principal.tenant_id {
+        if filter.tenant_id.is_some_and(|asked| asked != own) {
+            return Ok(Vec::new());
+        }
+        filter.tenant_id = Some(own);
+        filter.platform_only = false;
+    }
+    Ok(api_keys::list(pool, &filter).await?)
+}
+
+/// Revokes a key the caller may see (idempotent).
+pub async fn revoke(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<ApiKeyRecord, KeyError> {
+    get(pool, actor, id).await?;
+    let mut transaction = pool.begin().await?;
+    let record = api_keys::revoke(&mut transaction, id)
+        .await?
+        .ok_or(KeyError::NotFound)?;
+    audit(&mut transaction, actor, &record, "api_key.revoked", 'u').await?;
+    transaction.commit().await?;
+    Ok(record)
+}
+
+/// Gives a live key a new secret; the old one stops working everywhere at commit.
+pub async fn rotate(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    env: &str,
+    id: Uuid,
+) -> Result<IssuedKey, KeyError> {
+    let current = get(pool, actor, id).await?;
+    if current.revoked_at.is_some() {
+        return Err(KeyError::RevokedKey);
+    }
+    let env = env.to_owned();
+    let generated = tokio::task::spawn_blocking(move || generate(&env))
+        .await
+        .map_err(|error| KeyError::Internal(error.to_string()))??;
+    let mut transaction = pool.begin().await?;
+    let record = api_keys::rotate(&mut transaction, id, &generated.prefix, &generated.hash)
+        .await?
+        .ok_or(KeyError::NotFound)?;
+    audit(&mut transaction, actor, &record, "api_key.rotated", 'u').await?;
+    transaction.commit().await?;
+    Ok(IssuedKey {
+        record,
+        key: generated.key,
+    })
+}
+
+/// The whole key as text, for the one response that shows it.
+pub fn reveal(key: &SecretString) -> &str {
+    key.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_has_the_documented_format_and_verifies() {
+        let generated = generate("dev").expect("generate");
+        let key = reveal(&generated.key);
+        let parsed = PresentedKey::parse(key).expect("our own format parses");
+        assert_eq!(parsed.prefix, generated.prefix);
+        assert!(key.starts_with(&format!("tr_dev_{}_", generated.prefix)));
+        assert_eq!(key.len(), "tr_dev_".len() + 16 + 1 + 64);
+        assert!(
+            generated
+                .hash
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+        );
+        assert!(verify(&generated.hash, key));
+        assert!(
+            !generated.hash.contains(key),
+            "the hash does not contain the key"
+        );
+    }
+
+    #[test]
+    fn a_wrong_secret_does_not_verify() {
+        let generated = generate("dev").expect("generate");
+        let key = reveal(&generated.key);
+        let mut tampered = key[..key.len() - 1].to_owned();
+        tampered.push(if key.ends_with('0') { '1' } else { '0' });
+        assert!(!verify(&generated.hash, &tampered));
+        assert!(!verify("not a phc string", key));
+    }
+
+    #[test]
+    fn two_keys_never_share_prefix_or_secret() {
+        let first = generate("dev").expect("generate");
+        let second = generate("dev").expect("generate");
+        assert_ne!(first.prefix, second.prefix);
+        assert_ne!(reveal(&first.key), reveal(&second.key));
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected_by_the_parser() {
+        let good = format!("tr_prod_{}_{}", "a".repeat(16), "b".repeat(64));
+        assert!(PresentedKey::parse(&good).is_some());
+        for bad in [
+            "",
+            "tr_prod",
+            &format!("xx_prod_{}_{}", "a".repeat(16), "b".repeat(64)),
+            &format!("tr__{}_{}", "a".repeat(16), "b".repeat(64)),
+            &format!("tr_prod_{}_{}", "a".repeat(15), "b".repeat(64)),
+            &format!("tr_prod_{}_{}", "A".repeat(16), "b".repeat(64)),
+            &format!("tr_prod_{}_{}", "a".repeat(16), "b".repeat(63)),
+            &format!("tr_prod_{}_{}_x", "a".repeat(16), "b".repeat(64)),
+        ] {
+            assert!(PresentedKey::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let now = Utc::now();
+        let request = CreateKey {
+            name: "  ".to_owned(),
+            tenant_id: None,
+            scopes: [Scope::TenantsRead].into_iter().collect(),
+            expires_at: None,
+        };
+        assert!(matches!(
+            validate_create(&request, now),
+            Err(KeyError::Invalid {
+                pointer: "/name",
+                ..
+            })
+        ));
+        let expired = CreateKey {
+            name: "ci".to_owned(),
+            expires_at: Some(now - chrono::Duration::seconds(1)),
+            ..request.clone()
+        };
+        assert!(matches!(
+            validate_create(&expired, now),
+            Err(KeyError::Invalid {
+                pointer: "/expires_at",
+                ..
+            })
+        ));
+        let no_scopes = CreateKey {
+            name: "ci".to_owned(),
+            scopes: Scopes::default(),
+            ..request
+        };
+        assert!(matches!(
+            validate_create(&no_scopes, now),
+            Err(KeyError::Invalid {
+                pointer: "/scopes",
+                ..
+            })
+        ));
+    }
+}

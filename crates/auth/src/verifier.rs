@@ -1,0 +1,154 @@
+//! API key verification with an in-process cache.
+//!
+//! A successful verification is cached for at most [`CACHE_TTL`], keyed by a SHA-256 of the
+//! presented key (never the key itself). Revocations and rotations arrive on
+//! `api_keys_changed` and empty the cache; so does a reconnect of the listener, since
+//! notifications sent while it was away are lost.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::Scopes;
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use storage::PgPool;
+use storage::api_keys::{self, CHANGES_CHANNEL};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::keys::{self, PresentedKey};
+use crate::{AuthError, Principal, PrincipalKind};
+
+/// How long a successful verification is trusted without asking the database again.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// A hash of a key nobody holds, checked against unknown prefixes so that an unknown prefix
+/// costs as much time as a wrong secret.
+static DECOY_HASH: LazyLock<String> = LazyLock::new(|| keys::decoy_hash().unwrap_or_default());
+
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Verifies presented API keys; clone it freely (the cache is shared).
+#[derive(Clone)]
+pub struct ApiKeyVerifier {
+    pool: PgPool,
+    cache: Cache<[u8; 32], Arc<Verified>>,
+}
+
+impl ApiKeyVerifier {
+    /// A verifier over `pool` with an empty cache.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+
+    /// The principal behind `presented`, or why there is none.
+    pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
+        let parsed = PresentedKey::parse(presented).ok_or(AuthError::Malformed)?;
+        let digest: [u8; 32] = Sha256::digest(parsed.whole.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&digest).await {
+            if hit.expires_at.is_some_and(|at| at <= Utc::now()) {
+                self.cache.invalidate(&digest).await;
+                return Err(AuthError::Expired);
+            }
+            return Ok(hit.principal.clone());
+        }
+        let verified = self.verify_uncached(&parsed).await?;
+        let principal = verified.principal.clone();
+        self.cache.insert(digest, Arc::new(verified)).await;
+        Ok(principal)
+    }
+
+    async fn verify_uncached(&self, parsed: &PresentedKey<'_>) -> Result<Verified, AuthError> {
+        let credential = api_keys::credential_by_prefix(&self.pool, parsed.prefix)
+            .await
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?;
+        let hash = credential
+            .as_ref()
+            .map_or_else(|| DECOY_HASH.clone(), |credential| credential.hash.clone());
+        let whole = parsed.whole.to_owned();
+        let matches = tokio::task::spawn_blocking(move || keys::verify(&hash, &whole))
+            .await
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?;
+        let credential = match credential {
+            Some(credential) if matches => credential,
+            _ => return Err(AuthError::Invalid),
+        };
+        if credential.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if credential.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(AuthError::Expired);
+        }
+        self.record_use(credential.id);
+        Ok(Verified {
+            principal: Principal {
+                kind: if credential.tenant_id.is_some() {
+                    PrincipalKind::TenantKey
+                } else {
+                    PrincipalKind::PlatformKey
+                },
+                tenant_id: credential.tenant_id,
+                scopes: Scopes::known_from(credential.scopes.iter().map(String::as_str)),
+                key_id: Some(credential.id),
+                subject: None,
+            },
+            expires_at: credential.expires_at,
+        })
+    }
+
+    /// Records the use off the request path; a cache miss happens at most once a
+    /// [`CACHE_TTL`] per key and replica, and the update itself skips recent uses.
+    fn record_use(&self, id: Uuid) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = api_keys::record_use(&pool, id).await {
+                tracing::warn!(%error, key_id = %id, "could not record API key use");
+            }
+        });
+    }
+
+    /// Forgets every cached verification.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Starts listening for key changes; returns once the subscription is in place, with the
+    /// task that keeps it (abort it to stop).
+    pub async fn spawn_invalidation_listener(&self) -> Result<JoinHandle<()>, sqlx::Error> {
+        let mut listener = storage::listen(&self.pool, &[CHANGES_CHANNEL]).await?;
+        let verifier = self.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        tracing::debug!(
+                            key_id = notification.payload(),
+                            "API key changed; cache emptied"
+                        );
+                        verifier.invalidate_all();
+                    }
+                    Ok(None) => {
+                        tracing::warn!("key change listener reconnected; cache emptied");
+                        verifier.invalidate_all();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "key change listener lost its connection; cache emptied, retrying");
+                        verifier.invalidate_all();
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }))
+    }
+}

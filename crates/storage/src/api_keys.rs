@@ -1,0 +1,213 @@
+//! The `api_keys` table: records, credentials for verification, revocation and rotation.
+//!
+//! Revocation and rotation notify [`CHANGES_CHANNEL`] inside the caller's transaction, so every
+//! replica's verification cache hears of it exactly when the change commits.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The LISTEN/NOTIFY channel that carries the id of a revoked or rotated key.
+pub const CHANGES_CHANNEL: &str = "api_keys_changed";
+
+/// What may be shown of a key: everything but its hash.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ApiKeyRecord {
+    /// The key's id.
+    pub id: Uuid,
+    /// The tenant the key acts for; `None` for a platform key.
+    pub tenant_id: Option<Uuid>,
+    /// A label chosen by its creator.
+    pub name: String,
+    /// The public part of the key, stored in clear for lookup.
+    pub prefix: String,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was last used (recorded at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What verification needs: the hash and the key's standing.
+#[derive(Debug, Clone, FromRow)]
+pub struct ApiKeyCredential {
+    /// The key's id.
+    pub id: Uuid,
+    /// The tenant the key acts for; `None` for a platform key.
+    pub tenant_id: Option<Uuid>,
+    /// The argon2id PHC string of the whole key.
+    pub hash: String,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key to insert; the secret itself never reaches this crate, only its hash.
+#[derive(Debug, Clone)]
+pub struct NewApiKey<'a> {
+    /// The tenant the key acts for; `None` for a platform key.
+    pub tenant_id: Option<Uuid>,
+    /// A label.
+    pub name: &'a str,
+    /// The public lookup prefix.
+    pub prefix: &'a str,
+    /// The argon2id PHC string.
+    pub hash: &'a str,
+    /// The scopes granted.
+    pub scopes: &'a [String],
+    /// When the key stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Which keys a listing returns, and from where.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this tenant's keys.
+    pub tenant_id: Option<Uuid>,
+    /// Only platform keys (no tenant).
+    pub platform_only: bool,
+    /// Include revoked keys.
+    pub include_revoked: bool,
+    /// Keys strictly after this `(created_at, id)` position in the listing order.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+const RECORD_COLUMNS: &str = "id, tenant_id, name, prefix, scopes, expires_at, last_used_at, \
+                              revoked_at, created_at, updated_at";
+
+/// Inserts a key.
+pub async fn insert(
+    conn: &mut PgConnection,
+    key: &NewApiKey<'_>,
+) -> Result<ApiKeyRecord, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO api_keys (tenant_id, name, prefix, hash, scopes, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {RECORD_COLUMNS}"
+    ))
+    .bind(key.tenant_id)
+    .bind(key.name)
+    .bind(key.prefix)
+    .bind(key.hash)
+    .bind(key.scopes)
+    .bind(key.expires_at)
+    .fetch_one(conn)
+    .await
+}
+
+/// One key by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RECORD_COLUMNS} FROM api_keys WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A page of keys, newest last, in `(created_at, id)` order.
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+    let (after_time, after_id) = filter.after.unzip();
+    sqlx::query_as(&format!(
+        "SELECT {RECORD_COLUMNS} FROM api_keys
+         WHERE ($1::uuid IS NULL OR tenant_id = $1)
+           AND (NOT $2 OR tenant_id IS NULL)
+           AND ($3 OR revoked_at IS NULL)
+           AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+         ORDER BY created_at, id
+         LIMIT $6"
+    ))
+    .bind(filter.tenant_id)
+    .bind(filter.platform_only)
+    .bind(filter.include_revoked)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The credential behind a prefix, for verification.
+pub async fn credential_by_prefix(
+    pool: &PgPool,
+    prefix: &str,
+) -> Result<Option<ApiKeyCredential>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, hash, scopes, expires_at, revoked_at FROM api_keys WHERE prefix = $1",
+    )
+    .bind(prefix)
+    .fetch_optional(pool)
+    .await
+}
+
+async fn notify_change(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(id.to_string())
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Revokes a key (keeping the first revocation time when repeated); `None` if no such key.
+pub async fn revoke(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    let record: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+         WHERE id = $1 RETURNING {RECORD_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if record.is_some() {
+        notify_change(conn, id).await?;
+    }
+    Ok(record)
+}
+
+/// Replaces a live key's prefix and hash (its secret); `None` if no such key.
+pub async fn rotate(
+    conn: &mut PgConnection,
+    id: Uuid,
+    prefix: &str,
+    hash: &str,
+) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    let record: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+        "UPDATE api_keys SET prefix = $2, hash = $3, last_used_at = NULL
+         WHERE id = $1 RETURNING {RECORD_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(prefix)
+    .bind(hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if record.is_some() {
+        notify_change(conn, id).await?;
+    }
+    Ok(record)
+}
+
+/// Records a use, unless one was recorded less than a minute ago (by any replica).
+pub async fn record_use(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = now()
+         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(drop)
+}

@@ -1,0 +1,255 @@
+//! The whole service in-process over a test database, with typed request helpers and
+//! principals made to order.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use auth::keys::{Actor, CreateKey};
+use auth::{Principal, PrincipalKind};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use chrono::{DateTime, Utc};
+use domain::{Scope, Slug};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::TestDb;
+
+/// The service over its own database.
+pub struct TestApp {
+    /// The database the service uses.
+    pub db: TestDb,
+    /// The assembled service (router, state, cache listener).
+    pub app: api::Application,
+    next_ip: AtomicU32,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct TestResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    /// The body as JSON (panics, naming the body, when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "body is not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// A request being built.
+pub struct TestRequest<'a> {
+    app: &'a TestApp,
+    builder: axum::http::request::Builder,
+    body: Body,
+    ip: Option<IpAddr>,
+}
+
+impl TestRequest<'_> {
+    /// Adds `Authorization: Bearer <credential>`.
+    pub fn bearer(mut self, credential: &str) -> Self {
+        self.builder = self
+            .builder
+            .header(header::AUTHORIZATION, format!("Bearer {credential}"));
+        self
+    }
+
+    /// Adds any header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    /// A JSON body.
+    pub fn json(mut self, value: &serde_json::Value) -> Self {
+        self.builder = self
+            .builder
+            .header(header::CONTENT_TYPE, "application/json");
+        self.body = Body::from(value.to_string());
+        self
+    }
+
+    /// A raw body with the given content type.
+    pub fn raw(mut self, content_type: &str, body: impl Into<Body>) -> Self {
+        self.builder = self.builder.header(header::CONTENT_TYPE, content_type);
+        self.body = body.into();
+        self
+    }
+
+    /// Sends from this address (by default each request comes from an address of its own,
+    /// so the failure brake of one test case does not trip another).
+    pub fn from_ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Sends it through the whole router.
+    pub async fn send(self) -> TestResponse {
+        let ip = self.ip.unwrap_or_else(|| {
+            let n = self.app.next_ip.fetch_add(1, Ordering::Relaxed);
+            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0x00ff_ffff)))
+        });
+        let mut request = self.builder.body(self.body).expect("a valid request");
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
+        let response = self
+            .app
+            .app
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the body is readable")
+            .to_bytes()
+            .to_vec();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+fn platform_admin() -> Principal {
+    Principal {
+        kind: PrincipalKind::PlatformKey,
+        tenant_id: None,
+        scopes: [Scope::PlatformAdmin].into_iter().collect(),
+        key_id: None,
+        subject: Some("testkit".to_owned()),
+    }
+}
+
+impl TestApp {
+    /// The service with default settings over a fresh database.
+    pub async fn new() -> Self {
+        Self::with_settings(api::Settings::default()).await
+    }
+
+    /// The service with `settings` over a fresh database.
+    pub async fn with_settings(settings: api::Settings) -> Self {
+        let db = TestDb::migrated().await;
+        let app = api::build(db.pool().clone(), settings)
+            .await
+            .expect("the application builds");
+        Self {
+            db,
+            app,
+            next_ip: AtomicU32::new(1),
+        }
+    }
+
+    /// Another replica of the service over the same database: its own pool, key cache and
+    /// change listener, as a second server process would have.
+    pub async fn replica(&self) -> api::Application {
+        let pool = storage::connect(self.db.url(), &storage::PoolConfig::default())
+            .await
+            .expect("a second pool");
+        api::build(pool, api::Settings::default())
+            .await
+            .expect("the replica builds")
+    }
+
+    /// Starts a request.
+    pub fn request(&self, method: Method, path: &str) -> TestRequest<'_> {
+        TestRequest {
+            app: self,
+            builder: Request::builder().method(method).uri(path),
+            body: Body::empty(),
+            ip: None,
+        }
+    }
+
+    /// A tenant with `slug`; returns its id.
+    pub async fn tenant(&self, slug: &str) -> Uuid {
+        let slug = Slug::parse(slug).expect("a valid test slug");
+        let mut conn = self.db.pool().acquire().await.expect("a connection");
+        storage::tenants::insert(
+            &mut conn,
+            &storage::tenants::NewTenant {
+                slug: &slug,
+                name: slug.as_str(),
+                plan: "free",
+            },
+        )
+        .await
+        .expect("the tenant is inserted")
+    }
+
+    /// A key for `tenant_id` (or a platform key) with `scopes`; returns its id and secret.
+    pub async fn key(&self, tenant_id: Option<Uuid>, scopes: &[Scope]) -> (Uuid, String) {
+        self.key_expiring(tenant_id, scopes, None).await
+    }
+
+    /// Like [`TestApp::key`], with an expiry.
+    pub async fn key_expiring(
+        &self,
+        tenant_id: Option<Uuid>,
+        scopes: &[Scope],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> (Uuid, String) {
+        let admin = platform_admin();
+        let issued = auth::keys::create(
+            self.db.pool(),
+            &Actor {
+                principal: &admin,
+                source_ip: None,
+            },
+            "test",
+            CreateKey {
+                name: "test key".to_owned(),
+                tenant_id,
+                scopes: scopes.iter().copied().collect(),
+                expires_at,
+            },
+        )
+        .await
+        .expect("the key is created");
+        (issued.record.id, auth::keys::reveal(&issued.key).to_owned())
+    }
+
+    /// A platform admin key's secret.
+    pub async fn admin_key(&self) -> String {
+        self.key(None, &[Scope::PlatformAdmin]).await.1
+    }
+
+    /// Revokes a key directly (no HTTP, no cache involved).
+    pub async fn revoke(&self, id: Uuid) {
+        let admin = platform_admin();
+        auth::keys::revoke(
+            self.db.pool(),
+            &Actor {
+                principal: &admin,
+                source_ip: None,
+            },
+            id,
+        )
+        .await
+        .expect("the key is revoked");
+    }
+}

@@ -1,0 +1,107 @@
+//! A real OIDC issuer on loopback for tests: a discovery document and a JWKS with an ES256
+//! key pair made in the test, and tokens signed with it.
+
+use std::net::SocketAddr;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+
+/// The audience test tokens carry by default (the server's default `OIDC_AUDIENCE`).
+pub const AUDIENCE: &str = "tenant-registry";
+
+/// An issuer serving its discovery document and keys until dropped.
+pub struct TestIssuer {
+    /// The issuer URL (`http://127.0.0.1:<port>/realms/test`).
+    pub url: String,
+    kid: String,
+    key: EncodingKey,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestIssuer {
+    /// Generates a key pair and starts serving on a free loopback port.
+    pub async fn start() -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("an ES256 key pair");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("the key pair parses");
+        // An uncompressed P-256 point: 0x04, then x and y of 32 bytes each.
+        let point = pair.public_key().as_ref();
+        let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address: SocketAddr = listener.local_addr().expect("the bound address");
+        let url = format!("http://{address}/realms/test");
+        let discovery = json!({
+            "issuer": url,
+            "jwks_uri": format!("http://{address}/realms/test/protocol/openid-connect/certs"),
+        });
+        let router = Router::new()
+            .route(
+                "/realms/test/.well-known/openid-configuration",
+                get(move || async move { Json(discovery) }),
+            )
+            .route(
+                "/realms/test/protocol/openid-connect/certs",
+                get(move || async move { Json(jwks) }),
+            );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            url,
+            kid,
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            server,
+        }
+    }
+
+    /// The server's OIDC settings for this issuer.
+    pub fn config(&self) -> auth::OidcConfig {
+        auth::OidcConfig {
+            issuer: self.url.clone(),
+            audience: AUDIENCE.to_owned(),
+            admin_role: "platform-admin".to_owned(),
+        }
+    }
+
+    /// A signed token: valid `iss`, `aud`, `exp`, `nbf` and `sub`, overridden and extended by
+    /// `claims`.
+    pub fn token(&self, claims: Value) -> String {
+        self.token_with_kid(&self.kid.clone(), claims)
+    }
+
+    /// Like [`TestIssuer::token`], naming key `kid` in the header.
+    pub fn token_with_kid(&self, kid: &str, claims: Value) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut all = json!({
+            "iss": self.url, "aud": AUDIENCE, "sub": "user-1",
+            "iat": now, "nbf": now - 5, "exp": now + 300,
+        });
+        if let (Some(all), Value::Object(extra)) = (all.as_object_mut(), claims) {
+            all.extend(extra);
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &all, &self.key).expect("the token signs")
+    }
+}
