@@ -78,7 +78,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .await
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::bad_request("the request body exceeds the 1 MiB limit")
+                    ApiError::payload_too_large()
                 } else {
                     ApiError::bad_request(rejection.body_text())
                 }

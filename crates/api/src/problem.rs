@@ -115,6 +115,16 @@ impl ApiError {
         )
     }
 
+    /// 413: the body is over the limit.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            "the request body exceeds the 1 MiB limit",
+        )
+    }
+
     /// 422: well-formed, but field values are invalid; every problem at once.
     pub fn invalid(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
@@ -221,12 +231,7 @@ fn problem_for_status(status: StatusCode) -> ApiError {
             "Method not allowed",
             "this resource does not support that method",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            status,
-            "payload-too-large",
-            "Payload too large",
-            "the request body exceeds the 1 MiB limit",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
         StatusCode::REQUEST_TIMEOUT => ApiError::new(
             status,
             "timeout",
@@ -283,4 +288,40 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     ApiError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_opaque_500_problem() {
+        let response = panic_response(Box::new("secret internals"));
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let problem = response.extensions().get::<Problem>().expect("a problem");
+        assert_eq!(problem.kind, "/problems/internal");
+        assert!(
+            !problem.detail.contains("secret internals"),
+            "the panic message stays in the log"
+        );
+    }
+
+    #[test]
+    fn framework_statuses_get_their_own_problem_types() {
+        for (status, kind) in [
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/problems/method-not-allowed",
+            ),
+            (StatusCode::PAYLOAD_TOO_LARGE, "/problems/payload-too-large"),
+            (StatusCode::REQUEST_TIMEOUT, "/problems/timeout"),
+            (StatusCode::NOT_FOUND, "/problems/not-found"),
+        ] {
+            let problem = problem_for_status(status).into_problem();
+            assert_eq!(
+                (problem.status, problem.kind.as_str()),
+                (status.as_u16(), kind)
+            );
+        }
+    }
 }

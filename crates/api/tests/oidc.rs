@@ -39,6 +39,15 @@ async fn the_admin_role_makes_a_platform_admin() {
 }
 
 #[tokio::test]
+async fn rs256_tokens_are_accepted_too() {
+    let (app, issuer) = setup().await;
+    let token = issuer.rs256_token(json!({"realm_access": {"roles": ["platform-admin"]}}));
+    let (status, body) = me(&app, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scopes"], json!(["platform:admin"]));
+}
+
+#[tokio::test]
 async fn a_tenant_claim_by_slug_or_id_makes_a_tenant_principal_with_known_scopes() {
     let (app, issuer) = setup().await;
     let tenant = app.tenant("acme").await;

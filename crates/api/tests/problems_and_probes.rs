@@ -104,6 +104,14 @@ async fn every_error_status_is_a_problem_document() {
     );
     assert_eq!(problem["errors"][0]["pointer"], "/colour");
 
+    let huge = app
+        .request(Method::POST, "/v1/api-keys")
+        .bearer(&admin)
+        .raw("application/json", vec![b' '; 1024 * 1024 + 1])
+        .send()
+        .await;
+    assert_problem(&huge, StatusCode::PAYLOAD_TOO_LARGE, "/v1/api-keys");
+
     let wrong_method = app.request(Method::DELETE, "/v1/me").send().await;
     assert_problem(&wrong_method, StatusCode::METHOD_NOT_ALLOWED, "/v1/me");
 }

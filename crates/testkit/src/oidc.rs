@@ -1,5 +1,6 @@
 //! A real OIDC issuer on loopback for tests: a discovery document and a JWKS with an ES256
-//! key pair made in the test, and tokens signed with it.
+//! key pair made in the test and an RS256 key from the fixtures (ring cannot generate RSA
+//! keys; this one exists only for tests), and tokens signed with either.
 
 use std::net::SocketAddr;
 
@@ -15,12 +16,16 @@ use serde_json::{Value, json};
 /// The audience test tokens carry by default (the server's default `OIDC_AUDIENCE`).
 pub const AUDIENCE: &str = "tenant-registry";
 
+/// The kid of the fixture RSA key.
+const RSA_KID: &str = "test-rsa";
+
 /// An issuer serving its discovery document and keys until dropped.
 pub struct TestIssuer {
     /// The issuer URL (`http://127.0.0.1:<port>/realms/test`).
     pub url: String,
     kid: String,
     key: EncodingKey,
+    rsa_key: EncodingKey,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -45,6 +50,9 @@ impl TestIssuer {
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
             "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }, {
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": RSA_KID,
+            "n": include_str!("../fixtures/rs256-test-key.n"), "e": "AQAB",
         }]});
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -71,6 +79,8 @@ impl TestIssuer {
             url,
             kid,
             key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            rsa_key: EncodingKey::from_rsa_pem(include_bytes!("../fixtures/rs256-test-key.pem"))
+                .expect("the fixture RSA key parses"),
             server,
         }
     }
@@ -90,8 +100,17 @@ impl TestIssuer {
         self.token_with_kid(&self.kid.clone(), claims)
     }
 
+    /// Like [`TestIssuer::token`], signed RS256 with the fixture RSA key.
+    pub fn rs256_token(&self, claims: Value) -> String {
+        self.sign(Algorithm::RS256, RSA_KID, &self.rsa_key, claims)
+    }
+
     /// Like [`TestIssuer::token`], naming key `kid` in the header.
     pub fn token_with_kid(&self, kid: &str, claims: Value) -> String {
+        self.sign(Algorithm::ES256, kid, &self.key, claims)
+    }
+
+    fn sign(&self, algorithm: Algorithm, kid: &str, key: &EncodingKey, claims: Value) -> String {
         let now = chrono::Utc::now().timestamp();
         let mut all = json!({
             "iss": self.url, "aud": AUDIENCE, "sub": "user-1",
@@ -100,8 +119,8 @@ impl TestIssuer {
         if let (Some(all), Value::Object(extra)) = (all.as_object_mut(), claims) {
             all.extend(extra);
         }
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(algorithm);
         header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, &all, &self.key).expect("the token signs")
+        jsonwebtoken::encode(&header, &all, key).expect("the token signs")
     }
 }
