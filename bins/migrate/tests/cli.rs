@@ -49,9 +49,17 @@ async fn up_status_validate_and_a_second_up() {
     let db = TestDb::empty().await;
     let url = Some(db.url());
 
-    let up = migrate(url, &["up"], None);
+    let up = migrate(url, &["up", "--target", "1"], None);
     assert!(up.status.success(), "{}", stderr(&up));
     assert_eq!(stdout(&up), "applied V1 init\n");
+
+    let rest = migrate(url, &["up"], None);
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    assert!(
+        stdout(&rest).starts_with("applied V2 "),
+        "{}",
+        stdout(&rest)
+    );
 
     let again = migrate(url, &["up"], None);
     assert!(again.status.success());

@@ -125,6 +125,28 @@ pub struct Config {
     )]
     pub request_timeout_secs: u64,
 
+    /// Keys encrypting PII and secrets at rest: `kid:base64key,…` (32-byte keys; the first
+    /// encrypts, all decrypt). Required outside dev.
+    #[arg(long, env = "ENCRYPTION_KEYS", hide_env_values = true, global = true)]
+    pub encryption_keys: Option<String>,
+
+    /// In dev without ENCRYPTION_KEYS: where a generated key is kept between runs.
+    #[arg(
+        long,
+        env = "DEV_ENCRYPTION_KEY_FILE",
+        default_value = "target/dev-encryption-keys",
+        global = true
+    )]
+    pub dev_encryption_key_file: std::path::PathBuf,
+
+    /// Days a new trial lasts unless the request sets trial_ends_at.
+    #[arg(long, env = "TRIAL_DAYS", default_value_t = 14, value_parser = clap::value_parser!(i64).range(1..=365), global = true)]
+    pub trial_days: i64,
+
+    /// Make PATCH and DELETE of tenants require If-Match (428 without it).
+    #[arg(long, env = "REQUIRE_IF_MATCH", global = true)]
+    pub require_if_match: bool,
+
     /// Apply pending migrations at start (a development convenience; production runs
     /// tenant-registry-migrate as an init container).
     #[arg(long, env = "MIGRATE_ON_START", global = true)]
@@ -134,6 +156,10 @@ pub struct Config {
 /// The configuration after its checks: what the server runs with.
 #[derive(Debug)]
 pub struct Checked {
+    /// The key ring (its keys never printed).
+    pub keyring: keyring::Keyring,
+    /// Set when a development key was generated or loaded from a file.
+    pub keyring_warning: Option<String>,
     /// The database URL.
     pub database_url: String,
     /// CORS origins as header values.
@@ -194,7 +220,10 @@ impl Config {
         if !(1..=3600).contains(&self.request_timeout_secs) {
             return Err("REQUEST_TIMEOUT_SECS must be between 1 and 3600".to_owned());
         }
+        let (keyring, keyring_warning) = self.keyring()?;
         Ok(Checked {
+            keyring,
+            keyring_warning,
             database_url,
             cors_origins,
             oidc: issuer.map(|issuer| auth::OidcConfig {
@@ -205,6 +234,68 @@ impl Config {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
         })
     }
+}
+
+impl Config {
+    fn keyring(&self) -> Result<(keyring::Keyring, Option<String>), String> {
+        if let Some(spec) = self
+            .encryption_keys
+            .as_deref()
+            .filter(|spec| !spec.trim().is_empty())
+        {
+            return keyring::Keyring::parse(spec)
+                .map(|ring| (ring, None))
+                .map_err(|error| error.to_string());
+        }
+        if self.app_env != AppEnv::Dev {
+            return Err(format!(
+                "APP_ENV={} requires ENCRYPTION_KEYS (kid:base64key with a 32-byte key)",
+                self.app_env.as_str()
+            ));
+        }
+        let path = &self.dev_encryption_key_file;
+        let spec = match std::fs::read_to_string(path) {
+            Ok(spec) => spec,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let spec =
+                    keyring::Keyring::generate_spec("dev").map_err(|error| error.to_string())?;
+                write_private(path, &spec).map_err(|error| {
+                    format!(
+                        "cannot keep the dev encryption key in {}: {error}",
+                        path.display()
+                    )
+                })?;
+                spec
+            }
+            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        };
+        let ring = keyring::Keyring::parse(spec.trim())
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        Ok((
+            ring,
+            Some(format!(
+                "no ENCRYPTION_KEYS: using the development key in {} (never do this outside dev)",
+                path.display()
+            )),
+        ))
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents.as_bytes())
 }
 
 /// An issuer must be https, except on loopback outside prod (local Keycloak, tests).
@@ -249,8 +340,15 @@ mod tests {
         Cli::try_parse_from(argv).expect("arguments parse").config
     }
 
+    const TEST_KEYS: &str = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
     fn with_database(args: &[&str]) -> Config {
-        let mut all = vec!["--database-url", "postgres://localhost/x"];
+        let mut all = vec![
+            "--database-url",
+            "postgres://localhost/x",
+            "--encryption-keys",
+            TEST_KEYS,
+        ];
         all.extend_from_slice(args);
         config(&all)
     }
@@ -361,6 +459,52 @@ mod tests {
             with_database(&["--log-format", "json"]).log_format(),
             LogFormat::Json
         );
+    }
+
+    #[test]
+    fn outside_dev_encryption_keys_are_required_and_must_parse() {
+        let mut config = with_database(&[
+            "--app-env",
+            "stage",
+            "--keycloak-issuer",
+            "https://sso.example.com",
+        ]);
+        config.encryption_keys = None;
+        let error = config.check().expect_err("refused");
+        assert!(error.contains("ENCRYPTION_KEYS"), "{error}");
+        config.encryption_keys = Some("k1:short".to_owned());
+        assert!(
+            config
+                .check()
+                .expect_err("refused")
+                .contains("ENCRYPTION_KEYS")
+        );
+    }
+
+    #[test]
+    fn dev_generates_a_key_once_and_reuses_it() {
+        let dir = std::env::temp_dir().join(format!("tr-config-test-{}", std::process::id()));
+        let file = dir.join("keys");
+        let mut config = with_database(&[]);
+        config.encryption_keys = None;
+        config.dev_encryption_key_file = file.clone();
+        let first = config.check().expect("generated");
+        assert!(
+            first
+                .keyring_warning
+                .is_some_and(|warning| warning.contains("development key"))
+        );
+        let sealed = first.keyring.seal_str("c", "kept").expect("seal");
+        let second = config.check().expect("reloaded");
+        assert_eq!(
+            second.keyring.open_str("c", &sealed).expect("same key"),
+            "kept"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&file).expect("file").permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "only the owner may read the key");
+        std::fs::remove_dir_all(dir).expect("clean up");
     }
 
     #[test]

@@ -39,6 +39,9 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let checked = cli.config.check()?;
+    if let Some(warning) = &checked.keyring_warning {
+        tracing::warn!("{warning}");
+    }
     if cli.config.migrate {
         let applied = storage::migrations::up(&checked.database_url, None)
             .await
@@ -92,6 +95,9 @@ async fn serve(
         oidc: checked.oidc,
         cors_origins: checked.cors_origins,
         request_timeout: checked.request_timeout,
+        keyring: std::sync::Arc::new(checked.keyring),
+        trial_days: config.trial_days,
+        require_if_match: config.require_if_match,
     };
     let application = api::build(pool, settings)
         .await

@@ -19,6 +19,10 @@ fn server() -> Command {
     ] {
         command.env_remove(variable);
     }
+    command.env(
+        "ENCRYPTION_KEYS",
+        "test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
     command
 }
 
@@ -50,7 +54,7 @@ async fn create_admin_key_prints_the_key_alone_and_it_authenticates() {
     );
     assert!(key.starts_with("tr_dev_"), "{key}");
 
-    let app = api::build(db.pool().clone(), api::Settings::default())
+    let app = api::build(db.pool().clone(), testkit::settings())
         .await
         .expect("app");
     let principal = app

@@ -169,7 +169,7 @@ fn parse_scopes(scopes: &[String]) -> Result<domain::Scopes, ApiError> {
 }
 
 /// Creates a key and returns it, with its secret, this once.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "create_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     request_body = CreateApiKeyRequest, responses(
     (status = 201, description = "Created; `key` is shown only now", body = IssuedKeyView,
      headers(("location" = String, description = "The key's URL"))),
@@ -207,7 +207,7 @@ pub(crate) async fn create(
 }
 
 /// Lists the keys the caller may see, oldest first, a page at a time.
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "list_api_keys", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(ListParams), responses(
     (status = 200, description = "A page of keys", body = ApiKeyPage),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
@@ -253,7 +253,7 @@ pub(crate) async fn list(
 }
 
 /// One key.
-#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+#[utoipa::path(get, path = "/v1/api-keys/{id}", operation_id = "get_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(("id" = Uuid, Path, description = "The key's id")), responses(
     (status = 200, description = "The key", body = ApiKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
@@ -272,7 +272,7 @@ pub(crate) async fn get_one(
 }
 
 /// Revokes a key everywhere within a second (idempotent).
-#[utoipa::path(post, path = "/v1/api-keys/{id}/revoke", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+#[utoipa::path(post, path = "/v1/api-keys/{id}/revoke", operation_id = "revoke_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(("id" = Uuid, Path, description = "The key's id")), responses(
     (status = 200, description = "Revoked", body = ApiKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
@@ -291,7 +291,7 @@ pub(crate) async fn revoke(
 }
 
 /// Gives a key a new secret (same id and scopes); the old secret stops working at once.
-#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
+#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", operation_id = "rotate_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(("id" = Uuid, Path, description = "The key's id")), responses(
     (status = 200, description = "Rotated; `key` is shown only now", body = IssuedKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),

@@ -158,7 +158,8 @@ impl Caller {
     }
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
+/// The principal behind the request's `Authorization` header.
+pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -241,14 +242,10 @@ mod tests {
     }
 
     fn pointer_of(value: serde_json::Value) -> String {
-        let error = from_json_value::<Body>(value).expect_err("invalid");
-        let response = axum::response::IntoResponse::into_response(error);
-        let problem = response
-            .extensions()
-            .get::<crate::problem::Problem>()
-            .expect("problem attached")
-            .clone();
-        problem.errors[0].pointer.clone()
+        from_json_value::<Body>(value)
+            .expect_err("invalid")
+            .pointers()[0]
+            .clone()
     }
 
     #[test]

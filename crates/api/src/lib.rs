@@ -3,7 +3,10 @@
 //! in-process.
 
 mod api_keys;
+mod constraints;
 pub mod extract;
+mod fields;
+pub mod idempotency;
 mod me;
 pub mod metrics;
 mod middleware;
@@ -11,6 +14,7 @@ pub mod openapi;
 pub mod pagination;
 mod probes;
 pub mod problem;
+mod tenants;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use std::time::Duration;
 use auth::{ApiKeyVerifier, FailureLimiter, OidcConfig, OidcVerifier};
 use axum::Router;
 use axum::http::HeaderValue;
+use keyring::Keyring;
 use storage::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -34,15 +39,26 @@ pub struct Settings {
     pub cors_origins: Vec<HeaderValue>,
     /// The longest a request may take.
     pub request_timeout: Duration,
+    /// Encrypts PII and secrets at rest.
+    pub keyring: Arc<Keyring>,
+    /// Days a new trial lasts unless the request says otherwise.
+    pub trial_days: i64,
+    /// Whether PATCH and DELETE must carry `If-Match` (428 without).
+    pub require_if_match: bool,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
+impl Settings {
+    /// Development settings around `keyring`: API keys only, no CORS, 30 s timeout, 14-day
+    /// trials, `If-Match` honoured but optional.
+    pub fn with_keyring(keyring: Keyring) -> Self {
         Self {
             key_env: "dev".to_owned(),
             oidc: None,
             cors_origins: Vec::new(),
             request_timeout: Duration::from_secs(30),
+            keyring: Arc::new(keyring),
+            trial_days: 14,
+            require_if_match: false,
         }
     }
 }
@@ -122,10 +138,15 @@ pub fn router(state: AppState) -> Router {
         .merge(probes::router())
         .merge(me::router())
         .merge(api_keys::router())
+        .merge(tenants::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::record,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent_posts,
         ))
         .with_state(state.clone());
     middleware::apply(

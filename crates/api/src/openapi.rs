@@ -47,6 +47,13 @@ impl Modify for BearerScheme {
         crate::api_keys::get_one,
         crate::api_keys::revoke,
         crate::api_keys::rotate,
+        crate::tenants::create,
+        crate::tenants::list,
+        crate::tenants::get_one,
+        crate::tenants::get_by_slug,
+        crate::tenants::patch,
+        crate::tenants::transition,
+        crate::tenants::delete,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),
@@ -54,6 +61,7 @@ impl Modify for BearerScheme {
         (name = "probes", description = "Liveness, readiness and metrics"),
         (name = "auth", description = "The caller's identity"),
         (name = "api keys", description = "Create, list, revoke and rotate API keys"),
+        (name = "tenants", description = "Tenants and their lifecycle"),
     )
 )]
 pub struct ApiDoc;

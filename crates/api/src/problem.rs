@@ -39,9 +39,12 @@ pub struct Problem {
     /// The request id (also in the `x-request-id` header), for finding the log lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// For 422: every invalid field at once.
+    /// For 422 (and a 409 naming a field): every invalid field at once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For an illegal lifecycle transition: the statuses allowed from the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<String>>,
 }
 
 /// An error a handler returns; rendered as problem+json.
@@ -52,6 +55,7 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    allowed: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -67,6 +71,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            allowed: None,
         }
     }
 
@@ -95,6 +100,19 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
     }
 
+    /// 409 with the statuses the tenant may move to instead.
+    pub fn illegal_transition(detail: impl Into<String>, allowed: Vec<String>) -> Self {
+        Self {
+            allowed: Some(allowed),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "illegal-transition",
+                "Illegal transition",
+                detail,
+            )
+        }
+    }
+
     /// 404: missing, or not the caller's.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
@@ -103,6 +121,49 @@ impl ApiError {
     /// 409: conflicts with the current state.
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// 409 naming the field whose value another row holds.
+    pub fn conflict_field(pointer: &str, detail: &str) -> Self {
+        let field = pointer.trim_start_matches('/');
+        Self {
+            errors: vec![FieldError {
+                pointer: pointer.to_owned(),
+                detail: detail.to_owned(),
+            }],
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                format!("{field}: {detail}"),
+            )
+        }
+    }
+
+    /// 304 for a conditional GET whose `If-None-Match` matches (not an error, but it ends
+    /// the request the same way).
+    pub fn not_modified() -> Self {
+        Self::new(StatusCode::NOT_MODIFIED, "not-modified", "Not modified", "")
+    }
+
+    /// 412: `If-Match` names another version.
+    pub fn precondition_failed(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "Precondition failed",
+            detail,
+        )
+    }
+
+    /// 428: `If-Match` is required and missing.
+    pub fn precondition_required(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition-required",
+            "Precondition required",
+            detail,
+        )
     }
 
     /// 415: the body is not JSON.
@@ -195,6 +256,7 @@ impl ApiError {
             instance: None,
             request_id: None,
             errors: self.errors,
+            allowed: self.allowed,
         }
     }
 }
@@ -207,6 +269,9 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::NOT_MODIFIED {
+            return self.status.into_response();
+        }
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut response = self.status.into_response();
         if unauthorized {
@@ -288,6 +353,17 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     ApiError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+#[cfg(test)]
+impl ApiError {
+    /// The pointers of the invalid fields, in order: what unit tests compare.
+    pub(crate) fn pointers(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(|error| error.pointer.clone())
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ async fn world() -> World {
     let issuer = TestIssuer::start().await;
     let app = TestApp::with_settings(api::Settings {
         oidc: Some(issuer.config()),
-        ..api::Settings::default()
+        ..testkit::settings()
     })
     .await;
     let tenant = app.tenant("acme").await;

@@ -9,7 +9,7 @@ async fn setup() -> (TestApp, TestIssuer) {
     let issuer = TestIssuer::start().await;
     let app = TestApp::with_settings(api::Settings {
         oidc: Some(issuer.config()),
-        ..api::Settings::default()
+        ..testkit::settings()
     })
     .await;
     (app, issuer)

@@ -278,6 +278,13 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
         ("/v1/api-keys/{id}", "get"),
         ("/v1/api-keys/{id}/revoke", "post"),
         ("/v1/api-keys/{id}/rotate", "post"),
+        ("/v1/tenants", "post"),
+        ("/v1/tenants", "get"),
+        ("/v1/tenants/{id}", "get"),
+        ("/v1/tenants/{id}", "patch"),
+        ("/v1/tenants/{id}", "delete"),
+        ("/v1/tenants/by-slug/{slug}", "get"),
+        ("/v1/tenants/{id}/transitions", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|item| item.get(method)).is_some(),

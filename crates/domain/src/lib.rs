@@ -7,6 +7,7 @@
 mod enums;
 mod scope;
 mod slug;
+pub mod tenant;
 
 pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};
 pub use scope::{Scope, Scopes};

@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod idempotency;
 pub mod migrations;
 pub mod tenants;
 

@@ -113,6 +113,16 @@ fn local() -> Vec<refinery::Migration> {
     embedded::migrations::runner().get_migrations().clone()
 }
 
+/// Every embedded migration's version, ascending.
+pub fn versions() -> Vec<i32> {
+    let mut versions: Vec<i32> = local()
+        .iter()
+        .map(|migration| migration.version())
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
 /// The highest migration version embedded in this build: the schema version it expects.
 pub fn latest_version() -> i32 {
     local()

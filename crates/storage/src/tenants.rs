@@ -1,7 +1,235 @@
-//! The `tenants` table (lookups needed by authentication for now).
+//! The `tenants` table and its companions: slug history and status history.
 
-use sqlx::PgPool;
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::{Slug, TenantKind, TenantStatus};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
+
+/// A tenant as stored, with the ids of its enabled products.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRow {
+    /// Id.
+    pub id: Uuid,
+    /// Current slug.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Lifecycle status.
+    pub status: TenantStatus,
+    /// Customer or demo.
+    pub kind: TenantKind,
+    /// Commercial plan.
+    pub plan: String,
+    /// ERP customer id.
+    pub erp_id: Option<String>,
+    /// Stripe customer id.
+    pub stripe_id: Option<String>,
+    /// End of the trial.
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    /// First day of the contract.
+    pub contract_starts_on: Option<NaiveDate>,
+    /// Last day of the contract.
+    pub contract_ends_on: Option<NaiveDate>,
+    /// Who sells to this tenant.
+    pub sales_owner: Option<String>,
+    /// The contact email, encrypted (see the keyring crate).
+    pub contact_email_encrypted: Option<Vec<u8>>,
+    /// Bumped by every update: the ETag.
+    pub version: i64,
+    /// Enabled products, sorted.
+    pub products: Vec<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct RawTenant {
+    id: Uuid,
+    slug: String,
+    name: String,
+    status: String,
+    kind: String,
+    plan: String,
+    erp_id: Option<String>,
+    stripe_id: Option<String>,
+    trial_ends_at: Option<DateTime<Utc>>,
+    contract_starts_on: Option<NaiveDate>,
+    contract_ends_on: Option<NaiveDate>,
+    sales_owner: Option<String>,
+    contact_email_encrypted: Option<Vec<u8>>,
+    version: i64,
+    products: Vec<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RawTenant> for TenantRow {
+    type Error = sqlx::Error;
+
+    fn try_from(raw: RawTenant) -> Result<Self, Self::Error> {
+        let decode = |error: domain::UnknownLabel| sqlx::Error::Decode(Box::new(error));
+        Ok(Self {
+            id: raw.id,
+            slug: raw.slug,
+            name: raw.name,
+            status: raw.status.parse().map_err(decode)?,
+            kind: raw.kind.parse().map_err(decode)?,
+            plan: raw.plan,
+            erp_id: raw.erp_id,
+            stripe_id: raw.stripe_id,
+            trial_ends_at: raw.trial_ends_at,
+            contract_starts_on: raw.contract_starts_on,
+            contract_ends_on: raw.contract_ends_on,
+            sales_owner: raw.sales_owner,
+            contact_email_encrypted: raw.contact_email_encrypted,
+            version: raw.version,
+            products: raw.products,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
+    }
+}
+
+const SELECT: &str =
+    "SELECT t.id, t.slug, t.name, t.status::text AS status, t.kind::text AS kind, t.plan,
+       t.erp_id, t.stripe_id, t.trial_ends_at, t.contract_starts_on, t.contract_ends_on,
+       t.sales_owner, t.contact_email_encrypted, t.version,
+       ARRAY(SELECT p.product FROM tenant_products p
+             WHERE p.tenant_id = t.id AND p.enabled ORDER BY p.product) AS products,
+       t.created_at, t.updated_at
+  FROM tenants t";
+
+fn rows(raw: Vec<RawTenant>) -> Result<Vec<TenantRow>, sqlx::Error> {
+    raw.into_iter().map(TenantRow::try_from).collect()
+}
+
+/// A tenant to insert, every field already validated.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// Id, chosen by the caller (the contact email's encryption is bound to it).
+    pub id: Uuid,
+    /// Slug.
+    pub slug: Slug,
+    /// Display name.
+    pub name: String,
+    /// Initial status.
+    pub status: TenantStatus,
+    /// Customer or demo.
+    pub kind: TenantKind,
+    /// Plan.
+    pub plan: String,
+    /// ERP id.
+    pub erp_id: Option<String>,
+    /// Stripe id.
+    pub stripe_id: Option<String>,
+    /// End of the trial.
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    /// Contract start.
+    pub contract_starts_on: Option<NaiveDate>,
+    /// Contract end.
+    pub contract_ends_on: Option<NaiveDate>,
+    /// Sales owner.
+    pub sales_owner: Option<String>,
+    /// Encrypted contact email.
+    pub contact_email_encrypted: Option<Vec<u8>>,
+}
+
+impl NewTenant {
+    /// A customer tenant on `plan` in trial, with nothing else set: for tests and fixtures.
+    pub fn minimal(slug: Slug, name: &str, plan: &str) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            slug,
+            name: name.to_owned(),
+            status: TenantStatus::Trial,
+            kind: TenantKind::Customer,
+            plan: plan.to_owned(),
+            erp_id: None,
+            stripe_id: None,
+            trial_ends_at: None,
+            contract_starts_on: None,
+            contract_ends_on: None,
+            sales_owner: None,
+            contact_email_encrypted: None,
+        }
+    }
+}
+
+/// Inserts a tenant; a slug another tenant used to have passes to this one.
+pub async fn insert(conn: &mut PgConnection, tenant: &NewTenant) -> Result<TenantRow, sqlx::Error> {
+    sqlx::query("DELETE FROM tenant_slug_history WHERE slug = $1")
+        .bind(tenant.slug.as_str())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO tenants (id, slug, name, status, kind, plan, erp_id, stripe_id, trial_ends_at,
+                              contract_starts_on, contract_ends_on, sales_owner, contact_email_encrypted)
+         VALUES ($1, $2, $3, $4::tenant_status, $5::tenant_kind, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(tenant.id)
+    .bind(tenant.slug.as_str())
+    .bind(&tenant.name)
+    .bind(tenant.status.as_str())
+    .bind(tenant.kind.as_str())
+    .bind(&tenant.plan)
+    .bind(&tenant.erp_id)
+    .bind(&tenant.stripe_id)
+    .bind(tenant.trial_ends_at)
+    .bind(tenant.contract_starts_on)
+    .bind(tenant.contract_ends_on)
+    .bind(&tenant.sales_owner)
+    .bind(&tenant.contact_email_encrypted)
+    .execute(&mut *conn)
+    .await?;
+    get_on(conn, tenant.id)
+        .await?
+        .ok_or_else(|| sqlx::Error::RowNotFound)
+}
+
+async fn get_on(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as::<_, RawTenant>(&format!("{SELECT} WHERE t.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(TenantRow::try_from)
+        .transpose()
+}
+
+/// One tenant by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    get_on(&mut conn, id).await
+}
+
+/// How a slug lookup matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlugMatch {
+    /// The tenant's current slug.
+    Current(TenantRow),
+    /// A slug the tenant used to have; the row carries the current one.
+    Former(TenantRow),
+}
+
+/// The tenant whose current slug is `slug`, or else the one that used to have it.
+pub async fn get_by_slug(pool: &PgPool, slug: &str) -> Result<Option<SlugMatch>, sqlx::Error> {
+    let current = sqlx::query_as::<_, RawTenant>(&format!("{SELECT} WHERE t.slug = $1"))
+        .bind(slug)
+        .fetch_optional(pool)
+        .await?;
+    if let Some(raw) = current {
+        return Ok(Some(SlugMatch::Current(raw.try_into()?)));
+    }
+    sqlx::query_as::<_, RawTenant>(&format!(
+        "{SELECT} JOIN tenant_slug_history h ON h.tenant_id = t.id WHERE h.slug = $1"
+    ))
+    .bind(slug)
+    .fetch_optional(pool)
+    .await?
+    .map(|raw| raw.try_into().map(SlugMatch::Former))
+    .transpose()
+}
 
 /// The id of the tenant with `slug`, if there is one.
 pub async fn id_by_slug(pool: &PgPool, slug: &str) -> Result<Option<Uuid>, sqlx::Error> {
@@ -19,26 +247,279 @@ pub async fn exists(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
         .await
 }
 
-/// The fields a tenant needs to exist.
-#[derive(Debug, Clone)]
-pub struct NewTenant<'a> {
-    /// Its unique slug (already checked against the slug rule).
-    pub slug: &'a domain::Slug,
-    /// Display name.
-    pub name: &'a str,
-    /// Commercial plan.
-    pub plan: &'a str,
+/// Which tenants a listing returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only these statuses (any, when empty).
+    pub statuses: Vec<TenantStatus>,
+    /// Only this kind.
+    pub kind: Option<TenantKind>,
+    /// Only this plan.
+    pub plan: Option<String>,
+    /// Slug or name contains this, case-insensitively.
+    pub query: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only this tenant (a tenant principal's view).
+    pub only: Option<Uuid>,
+    /// Strictly after this `(created_at, id)` position.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// At most this many.
+    pub limit: i64,
 }
 
-/// Inserts a tenant with the defaults of the schema; returns its id.
-pub async fn insert(
-    conn: &mut sqlx::PgConnection,
-    tenant: &NewTenant<'_>,
-) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar("INSERT INTO tenants (slug, name, plan) VALUES ($1, $2, $3) RETURNING id")
-        .bind(tenant.slug.as_str())
-        .bind(tenant.name)
-        .bind(tenant.plan)
-        .fetch_one(conn)
-        .await
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A page of tenants in `(created_at, id)` order.
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<TenantRow>, sqlx::Error> {
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
+    query.push(" WHERE true");
+    if !filter.statuses.is_empty() {
+        let labels: Vec<&str> = filter
+            .statuses
+            .iter()
+            .map(|status| status.as_str())
+            .collect();
+        query
+            .push(" AND t.status::text = ANY(")
+            .push_bind(labels)
+            .push(")");
+    }
+    if let Some(kind) = filter.kind {
+        query.push(" AND t.kind::text = ").push_bind(kind.as_str());
+    }
+    if let Some(plan) = &filter.plan {
+        query.push(" AND t.plan = ").push_bind(plan.clone());
+    }
+    if let Some(text) = &filter.query {
+        let pattern = format!("%{}%", escape_like(text));
+        query
+            .push(" AND (t.slug ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR t.name ILIKE ")
+            .push_bind(pattern)
+            .push(")");
+    }
+    if let Some(after) = filter.created_after {
+        query.push(" AND t.created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filter.created_before {
+        query.push(" AND t.created_at < ").push_bind(before);
+    }
+    if let Some(only) = filter.only {
+        query.push(" AND t.id = ").push_bind(only);
+    }
+    if let Some((time, id)) = filter.after {
+        query
+            .push(" AND (t.created_at, t.id) > (")
+            .push_bind(time)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY t.created_at, t.id LIMIT ")
+        .push_bind(filter.limit);
+    rows(query.build_query_as::<RawTenant>().fetch_all(pool).await?)
+}
+
+/// A change to a tenant's editable fields: `None` leaves a field alone, `Some(None)` clears
+/// a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges {
+    /// New slug.
+    pub slug: Option<Slug>,
+    /// New name.
+    pub name: Option<String>,
+    /// New plan.
+    pub plan: Option<String>,
+    /// New kind.
+    pub kind: Option<TenantKind>,
+    /// New trial end.
+    pub trial_ends_at: Option<Option<DateTime<Utc>>>,
+    /// New ERP id.
+    pub erp_id: Option<Option<String>>,
+    /// New Stripe id.
+    pub stripe_id: Option<Option<String>>,
+    /// New contract start.
+    pub contract_starts_on: Option<Option<NaiveDate>>,
+    /// New contract end.
+    pub contract_ends_on: Option<Option<NaiveDate>>,
+    /// New sales owner.
+    pub sales_owner: Option<Option<String>>,
+    /// New encrypted contact email.
+    pub contact_email_encrypted: Option<Option<Vec<u8>>>,
+}
+
+impl TenantChanges {
+    /// The names of the fields this changes, for audit records.
+    pub fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("slug", self.slug.is_some()),
+            ("name", self.name.is_some()),
+            ("plan", self.plan.is_some()),
+            ("kind", self.kind.is_some()),
+            ("trial_ends_at", self.trial_ends_at.is_some()),
+            ("erp_id", self.erp_id.is_some()),
+            ("stripe_id", self.stripe_id.is_some()),
+            ("contract_starts_on", self.contract_starts_on.is_some()),
+            ("contract_ends_on", self.contract_ends_on.is_some()),
+            ("sales_owner", self.sales_owner.is_some()),
+            ("contact_email", self.contact_email_encrypted.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+/// What an update found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Changed; the row after the change.
+    Updated(Box<TenantRow>),
+    /// No such tenant.
+    NotFound,
+    /// The tenant is at another version than the caller's `If-Match`.
+    VersionMismatch {
+        /// The version the tenant is at.
+        current: i64,
+    },
+}
+
+/// Locks a tenant's row for the rest of the transaction and returns it.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as::<_, RawTenant>(&format!("{SELECT} WHERE t.id = $1 FOR UPDATE OF t"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(TenantRow::try_from)
+        .transpose()
+}
+
+/// Applies `changes` if the tenant is at `expected_version` (any version when `None`);
+/// a slug change records the old slug in the history.
+pub async fn update(
+    conn: &mut PgConnection,
+    id: Uuid,
+    expected_version: Option<i64>,
+    changes: &TenantChanges,
+) -> Result<UpdateOutcome, sqlx::Error> {
+    let Some(current) = lock(conn, id).await? else {
+        return Ok(UpdateOutcome::NotFound);
+    };
+    if expected_version.is_some_and(|expected| expected != current.version) {
+        return Ok(UpdateOutcome::VersionMismatch {
+            current: current.version,
+        });
+    }
+    if let Some(slug) = changes
+        .slug
+        .as_ref()
+        .filter(|slug| slug.as_str() != current.slug)
+    {
+        sqlx::query("DELETE FROM tenant_slug_history WHERE slug = $1")
+            .bind(slug.as_str())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO tenant_slug_history (slug, tenant_id) VALUES ($1, $2)
+             ON CONFLICT (slug) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, retired_at = now()",
+        )
+        .bind(&current.slug)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new("UPDATE tenants SET updated_at = now()");
+    if let Some(slug) = &changes.slug {
+        query.push(", slug = ").push_bind(slug.as_str().to_owned());
+    }
+    if let Some(name) = &changes.name {
+        query.push(", name = ").push_bind(name.clone());
+    }
+    if let Some(plan) = &changes.plan {
+        query.push(", plan = ").push_bind(plan.clone());
+    }
+    if let Some(kind) = changes.kind {
+        query
+            .push(", kind = ")
+            .push_bind(kind.as_str())
+            .push("::tenant_kind");
+    }
+    if let Some(value) = changes.trial_ends_at {
+        query.push(", trial_ends_at = ").push_bind(value);
+    }
+    if let Some(value) = &changes.erp_id {
+        query.push(", erp_id = ").push_bind(value.clone());
+    }
+    if let Some(value) = &changes.stripe_id {
+        query.push(", stripe_id = ").push_bind(value.clone());
+    }
+    if let Some(value) = changes.contract_starts_on {
+        query.push(", contract_starts_on = ").push_bind(value);
+    }
+    if let Some(value) = changes.contract_ends_on {
+        query.push(", contract_ends_on = ").push_bind(value);
+    }
+    if let Some(value) = &changes.sales_owner {
+        query.push(", sales_owner = ").push_bind(value.clone());
+    }
+    if let Some(value) = &changes.contact_email_encrypted {
+        query
+            .push(", contact_email_encrypted = ")
+            .push_bind(value.clone());
+    }
+    query.push(" WHERE id = ").push_bind(id);
+    query.build().execute(&mut *conn).await?;
+    Ok(get_on(conn, id)
+        .await?
+        .map_or(UpdateOutcome::NotFound, |row| {
+            UpdateOutcome::Updated(Box::new(row))
+        }))
+}
+
+/// Sets a locked tenant's status and records the move (who, why).
+pub async fn record_transition(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: TenantStatus,
+    to: TenantStatus,
+    reason: &str,
+    actor_id: &str,
+) -> Result<TenantRow, sqlx::Error> {
+    sqlx::query("UPDATE tenants SET status = $2::tenant_status WHERE id = $1")
+        .bind(id)
+        .bind(to.as_str())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO tenant_status_history (tenant_id, from_status, to_status, reason, actor_id)
+         VALUES ($1, $2::tenant_status, $3::tenant_status, $4, $5)",
+    )
+    .bind(id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(actor_id)
+    .execute(&mut *conn)
+    .await?;
+    get_on(conn, id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Deletes a tenant and, by cascade, everything it owns (its audit rows stay, unlinked).
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
 }

@@ -40,16 +40,12 @@ async fn enums(pool: &PgPool) -> Vec<(String, String)> {
 async fn migrate_round_trip_up_reset_up() {
     let db = TestDb::empty().await;
 
-    let applied = migrations::up(db.url(), None).await.expect("first up");
+    let first = migrations::up(db.url(), Some(1)).await.expect("up to V1");
     assert_eq!(
-        applied
-            .iter()
-            .map(|entry| entry.version)
-            .collect::<Vec<_>>(),
-        vec![1],
-        "a fresh database gets every migration"
+        first.iter().map(|entry| entry.version).collect::<Vec<_>>(),
+        vec![1]
     );
-    assert_eq!(tables(db.pool()).await, TABLES);
+    assert_eq!(tables(db.pool()).await, TABLES, "V1 is the six seed tables");
     let expected_enums = vec![
         ("idp_kind".to_owned(), "oidc,saml".to_owned()),
         ("tenant_kind".to_owned(), "customer,demo".to_owned()),
@@ -64,6 +60,17 @@ async fn migrate_round_trip_up_reset_up() {
     ];
     assert_eq!(enums(db.pool()).await, expected_enums);
 
+    let rest = migrations::up(db.url(), None)
+        .await
+        .expect("up to the latest");
+    let mut applied: Vec<i32> = vec![1];
+    applied.extend(rest.iter().map(|entry| entry.version));
+    assert_eq!(
+        applied,
+        migrations::versions(),
+        "a fresh database gets every migration"
+    );
+
     migrations::reset(db.url()).await.expect("reset");
     assert!(tables(db.pool()).await.is_empty(), "reset leaves no tables");
     assert!(enums(db.pool()).await.is_empty(), "reset leaves no enums");
@@ -77,8 +84,18 @@ async fn migrate_round_trip_up_reset_up() {
     let again = migrations::up(db.url(), None)
         .await
         .expect("up after reset");
-    assert_eq!(again.len(), 1, "up after reset applies everything again");
-    assert_eq!(tables(db.pool()).await, TABLES);
+    assert_eq!(
+        again.len(),
+        migrations::versions().len(),
+        "up after reset applies everything again"
+    );
+    let all_tables = tables(db.pool()).await;
+    assert!(
+        TABLES
+            .iter()
+            .all(|table| all_tables.contains(&(*table).to_owned())),
+        "{all_tables:?}"
+    );
 
     let second = migrations::up(db.url(), None).await.expect("second up");
     assert!(
@@ -100,15 +117,23 @@ async fn migrate_round_trip_up_reset_up() {
 async fn status_lists_pending_then_applied_with_checksums() {
     let db = TestDb::empty().await;
     let before = migrations::status(db.url()).await.expect("status");
-    assert_eq!(before.len(), 1);
-    assert_eq!(before[0].state, EntryState::Pending);
-    assert_eq!(before[0].applied_on, None);
+    assert_eq!(before.len(), migrations::versions().len());
+    assert!(
+        before
+            .iter()
+            .all(|entry| entry.state == EntryState::Pending && entry.applied_on.is_none())
+    );
 
-    migrations::up(db.url(), None).await.expect("up");
+    migrations::up(db.url(), Some(1)).await.expect("up to V1");
     let after = migrations::status(db.url()).await.expect("status");
     assert_eq!(after[0].state, EntryState::Applied);
     assert_eq!(after[0].checksum, before[0].checksum);
     assert!(after[0].applied_on.is_some());
+    assert!(
+        after[1..]
+            .iter()
+            .all(|entry| entry.state == EntryState::Pending)
+    );
 }
 
 #[tokio::test]
@@ -162,7 +187,10 @@ async fn mark_applied_records_without_running_and_refuses_twice() {
     assert_eq!(entry.version, 1);
     assert!(tables(db.pool()).await.is_empty(), "nothing was run");
     assert!(
-        migrations::up(db.url(), None).await.expect("up").is_empty(),
+        migrations::up(db.url(), Some(1))
+            .await
+            .expect("up")
+            .is_empty(),
         "up now sees V1 as applied"
     );
     assert!(matches!(
@@ -210,5 +238,9 @@ async fn concurrent_ups_apply_each_migration_once() {
         migrations::up(db.url(), None)
     );
     let applied = first.expect("first up").len() + second.expect("second up").len();
-    assert_eq!(applied, 1, "exactly one of the runs applies V1");
+    assert_eq!(
+        applied,
+        migrations::versions().len(),
+        "each migration is applied by exactly one run"
+    );
 }

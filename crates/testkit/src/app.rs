@@ -135,6 +135,12 @@ impl TestRequest<'_> {
     }
 }
 
+/// Development settings with a fresh random key ring.
+pub fn settings() -> api::Settings {
+    let spec = keyring::Keyring::generate_spec("test").expect("a random key");
+    api::Settings::with_keyring(keyring::Keyring::parse(&spec).expect("a key ring"))
+}
+
 fn platform_admin() -> Principal {
     Principal {
         kind: PrincipalKind::PlatformKey,
@@ -148,7 +154,7 @@ fn platform_admin() -> Principal {
 impl TestApp {
     /// The service with default settings over a fresh database.
     pub async fn new() -> Self {
-        Self::with_settings(api::Settings::default()).await
+        Self::with_settings(settings()).await
     }
 
     /// The service with `settings` over a fresh database.
@@ -170,7 +176,7 @@ impl TestApp {
         let pool = storage::connect(self.db.url(), &storage::PoolConfig::default())
             .await
             .expect("a second pool");
-        api::build(pool, api::Settings::default())
+        api::build(pool, settings())
             .await
             .expect("the replica builds")
     }
@@ -189,16 +195,11 @@ impl TestApp {
     pub async fn tenant(&self, slug: &str) -> Uuid {
         let slug = Slug::parse(slug).expect("a valid test slug");
         let mut conn = self.db.pool().acquire().await.expect("a connection");
-        storage::tenants::insert(
-            &mut conn,
-            &storage::tenants::NewTenant {
-                slug: &slug,
-                name: slug.as_str(),
-                plan: "free",
-            },
-        )
-        .await
-        .expect("the tenant is inserted")
+        let tenant = storage::tenants::NewTenant::minimal(slug.clone(), slug.as_str(), "free");
+        storage::tenants::insert(&mut conn, &tenant)
+            .await
+            .expect("the tenant is inserted")
+            .id
     }
 
     /// A key for `tenant_id` (or a platform key) with `scopes`; returns its id and secret.

@@ -19,7 +19,7 @@ const TEMPLATE_LOCK_KEY: i64 = 0x7465_6d70_6c61_7465;
 pub mod app;
 pub mod oidc;
 
-pub use app::{TestApp, TestResponse};
+pub use app::{TestApp, TestResponse, settings};
 
 /// Prefix of every database a test creates, so strays are easy to find.
 pub const TEST_DATABASE_PREFIX: &str = "tr_test_";

@@ -1,0 +1,71 @@
+//! The one table that turns named database constraints into API errors (409 for a value
+//! another row holds, 422 for a rule the value breaks).
+
+use crate::problem::ApiError;
+
+struct Mapping {
+    constraint: &'static str,
+    conflict: bool,
+    pointer: &'static str,
+    detail: &'static str,
+}
+
+const MAPPINGS: &[Mapping] = &[
+    Mapping {
+        constraint: "tenants_slug_key",
+        conflict: true,
+        pointer: "/slug",
+        detail: "another tenant has this slug",
+    },
+    Mapping {
+        constraint: "tenants_erp_id_key",
+        conflict: true,
+        pointer: "/erp_id",
+        detail: "another tenant has this erp_id",
+    },
+    Mapping {
+        constraint: "tenants_stripe_id_key",
+        conflict: true,
+        pointer: "/stripe_id",
+        detail: "another tenant has this stripe_id",
+    },
+    Mapping {
+        constraint: "tenants_slug_format",
+        conflict: false,
+        pointer: "/slug",
+        detail: "is not a valid slug",
+    },
+    Mapping {
+        constraint: "tenants_name_not_blank",
+        conflict: false,
+        pointer: "/name",
+        detail: "must not be empty",
+    },
+    Mapping {
+        constraint: "tenants_plan_not_blank",
+        conflict: false,
+        pointer: "/plan",
+        detail: "must not be empty",
+    },
+    Mapping {
+        constraint: "tenants_contract_dates_ordered",
+        conflict: false,
+        pointer: "/contract_ends_on",
+        detail: "must not be before contract_starts_on",
+    },
+];
+
+/// The API error for `error`: a mapped constraint violation, or an opaque 500.
+pub fn map(error: sqlx::Error) -> ApiError {
+    let mapped = error
+        .as_database_error()
+        .and_then(|database| database.constraint())
+        .and_then(|name| MAPPINGS.iter().find(|mapping| mapping.constraint == name));
+    match mapped {
+        Some(mapping) if mapping.conflict => {
+            ApiError::conflict_field(mapping.pointer, mapping.detail)
+        }
+        Some(mapping) => ApiError::invalid_field(mapping.pointer, mapping.detail),
+        None => ApiError::from(error),
+    }
+}

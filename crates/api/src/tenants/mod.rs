@@ -1,0 +1,501 @@
+//! `/v1/tenants`: create, read (by id, by slug, listed), patch, transition, archive, purge.
+
+mod input;
+mod service;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::Scope;
+use serde::{Deserialize, Serialize};
+use storage::tenants::{self, SlugMatch, TenantRow};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::pagination;
+use crate::problem::{ApiError, Problem};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", post(create).get(list))
+        .route("/v1/tenants/by-slug/{slug}", get(get_by_slug))
+        .route("/v1/tenants/{id}", get(get_one).patch(patch).delete(delete))
+        .route("/v1/tenants/{id}/transitions", post(transition))
+}
+
+/// A tenant as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    /// Id.
+    id: Uuid,
+    /// Current slug: 3–63 of `[a-z0-9-]`, no leading or trailing dash.
+    #[schema(example = "acme")]
+    slug: String,
+    /// Display name.
+    #[schema(example = "Acme Corp")]
+    name: String,
+    /// demo, trial, active, frozen or archived.
+    #[schema(example = "trial")]
+    status: String,
+    /// customer or demo.
+    #[schema(example = "customer")]
+    kind: String,
+    /// Commercial plan.
+    #[schema(example = "pro")]
+    plan: String,
+    /// ERP customer id.
+    erp_id: Option<String>,
+    /// Stripe customer id.
+    stripe_id: Option<String>,
+    /// End of the trial (trial tenants).
+    trial_ends_at: Option<DateTime<Utc>>,
+    /// First day of the contract.
+    contract_starts_on: Option<NaiveDate>,
+    /// Last day of the contract.
+    contract_ends_on: Option<NaiveDate>,
+    /// Who sells to this tenant.
+    sales_owner: Option<String>,
+    /// Contact email (PII: encrypted at rest, shown to holders of tenants:read).
+    contact_email: Option<String>,
+    /// Ids of the enabled products.
+    #[schema(example = json!(["certifai", "compliance"]))]
+    products: Vec<String>,
+    /// Bumped by every change; the ETag is this number in quotes.
+    version: i64,
+    /// Creation time.
+    created_at: DateTime<Utc>,
+    /// Last change.
+    updated_at: DateTime<Utc>,
+}
+
+/// A page of tenants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantPage {
+    /// The tenants, oldest first.
+    items: Vec<TenantView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The body of `POST /v1/tenants/{id}/transitions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the body for OpenAPI; input.rs reads it field by field to report every problem at once"
+)]
+pub struct TransitionRequest {
+    /// The status to move to.
+    #[schema(example = "active")]
+    to: String,
+    /// Why (recorded with who and when).
+    #[schema(example = "contract signed")]
+    reason: String,
+}
+
+/// The body of `POST /v1/tenants` (and, every field optional, of `PATCH`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the body for OpenAPI; input.rs reads it field by field to report every problem at once"
+)]
+pub struct TenantInput {
+    /// Unique slug.
+    #[schema(example = "acme")]
+    slug: String,
+    /// Display name (1–200 characters).
+    #[schema(example = "Acme Corp")]
+    name: String,
+    /// Plan (`[a-z0-9_-]`, 1–128).
+    #[schema(example = "pro")]
+    plan: String,
+    /// customer (default) or demo.
+    kind: Option<String>,
+    /// demo, trial (default) or active.
+    status: Option<String>,
+    /// Trial end (trial only; default now + TRIAL_DAYS).
+    trial_ends_at: Option<DateTime<Utc>>,
+    /// ERP customer id (unique).
+    erp_id: Option<String>,
+    /// Stripe customer id (unique).
+    stripe_id: Option<String>,
+    /// Contract start.
+    contract_starts_on: Option<NaiveDate>,
+    /// Contract end (not before the start).
+    contract_ends_on: Option<NaiveDate>,
+    /// Sales owner.
+    sales_owner: Option<String>,
+    /// Contact email (encrypted at rest).
+    contact_email: Option<String>,
+}
+
+/// Filters of `GET /v1/tenants`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[expect(
+    dead_code,
+    reason = "documents the query for OpenAPI; input.rs reads it, repeated status included"
+)]
+#[into_params(parameter_in = Query)]
+pub struct TenantListParams {
+    /// Only these statuses (repeat the parameter for several).
+    status: Option<Vec<String>>,
+    /// Only this kind.
+    kind: Option<String>,
+    /// Only this plan.
+    plan: Option<String>,
+    /// Slug or name contains this (case-insensitive).
+    q: Option<String>,
+    /// Created at or after (RFC 3339).
+    created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    created_before: Option<DateTime<Utc>>,
+    /// Items per page, 1 to 200 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Options of `DELETE /v1/tenants/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteParams {
+    /// Hard-delete an archived tenant and everything it owns (platform admins only).
+    purge: Option<bool>,
+}
+
+fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
+    let contact_email = row
+        .contact_email_encrypted
+        .as_deref()
+        .map(|sealed| {
+            state
+                .settings
+                .keyring
+                .open_str(&service::contact_email_context(row.id), sealed)
+                .map_err(ApiError::internal)
+        })
+        .transpose()?;
+    Ok(TenantView {
+        id: row.id,
+        slug: row.slug,
+        name: row.name,
+        status: row.status.to_string(),
+        kind: row.kind.to_string(),
+        plan: row.plan,
+        erp_id: row.erp_id,
+        stripe_id: row.stripe_id,
+        trial_ends_at: row.trial_ends_at,
+        contract_starts_on: row.contract_starts_on,
+        contract_ends_on: row.contract_ends_on,
+        sales_owner: row.sales_owner,
+        contact_email,
+        products: row.products,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// The version an `If-Match` asks for: `None` when absent or `*`; a version no tenant can
+/// have when it is not one of ours (so it fails as stale).
+fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return if required {
+            Err(ApiError::precondition_required(
+                "send If-Match with the ETag of the tenant you read (REQUIRE_IF_MATCH is on)",
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    Ok(Some(text.trim_matches('"').parse::<i64>().unwrap_or(-1)))
+}
+
+fn matches_if_none_match(headers: &HeaderMap, version: i64) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value.split(',').map(str::trim).any(|tag| {
+                tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == version.to_string()
+            })
+        })
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such tenant"))
+}
+
+/// The tenant `id` if it exists and the caller may see it; 404 otherwise.
+async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<TenantRow, ApiError> {
+    tenants::get(&state.pool, id)
+        .await?
+        .filter(|row| caller.principal.can_access_tenant(Some(row.id)))
+        .ok_or_else(|| ApiError::not_found("no such tenant"))
+}
+
+fn require_platform(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.principal.tenant_id.is_none() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{what} is for platform principals, not tenant ones"
+        )))
+    }
+}
+
+fn tenant_response(
+    state: &AppState,
+    status: StatusCode,
+    row: TenantRow,
+    extra: &[(header::HeaderName, String)],
+) -> Result<Response, ApiError> {
+    let version = row.version;
+    let mut response = (status, Json(view(state, row)?)).into_response();
+    response.headers_mut().insert(header::ETAG, etag(version));
+    for (name, value) in extra {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(name.clone(), value);
+        }
+    }
+    Ok(response)
+}
+
+fn read_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    row: TenantRow,
+    extra: &[(header::HeaderName, String)],
+) -> Result<Response, ApiError> {
+    if matches_if_none_match(headers, row.version) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(row.version));
+        return Ok(response);
+    }
+    tenant_response(state, StatusCode::OK, row, extra)
+}
+
+/// Creates a tenant.
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "create_tenant", tag = "tenants", security(("bearer" = ["tenants:write"])),
+    request_body = TenantInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    responses(
+    (status = 201, description = "Created", body = TenantView,
+     headers(("location" = String, description = "The tenant's URL"), ("etag" = String, description = "Its version"))),
+    (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing tenants:write, or a tenant principal", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "slug, erp_id or stripe_id taken (errors names the field)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid fields, all listed", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::TenantsWrite)?;
+    require_platform(&caller, "creating tenants")?;
+    let request = input::create(body, state.settings.trial_days, Utc::now())?;
+    let row = service::create(
+        &state.pool,
+        &state.settings.keyring,
+        &caller.actor(),
+        request,
+    )
+    .await?;
+    let location = format!("/v1/tenants/{}", row.id);
+    tenant_response(
+        &state,
+        StatusCode::CREATED,
+        row,
+        &[(header::LOCATION, location)],
+    )
+}
+
+/// One tenant by id, with the ids of its enabled products.
+#[utoipa::path(get, path = "/v1/tenants/{id}", operation_id = "get_tenant", tag = "tenants", security(("bearer" = ["tenants:read"])),
+    params(("id" = Uuid, Path, description = "The tenant's id"),
+           ("If-None-Match" = Option<String>, Header, description = "304 when the ETag matches")),
+    responses(
+    (status = 200, description = "The tenant", body = TenantView, headers(("etag" = String, description = "Its version"))),
+    (status = 304, description = "Not modified"),
+    (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::TenantsRead)?;
+    let row = visible(&state, &caller, parse_id(&id)?).await?;
+    read_response(&state, &headers, row, &[])
+}
+
+/// One tenant by slug; a former slug still answers, with `Link: rel="canonical"`.
+#[utoipa::path(get, path = "/v1/tenants/by-slug/{slug}", operation_id = "get_tenant_by_slug", tag = "tenants", security(("bearer" = ["tenants:read"])),
+    params(("slug" = String, Path, description = "Current or former slug"),
+           ("If-None-Match" = Option<String>, Header, description = "304 when the ETag matches")),
+    responses(
+    (status = 200, description = "The tenant", body = TenantView,
+     headers(("etag" = String, description = "Its version"), ("link" = String, description = "Canonical URL, when a former slug was used"))),
+    (status = 304, description = "Not modified"),
+    (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_by_slug(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::TenantsRead)?;
+    let found = tenants::get_by_slug(&state.pool, &slug)
+        .await?
+        .filter(|found| {
+            let (SlugMatch::Current(row) | SlugMatch::Former(row)) = found;
+            caller.principal.can_access_tenant(Some(row.id))
+        })
+        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    match found {
+        SlugMatch::Current(row) => read_response(&state, &headers, row, &[]),
+        SlugMatch::Former(row) => {
+            let link = format!("</v1/tenants/by-slug/{}>; rel=\"canonical\"", row.slug);
+            read_response(&state, &headers, row, &[(header::LINK, link)])
+        }
+    }
+}
+
+/// Lists tenants (a tenant principal sees only its own), oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/tenants", operation_id = "list_tenants", tag = "tenants", security(("bearer" = ["tenants:read"])),
+    params(TenantListParams), responses(
+    (status = 200, description = "A page of tenants", body = TenantPage),
+    (status = 422, description = "Invalid filters, all listed", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Json<TenantPage>, ApiError> {
+    caller.require(Scope::TenantsRead)?;
+    let mut filter = input::list(uri.query())?;
+    filter.only = caller.principal.tenant_id;
+    let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+    filter.limit += 1;
+    let mut rows = tenants::list(&state.pool, &filter).await?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = has_more
+        .then(|| {
+            rows.last()
+                .map(|last| pagination::encode(last.created_at, last.id))
+        })
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|row| view(&state, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(TenantPage { items, next_cursor }))
+}
+
+/// Changes editable fields (JSON merge patch; status excluded). Honours `If-Match`.
+#[utoipa::path(patch, path = "/v1/tenants/{id}", operation_id = "patch_tenant", tag = "tenants", security(("bearer" = ["tenants:write"])),
+    request_body(content = TenantInput, content_type = "application/merge-patch+json", description = "Any subset of the fields; null clears an optional one"),
+    params(("id" = Uuid, Path, description = "The tenant's id"),
+           ("If-Match" = Option<String>, Header, description = "The ETag read; required when REQUIRE_IF_MATCH=true")),
+    responses(
+    (status = 200, description = "Changed", body = TenantView, headers(("etag" = String, description = "The new version"))),
+    (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "slug, erp_id or stripe_id taken", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid fields, all listed", body = Problem, content_type = "application/problem+json"),
+    (status = 428, description = "If-Match required and missing", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::TenantsWrite)?;
+    let id = visible(&state, &caller, parse_id(&id)?).await?.id;
+    let expected = if_match(&headers, state.settings.require_if_match)?;
+    let patch = input::patch(body)?;
+    let row = service::update(
+        &state.pool,
+        &state.settings.keyring,
+        &caller.actor(),
+        id,
+        expected,
+        patch,
+    )
+    .await?;
+    tenant_response(&state, StatusCode::OK, row, &[])
+}
+
+/// Moves a tenant along its lifecycle (platform principals only).
+#[utoipa::path(post, path = "/v1/tenants/{id}/transitions", operation_id = "transition_tenant", tag = "tenants", security(("bearer" = ["tenants:write"])),
+    request_body = TransitionRequest,
+    params(("id" = Uuid, Path, description = "The tenant's id")),
+    responses(
+    (status = 200, description = "Moved", body = TenantView),
+    (status = 403, description = "A tenant principal, or missing tenants:write", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Not allowed from the current status; `allowed` lists the targets", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Unknown status or missing reason", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn transition(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::TenantsWrite)?;
+    let id = visible(&state, &caller, parse_id(&id)?).await?.id;
+    require_platform(&caller, "changing a tenant's status")?;
+    let request = input::transition(body)?;
+    let row = service::transition(&state.pool, &caller.actor(), id, request).await?;
+    tenant_response(&state, StatusCode::OK, row, &[])
+}
+
+/// Archives a tenant (soft delete, idempotent); `?purge=true` hard-deletes an archived one.
+#[utoipa::path(delete, path = "/v1/tenants/{id}", operation_id = "delete_tenant", tag = "tenants", security(("bearer" = ["tenants:write"])),
+    params(("id" = Uuid, Path, description = "The tenant's id"), DeleteParams,
+           ("If-Match" = Option<String>, Header, description = "The ETag read; required when REQUIRE_IF_MATCH=true")),
+    responses(
+    (status = 200, description = "Archived (or already archived)", body = TenantView),
+    (status = 204, description = "Purged"),
+    (status = 403, description = "Purge without platform:admin", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Purge of a tenant that is not archived", body = Problem, content_type = "application/problem+json"),
+    (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::TenantsWrite)?;
+    let id = visible(&state, &caller, parse_id(&id)?).await?.id;
+    let expected = if_match(&headers, state.settings.require_if_match)?;
+    if params.purge.unwrap_or(false) {
+        caller.require(Scope::PlatformAdmin)?;
+        service::purge(&state.pool, &caller.actor(), id).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    require_platform(&caller, "archiving a tenant")?;
+    let row = service::archive(&state.pool, &caller.actor(), id, expected).await?;
+    tenant_response(&state, StatusCode::OK, row, &[])
+}
