@@ -287,6 +287,7 @@ pub(crate) async fn revoke(
     let record = keys::revoke(&state.pool, &caller.actor(), parse_id(&id)?)
         .await
         .map_err(key_error)?;
+    state.verifier.invalidate_all();
     Ok(Json(record.into()))
 }
 
@@ -312,5 +313,6 @@ pub(crate) async fn rotate(
     )
     .await
     .map_err(key_error)?;
+    state.verifier.invalidate_all();
     Ok(Json(issued.into()))
 }

@@ -7,6 +7,7 @@ mod constraints;
 pub mod extract;
 mod fields;
 pub mod idempotency;
+mod invalidation;
 mod me;
 pub mod metrics;
 mod middleware;
@@ -14,6 +15,7 @@ pub mod openapi;
 pub mod pagination;
 mod probes;
 pub mod problem;
+pub mod products;
 mod tenants;
 
 use std::net::SocketAddr;
@@ -78,6 +80,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The settings it was built with.
     pub settings: Arc<Settings>,
+    /// Answers of the feature-check hot path.
+    pub entitlements: products::EntitlementCache,
 }
 
 /// Why the application could not be assembled.
@@ -97,7 +101,7 @@ pub struct Application {
     pub router: Router,
     /// The state behind it.
     pub state: AppState,
-    /// Invalidates the key cache on changes from any replica; aborted on drop.
+    /// Empties the caches on changes from any replica; aborted on drop.
     listener: JoinHandle<()>,
 }
 
@@ -116,7 +120,6 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         .transpose()?
         .map(Arc::new);
     let verifier = ApiKeyVerifier::new(pool.clone());
-    let listener = verifier.spawn_invalidation_listener().await?;
     let state = AppState {
         pool,
         verifier,
@@ -124,7 +127,9 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         limiter: FailureLimiter::default(),
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
+        entitlements: products::EntitlementCache::default(),
     };
+    let listener = invalidation::spawn(&state.pool, state.clone()).await?;
     Ok(Application {
         router: router(state.clone()),
         state,
@@ -139,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .merge(me::router())
         .merge(api_keys::router())
         .merge(tenants::router())
+        .merge(products::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

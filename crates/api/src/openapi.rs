@@ -54,6 +54,15 @@ impl Modify for BearerScheme {
         crate::tenants::patch,
         crate::tenants::transition,
         crate::tenants::delete,
+        crate::products::put_product,
+        crate::products::list_products,
+        crate::products::get_product,
+        crate::products::put_tenant_product,
+        crate::products::list_tenant_products,
+        crate::products::get_tenant_product,
+        crate::products::delete_tenant_product,
+        crate::products::entitlements,
+        crate::products::check,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),
@@ -62,6 +71,7 @@ impl Modify for BearerScheme {
         (name = "auth", description = "The caller's identity"),
         (name = "api keys", description = "Create, list, revoke and rotate API keys"),
         (name = "tenants", description = "Tenants and their lifecycle"),
+        (name = "products", description = "Products catalog, tenants' subscriptions and entitlements"),
     )
 )]
 pub struct ApiDoc;

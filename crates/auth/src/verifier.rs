@@ -1,9 +1,8 @@
 //! API key verification with an in-process cache.
 //!
 //! A successful verification is cached for at most [`CACHE_TTL`], keyed by a SHA-256 of the
-//! presented key (never the key itself). Revocations and rotations arrive on
-//! `api_keys_changed` and empty the cache; so does a reconnect of the listener, since
-//! notifications sent while it was away are lost.
+//! presented key (never the key itself). Whoever hears of a revocation or rotation (the
+//! api crate's change listener) calls [`ApiKeyVerifier::invalidate_all`].
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -13,8 +12,7 @@ use domain::Scopes;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use storage::PgPool;
-use storage::api_keys::{self, CHANGES_CHANNEL};
-use tokio::task::JoinHandle;
+use storage::api_keys;
 use uuid::Uuid;
 
 use crate::keys::{self, PresentedKey};
@@ -121,34 +119,5 @@ impl ApiKeyVerifier {
     /// Forgets every cached verification.
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
-    }
-
-    /// Starts listening for key changes; returns once the subscription is in place, with the
-    /// task that keeps it (abort it to stop).
-    pub async fn spawn_invalidation_listener(&self) -> Result<JoinHandle<()>, sqlx::Error> {
-        let mut listener = storage::listen(&self.pool, &[CHANGES_CHANNEL]).await?;
-        let verifier = self.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(notification)) => {
-                        tracing::debug!(
-                            key_id = notification.payload(),
-                            "API key changed; cache emptied"
-                        );
-                        verifier.invalidate_all();
-                    }
-                    Ok(None) => {
-                        tracing::warn!("key change listener reconnected; cache emptied");
-                        verifier.invalidate_all();
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "key change listener lost its connection; cache emptied, retrying");
-                        verifier.invalidate_all();
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        }))
     }
 }

@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
 pub mod migrations;
+pub mod products;
 pub mod tenants;
 
 use std::time::Duration;

@@ -479,6 +479,7 @@ pub async fn update(
     }
     query.push(" WHERE id = ").push_bind(id);
     query.build().execute(&mut *conn).await?;
+    crate::products::notify_entitlements_changed(conn).await?;
     Ok(get_on(conn, id)
         .await?
         .map_or(UpdateOutcome::NotFound, |row| {
@@ -511,15 +512,18 @@ pub async fn record_transition(
     .bind(actor_id)
     .execute(&mut *conn)
     .await?;
+    crate::products::notify_entitlements_changed(conn).await?;
     get_on(conn, id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Deletes a tenant and, by cascade, everything it owns (its audit rows stay, unlinked).
 pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM tenants WHERE id = $1")
+    let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
         .bind(id)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
-        == 1)
+        == 1;
+    crate::products::notify_entitlements_changed(conn).await?;
+    Ok(deleted)
 }

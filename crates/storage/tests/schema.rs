@@ -216,6 +216,12 @@ async fn audit_crud_must_be_one_of_c_r_u_d() {
 
 async fn seed_every_table(pool: &PgPool) -> Uuid {
     let tenant = insert_tenant(pool, "acme").await.expect("tenant");
+    sqlx::query(
+        "INSERT INTO products (id, manifest) VALUES ('certifai', '{\"name\": \"Certifai\"}')",
+    )
+    .execute(pool)
+    .await
+    .expect("product");
     let rows = [
         "INSERT INTO tenant_projects (tenant_id, slug, name) VALUES ($1, 'web', 'Web')",
         "INSERT INTO tenant_products (tenant_id, product, config)

@@ -466,6 +466,7 @@ pub(crate) async fn transition(
     require_platform(&caller, "changing a tenant's status")?;
     let request = input::transition(body)?;
     let row = service::transition(&state.pool, &caller.actor(), id, request).await?;
+    state.entitlements.invalidate_all();
     tenant_response(&state, StatusCode::OK, row, &[])
 }
 
@@ -493,9 +494,11 @@ pub(crate) async fn delete(
     if params.purge.unwrap_or(false) {
         caller.require(Scope::PlatformAdmin)?;
         service::purge(&state.pool, &caller.actor(), id).await?;
+        state.entitlements.invalidate_all();
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     require_platform(&caller, "archiving a tenant")?;
     let row = service::archive(&state.pool, &caller.actor(), id, expected).await?;
+    state.entitlements.invalidate_all();
     tenant_response(&state, StatusCode::OK, row, &[])
 }

@@ -1,0 +1,162 @@
+//! The products catalog and the tenant ↔ product matrix.
+//!
+//! Every write notifies [`ENTITLEMENTS_CHANNEL`] in the caller's transaction, so each
+//! replica's entitlement cache is emptied when the change commits.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The LISTEN/NOTIFY channel for anything that changes what a tenant is entitled to.
+pub const ENTITLEMENTS_CHANNEL: &str = "entitlements_changed";
+
+/// Tells every replica that entitlements changed (delivered at commit).
+pub async fn notify_entitlements_changed(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(ENTITLEMENTS_CHANNEL)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// A catalog entry.
+#[derive(Debug, Clone, FromRow)]
+pub struct ProductRow {
+    /// The product id.
+    pub id: String,
+    /// Its manifest, as published.
+    pub manifest: Json<serde_json::Value>,
+    /// First published.
+    pub created_at: DateTime<Utc>,
+    /// Last published.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Publishes (creates or replaces) a manifest; returns the row and whether it is new.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    id: &str,
+    manifest: &serde_json::Value,
+) -> Result<(ProductRow, bool), sqlx::Error> {
+    let (row, inserted): (ProductRow, bool) = {
+        let row: ProductRow = sqlx::query_as(
+            "INSERT INTO products (id, manifest) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET manifest = EXCLUDED.manifest
+             RETURNING id, manifest, created_at, updated_at",
+        )
+        .bind(id)
+        .bind(Json(manifest))
+        .fetch_one(&mut *conn)
+        .await?;
+        let inserted = row.created_at == row.updated_at;
+        (row, inserted)
+    };
+    notify_entitlements_changed(conn).await?;
+    Ok((row, inserted))
+}
+
+/// One product.
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<ProductRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, manifest, created_at, updated_at FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Every product, by id.
+pub async fn list(pool: &PgPool) -> Result<Vec<ProductRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, manifest, created_at, updated_at FROM products ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+/// A tenant's subscription to a product.
+#[derive(Debug, Clone, FromRow)]
+pub struct TenantProductRow {
+    /// The product id.
+    pub product: String,
+    /// Switched on or off.
+    pub enabled: bool,
+    /// The tenant's config.
+    pub config: Json<serde_json::Value>,
+    /// Per-feature values replacing the plan's.
+    pub feature_overrides: Json<serde_json::Map<String, serde_json::Value>>,
+    /// First set.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const TENANT_PRODUCT_COLUMNS: &str =
+    "product, enabled, config, feature_overrides, created_at, updated_at";
+
+/// Sets a tenant's subscription to a product.
+pub async fn set_for_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    product: &str,
+    enabled: bool,
+    config: &serde_json::Value,
+    overrides: &serde_json::Map<String, serde_json::Value>,
+) -> Result<TenantProductRow, sqlx::Error> {
+    let row = sqlx::query_as(&format!(
+        "INSERT INTO tenant_products (tenant_id, product, enabled, config, feature_overrides)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, product) DO UPDATE
+            SET enabled = EXCLUDED.enabled, config = EXCLUDED.config,
+                feature_overrides = EXCLUDED.feature_overrides
+         RETURNING {TENANT_PRODUCT_COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(product)
+    .bind(enabled)
+    .bind(Json(config))
+    .bind(Json(overrides))
+    .fetch_one(&mut *conn)
+    .await?;
+    notify_entitlements_changed(conn).await?;
+    Ok(row)
+}
+
+/// Removes a tenant's subscription; whether there was one.
+pub async fn remove_for_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    product: &str,
+) -> Result<bool, sqlx::Error> {
+    let removed = sqlx::query("DELETE FROM tenant_products WHERE tenant_id = $1 AND product = $2")
+        .bind(tenant_id)
+        .bind(product)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        == 1;
+    notify_entitlements_changed(conn).await?;
+    Ok(removed)
+}
+
+/// A tenant's subscriptions, by product id.
+pub async fn for_tenant(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> Result<Vec<TenantProductRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_PRODUCT_COLUMNS} FROM tenant_products WHERE tenant_id = $1 ORDER BY product"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether the tenant has an enabled product whose manifest allows projects.
+pub async fn tenant_supports_projects(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenant_products tp JOIN products p ON p.id = tp.product
+                        WHERE tp.tenant_id = $1 AND tp.enabled
+                          AND (p.manifest->>'supports_projects')::boolean)",
+    )
+    .bind(tenant_id)
+    .fetch_one(pool)
+    .await
+}
