@@ -48,6 +48,24 @@ const MAPPINGS: &[Mapping] = &[
         detail: "must not be empty",
     },
     Mapping {
+        constraint: "tenant_projects_tenant_slug_key",
+        conflict: true,
+        pointer: "/slug",
+        detail: "another project of this tenant has this slug",
+    },
+    Mapping {
+        constraint: "tenant_projects_slug_format",
+        conflict: false,
+        pointer: "/slug",
+        detail: "is not a valid slug",
+    },
+    Mapping {
+        constraint: "tenant_projects_name_not_blank",
+        conflict: false,
+        pointer: "/name",
+        detail: "must not be empty",
+    },
+    Mapping {
         constraint: "tenants_contract_dates_ordered",
         conflict: false,
         pointer: "/contract_ends_on",

@@ -100,22 +100,27 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
         parts: &mut Parts,
         _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Query::<T>::try_from_uri(&parts.uri)
-            .map(|Query(value)| ApiQuery(value))
-            .map_err(|rejection| {
-                let detail = rejection.body_text();
-                let detail = detail
-                    .strip_prefix("Failed to deserialize query string: ")
-                    .unwrap_or(&detail)
-                    .to_owned();
-                let pointer = detail
-                    .split(':')
-                    .next()
-                    .filter(|field| !field.contains(' '))
-                    .map_or_else(|| "/".to_owned(), |field| format!("/{field}"));
-                ApiError::invalid(vec![FieldError { pointer, detail }])
-            })
+        query(&parts.uri).map(ApiQuery)
     }
+}
+
+/// Reads `uri`'s query string as `T`; 422 naming the parameter when one is invalid.
+pub fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(value)| value)
+        .map_err(|rejection| {
+            let detail = rejection.body_text();
+            let detail = detail
+                .strip_prefix("Failed to deserialize query string: ")
+                .unwrap_or(&detail)
+                .to_owned();
+            let pointer = detail
+                .split(':')
+                .next()
+                .filter(|field| !field.contains(' '))
+                .map_or_else(|| "/".to_owned(), |field| format!("/{field}"));
+            ApiError::invalid(vec![FieldError { pointer, detail }])
+        })
 }
 
 /// The caller's address (the TCP peer; unknown when driven in-process).

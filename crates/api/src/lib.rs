@@ -16,6 +16,7 @@ pub mod pagination;
 mod probes;
 pub mod problem;
 pub mod products;
+mod projects;
 mod tenants;
 
 use std::net::SocketAddr;
@@ -145,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(tenants::router())
         .merge(products::router())
+        .merge(projects::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -63,6 +63,13 @@ impl Modify for BearerScheme {
         crate::products::delete_tenant_product,
         crate::products::entitlements,
         crate::products::check,
+        crate::projects::create,
+        crate::projects::list,
+        crate::projects::get_one,
+        crate::projects::get_by_slug,
+        crate::projects::patch,
+        crate::projects::archive,
+        crate::projects::restore,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),
@@ -72,6 +79,7 @@ impl Modify for BearerScheme {
         (name = "api keys", description = "Create, list, revoke and rotate API keys"),
         (name = "tenants", description = "Tenants and their lifecycle"),
         (name = "products", description = "Products catalog, tenants' subscriptions and entitlements"),
+        (name = "projects", description = "Projects inside a tenant (sub-tenancy)"),
     )
 )]
 pub struct ApiDoc;

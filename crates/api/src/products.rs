@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storage::audit::NewAuditEvent;
 use storage::products::{ProductRow, TenantProductRow};
-use storage::tenants::TenantRow;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -341,20 +340,6 @@ pub(crate) async fn get_product(
     Ok(Json(row.into()))
 }
 
-async fn visible_tenant(
-    state: &AppState,
-    caller: &Caller,
-    raw: &str,
-) -> Result<TenantRow, ApiError> {
-    let id: Uuid = raw
-        .parse()
-        .map_err(|_| ApiError::not_found("no such tenant"))?;
-    storage::tenants::get(&state.pool, id)
-        .await?
-        .filter(|row| caller.principal.can_access_tenant(Some(row.id)))
-        .ok_or_else(|| ApiError::not_found("no such tenant"))
-}
-
 async fn product_row(state: &AppState, raw: &str) -> Result<ProductRow, ApiError> {
     storage::products::get(&state.pool, &product_id(raw)?)
         .await?
@@ -375,7 +360,7 @@ pub(crate) async fn put_tenant_product(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<TenantProductView>, ApiError> {
     caller.require(Scope::ProductsWrite)?;
-    let tenant = visible_tenant(&state, &caller, &tenant).await?;
+    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
     let product = product_row(&state, &product).await?;
     let manifest = manifest_of(&product)?;
     let request: SubscriptionRequest = from_json_value(body)?;
@@ -451,7 +436,7 @@ pub(crate) async fn list_tenant_products(
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<TenantProductView>>, ApiError> {
     caller.require(Scope::ProductsRead)?;
-    let tenant = visible_tenant(&state, &caller, &tenant).await?;
+    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
     let rows = storage::products::for_tenant(&state.pool, tenant.id).await?;
     Ok(Json(
         rows.into_iter().map(TenantProductView::from).collect(),
@@ -470,7 +455,7 @@ pub(crate) async fn get_tenant_product(
     Path((tenant, product)): Path<(String, String)>,
 ) -> Result<Json<TenantProductView>, ApiError> {
     caller.require(Scope::ProductsRead)?;
-    let tenant = visible_tenant(&state, &caller, &tenant).await?;
+    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
     storage::products::for_tenant(&state.pool, tenant.id)
         .await?
         .into_iter()
@@ -491,7 +476,7 @@ pub(crate) async fn delete_tenant_product(
     Path((tenant, product)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ProductsWrite)?;
-    let tenant = visible_tenant(&state, &caller, &tenant).await?;
+    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
     let mut transaction = state.pool.begin().await?;
     if !storage::products::remove_for_tenant(&mut transaction, tenant.id, &product).await? {
         return Err(ApiError::not_found("the tenant has no such product"));
@@ -537,7 +522,7 @@ pub(crate) async fn entitlements(
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<EntitlementView>>, ApiError> {
     caller.require(Scope::ProductsRead)?;
-    let tenant = visible_tenant(&state, &caller, &tenant).await?;
+    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
     let subscriptions = storage::products::for_tenant(&state.pool, tenant.id).await?;
     let mut views = Vec::new();
     for row in storage::products::list(&state.pool).await? {

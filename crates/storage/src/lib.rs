@@ -8,6 +8,7 @@ pub mod audit;
 pub mod idempotency;
 pub mod migrations;
 pub mod products;
+pub mod projects;
 pub mod tenants;
 
 use std::time::Duration;

@@ -241,6 +241,16 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found("no such tenant"))
 }
 
+/// The tenant named by a raw path segment, if it exists and the caller may see it; 404
+/// otherwise (another tenant's rows are never revealed).
+pub(crate) async fn visible_by_path(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<TenantRow, ApiError> {
+    visible(state, caller, parse_id(raw)?).await
+}
+
 /// The tenant `id` if it exists and the caller may see it; 404 otherwise.
 async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<TenantRow, ApiError> {
     tenants::get(&state.pool, id)
