@@ -300,23 +300,8 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 
 /// An issuer must be https, except on loopback outside prod (local Keycloak, tests).
 fn check_issuer(issuer: &str, app_env: AppEnv) -> Result<(), String> {
-    if issuer.starts_with("https://") {
-        return Ok(());
-    }
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|prefix| {
-            issuer.strip_prefix(prefix).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
-            })
-        });
-    if loopback && app_env != AppEnv::Prod {
-        Ok(())
-    } else {
-        Err(format!(
-            "KEYCLOAK_ISSUER {issuer:?} must be an https URL (plain http is allowed only on loopback outside prod)"
-        ))
-    }
+    domain::idp::check_url(issuer, app_env != AppEnv::Prod)
+        .map_err(|rule| format!("KEYCLOAK_ISSUER {issuer:?} {rule}"))
 }
 
 fn parse_addr(value: &str) -> Result<SocketAddr, String> {

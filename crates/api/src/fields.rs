@@ -107,6 +107,31 @@ impl Fields {
         }
     }
 
+    /// A boolean field: `None` when absent (or invalid, which is recorded).
+    pub fn boolean(&mut self, field: &str) -> Option<bool> {
+        match self.map.get(field)? {
+            Value::Bool(value) => Some(*value),
+            _ => {
+                self.error(field, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// An array of strings: `None` when absent (or invalid, which is recorded).
+    pub fn strings(&mut self, field: &str) -> Option<Vec<String>> {
+        let strings = self.map.get(field)?.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        });
+        if strings.is_none() {
+            self.error(field, "must be an array of strings");
+        }
+        strings
+    }
+
     /// Records `result`'s error against `field`.
     pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
         result.map_err(|detail| self.error(field, detail)).ok()

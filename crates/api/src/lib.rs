@@ -7,6 +7,7 @@ mod constraints;
 pub mod extract;
 mod fields;
 pub mod idempotency;
+mod idps;
 mod invalidation;
 mod me;
 pub mod metrics;
@@ -147,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(products::router())
         .merge(projects::router())
+        .merge(idps::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -70,6 +70,11 @@ impl Modify for BearerScheme {
         crate::projects::patch,
         crate::projects::archive,
         crate::projects::restore,
+        crate::idps::create,
+        crate::idps::list,
+        crate::idps::get_one,
+        crate::idps::patch,
+        crate::idps::delete,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),
@@ -80,6 +85,7 @@ impl Modify for BearerScheme {
         (name = "tenants", description = "Tenants and their lifecycle"),
         (name = "products", description = "Products catalog, tenants' subscriptions and entitlements"),
         (name = "projects", description = "Projects inside a tenant (sub-tenancy)"),
+        (name = "sso", description = "Enterprise identity providers (OIDC, SAML)"),
     )
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@
 //! [`TenantStatus`] can only move along [`TenantStatus::allowed_transitions`].
 
 mod enums;
+pub mod idp;
 pub mod product;
 mod scope;
 mod slug;

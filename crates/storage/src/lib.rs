@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
+pub mod idps;
 pub mod migrations;
 pub mod products;
 pub mod projects;
