@@ -147,6 +147,10 @@ pub struct Config {
     #[arg(long, env = "REQUIRE_IF_MATCH", global = true)]
     pub require_if_match: bool,
 
+    /// DNS-over-HTTPS endpoint (JSON API) used to check domain verification TXT records.
+    #[arg(long, env = "DNS_RESOLVER_URL", default_value = api::DEFAULT_DOH_URL, global = true)]
+    pub dns_resolver_url: String,
+
     /// Apply pending migrations at start (a development convenience; production runs
     /// tenant-registry-migrate as an init container).
     #[arg(long, env = "MIGRATE_ON_START", global = true)]
@@ -220,6 +224,8 @@ impl Config {
         if !(1..=3600).contains(&self.request_timeout_secs) {
             return Err("REQUEST_TIMEOUT_SECS must be between 1 and 3600".to_owned());
         }
+        domain::idp::check_url(&self.dns_resolver_url, self.app_env != AppEnv::Prod)
+            .map_err(|rule| format!("DNS_RESOLVER_URL {:?} {rule}", self.dns_resolver_url))?;
         let (keyring, keyring_warning) = self.keyring()?;
         Ok(Checked {
             keyring,

@@ -98,6 +98,7 @@ async fn serve(
         keyring: std::sync::Arc::new(checked.keyring),
         trial_days: config.trial_days,
         require_if_match: config.require_if_match,
+        dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
     };
     let application = api::build(pool, settings)
         .await

@@ -66,6 +66,18 @@ const MAPPINGS: &[Mapping] = &[
         detail: "must not be empty",
     },
     Mapping {
+        constraint: "tenant_domains_tenant_domain_key",
+        conflict: true,
+        pointer: "/domain",
+        detail: "this tenant has already claimed this domain",
+    },
+    Mapping {
+        constraint: "tenant_domains_domain_format",
+        conflict: false,
+        pointer: "/domain",
+        detail: "is not a domain name",
+    },
+    Mapping {
         constraint: "tenants_contract_dates_ordered",
         conflict: false,
         pointer: "/contract_ends_on",

@@ -4,6 +4,8 @@
 
 mod api_keys;
 mod constraints;
+pub mod dns;
+mod domains;
 pub mod extract;
 mod fields;
 pub mod idempotency;
@@ -32,6 +34,9 @@ use storage::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The DNS-over-HTTPS endpoint used for domain verification unless configured otherwise.
+pub const DEFAULT_DOH_URL: &str = "https://cloudflare-dns.com/dns-query";
+
 /// How the API behaves; parsed by the server binary from its flags and environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -49,13 +54,15 @@ pub struct Settings {
     pub trial_days: i64,
     /// Whether PATCH and DELETE must carry `If-Match` (428 without).
     pub require_if_match: bool,
+    /// Looks up TXT records for domain verification.
+    pub dns: Arc<dyn dns::TxtResolver>,
 }
 
 impl Settings {
     /// Development settings around `keyring`: API keys only, no CORS, 30 s timeout, 14-day
-    /// trials, `If-Match` honoured but optional.
-    pub fn with_keyring(keyring: Keyring) -> Self {
-        Self {
+    /// trials, `If-Match` honoured but optional, DNS over HTTPS at `DEFAULT_DOH_URL`.
+    pub fn with_keyring(keyring: Keyring) -> Result<Self, String> {
+        Ok(Self {
             key_env: "dev".to_owned(),
             oidc: None,
             cors_origins: Vec::new(),
@@ -63,7 +70,8 @@ impl Settings {
             keyring: Arc::new(keyring),
             trial_days: 14,
             require_if_match: false,
-        }
+            dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
+        })
     }
 }
 
@@ -149,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .merge(products::router())
         .merge(projects::router())
         .merge(idps::router())
+        .merge(domains::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -35,6 +35,41 @@ pub fn check_url(url: &str, allow_loopback_http: bool) -> Result<(), String> {
     }
 }
 
+/// An email domain as a tenant claims it: lowercased, at most 253 characters, dot-separated
+/// labels of `[a-z0-9-]` (no edge dash), at least two labels.
+pub fn email_domain(input: &str) -> Result<String, String> {
+    let domain = input.trim().trim_end_matches('.').to_ascii_lowercase();
+    let invalid = || "must be a domain name like acme.com".to_owned();
+    if domain.len() > 253 || !domain.contains('.') {
+        return Err(invalid());
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let last_is_name = domain
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_lowercase()));
+    if domain.split('.').all(label_ok) && last_is_name {
+        Ok(domain)
+    } else {
+        Err(invalid())
+    }
+}
+
+/// The domain part of an email address, as [`email_domain`] normalises it.
+pub fn domain_of_email(email: &str) -> Option<String> {
+    let (local, domain) = email.trim().rsplit_once('@')?;
+    (!local.is_empty()).then_some(())?;
+    email_domain(domain).ok()
+}
+
 /// What the registry keeps of an IdP's SAML metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SamlMetadata {
@@ -217,6 +252,31 @@ mod tests {
         );
         let error = parse_saml_metadata(&xxe).expect_err("refused");
         assert!(error.contains("DTD"), "{error}");
+    }
+
+    #[test]
+    fn email_domains_are_normalised_and_checked() {
+        assert_eq!(email_domain(" Acme.COM. "), Ok("acme.com".to_owned()));
+        assert_eq!(
+            email_domain("mail.acme.co.uk"),
+            Ok("mail.acme.co.uk".to_owned())
+        );
+        for bad in [
+            "acme",
+            "-acme.com",
+            "acme..com",
+            "acme.123",
+            "ac me.com",
+            "acme_corp.com",
+        ] {
+            assert!(email_domain(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            domain_of_email("Jane@Acme.com"),
+            Some("acme.com".to_owned())
+        );
+        assert_eq!(domain_of_email("@acme.com"), None);
+        assert_eq!(domain_of_email("nobody"), None);
     }
 
     #[test]

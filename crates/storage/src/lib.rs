@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod domains;
 pub mod idempotency;
 pub mod idps;
 pub mod migrations;

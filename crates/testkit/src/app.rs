@@ -139,6 +139,7 @@ impl TestRequest<'_> {
 pub fn settings() -> api::Settings {
     let spec = keyring::Keyring::generate_spec("test").expect("a random key");
     api::Settings::with_keyring(keyring::Keyring::parse(&spec).expect("a key ring"))
+        .expect("settings")
 }
 
 fn platform_admin() -> Principal {
