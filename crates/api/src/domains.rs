@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use domain::{Scope, idp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use storage::audit::NewAuditEvent;
 use storage::domains::{self, DomainRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -21,6 +20,7 @@ use crate::extract::{ApiJson, Caller};
 use crate::fields::Fields;
 use crate::problem::{ApiError, Problem};
 use crate::tenants::visible_by_path;
+use crate::trail::{self, Target};
 
 /// The label under the claimed domain where the TXT record goes.
 pub const CHALLENGE_LABEL: &str = "_tenant-registry";
@@ -142,27 +142,13 @@ async fn audit(
     action: &str,
     crud: char,
 ) -> Result<(), ApiError> {
-    let actor = caller.actor();
-    storage::audit::record(
-        conn,
-        &NewAuditEvent {
-            tenant_id: Some(row.tenant_id),
-            group_id: Some(row.tenant_id.to_string()),
-            product: "tenant-registry".to_owned(),
-            action: action.to_owned(),
-            crud,
-            actor_id: Some(actor.principal.actor_id()),
-            target_id: Some(row.id.to_string()),
-            target_type: Some("domain".to_owned()),
-            target_name: Some(row.domain.clone()),
-            source_ip: actor.source_ip,
-            fields: Map::new(),
-            ..NewAuditEvent::default()
-        },
-    )
-    .await
-    .map(drop)
-    .map_err(ApiError::from)
+    let target = Target {
+        tenant_id: Some(row.tenant_id),
+        id: row.id.to_string(),
+        kind: "domain",
+        name: row.domain.clone(),
+    };
+    trail::record(conn, &caller.actor(), target, action, crud, Map::new()).await
 }
 
 fn domain_id(raw: &str) -> Result<Uuid, ApiError> {

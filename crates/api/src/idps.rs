@@ -16,7 +16,6 @@ use domain::{IdpKind, Scope, idp, tenant};
 use keyring::Keyring;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use storage::audit::NewAuditEvent;
 use storage::idps::{self, IdpRow, IdpValues};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -26,6 +25,7 @@ use crate::extract::{ApiJson, Caller};
 use crate::fields::{self, Fields};
 use crate::problem::{ApiError, Problem};
 use crate::tenants::visible_by_path;
+use crate::trail::{self, Target};
 
 const FIELDS: &[&str] = &[
     "kind",
@@ -392,29 +392,15 @@ async fn record(
     action: &str,
     crud: char,
 ) -> Result<(), ApiError> {
-    let actor = caller.actor();
     let mut fields = Map::new();
     fields.insert("kind".to_owned(), Value::from(row.kind.to_string()));
-    storage::audit::record(
-        conn,
-        &NewAuditEvent {
-            tenant_id: Some(row.tenant_id),
-            group_id: Some(row.tenant_id.to_string()),
-            product: "tenant-registry".to_owned(),
-            action: action.to_owned(),
-            crud,
-            actor_id: Some(actor.principal.actor_id()),
-            target_id: Some(row.id.to_string()),
-            target_type: Some("idp".to_owned()),
-            target_name: Some(row.name.clone()),
-            source_ip: actor.source_ip,
-            fields,
-            ..NewAuditEvent::default()
-        },
-    )
-    .await
-    .map(drop)
-    .map_err(ApiError::from)
+    let target = Target {
+        tenant_id: Some(row.tenant_id),
+        id: row.id.to_string(),
+        kind: "idp",
+        name: row.name.clone(),
+    };
+    trail::record(conn, &caller.actor(), target, action, crud, fields).await
 }
 
 fn idp_id(raw: &str) -> Result<Uuid, ApiError> {

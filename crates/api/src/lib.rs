@@ -21,6 +21,7 @@ pub mod problem;
 pub mod products;
 mod projects;
 mod tenants;
+mod trail;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

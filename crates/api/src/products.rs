@@ -15,7 +15,6 @@ use domain::{Scope, Slug};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use storage::audit::NewAuditEvent;
 use storage::products::{ProductRow, TenantProductRow};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -23,6 +22,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
+use crate::trail::{self, Target};
 
 /// How long a feature check is trusted without asking the database again; changes on any
 /// replica empty the cache sooner (LISTEN/NOTIFY).
@@ -217,26 +217,6 @@ fn schema_problems(
         .collect())
 }
 
-async fn audit(
-    conn: &mut storage::PgConnection,
-    caller: &Caller,
-    event: NewAuditEvent,
-) -> Result<(), ApiError> {
-    let actor = caller.actor();
-    storage::audit::record(
-        conn,
-        &NewAuditEvent {
-            product: "tenant-registry".to_owned(),
-            actor_id: Some(actor.principal.actor_id()),
-            source_ip: actor.source_ip,
-            ..event
-        },
-    )
-    .await
-    .map(drop)
-    .map_err(ApiError::from)
-}
-
 /// Publishes a product manifest (creates or replaces it).
 #[utoipa::path(put, path = "/v1/products/{product}", operation_id = "put_product", tag = "products",
     security(("bearer" = ["platform:admin"])), request_body(content = Object, description = "The manifest"),
@@ -281,17 +261,18 @@ pub(crate) async fn put_product(
     let stored = serde_json::to_value(&manifest).map_err(ApiError::internal)?;
     let mut transaction = state.pool.begin().await?;
     let (row, created) = storage::products::upsert(&mut transaction, id.as_str(), &stored).await?;
-    audit(
+    trail::record(
         &mut transaction,
-        &caller,
-        NewAuditEvent {
-            action: "product.published".to_owned(),
-            crud: if created { 'c' } else { 'u' },
-            target_id: Some(row.id.clone()),
-            target_type: Some("product".to_owned()),
-            target_name: Some(manifest.name.clone()),
-            ..NewAuditEvent::default()
+        &caller.actor(),
+        Target {
+            tenant_id: None,
+            id: row.id.clone(),
+            kind: "product",
+            name: manifest.name.clone(),
         },
+        "product.published",
+        if created { 'c' } else { 'u' },
+        Map::new(),
     )
     .await?;
     transaction.commit().await?;
@@ -403,20 +384,18 @@ pub(crate) async fn put_tenant_product(
         "enabled".to_owned(),
         Value::from(request.enabled.to_string()),
     );
-    audit(
+    trail::record(
         &mut transaction,
-        &caller,
-        NewAuditEvent {
+        &caller.actor(),
+        Target {
             tenant_id: Some(tenant.id),
-            group_id: Some(tenant.id.to_string()),
-            action: "tenant_product.set".to_owned(),
-            crud: 'u',
-            target_id: Some(format!("{}/{}", tenant.id, product.id)),
-            target_type: Some("tenant_product".to_owned()),
-            target_name: Some(product.id.clone()),
-            fields,
-            ..NewAuditEvent::default()
+            id: format!("{}/{}", tenant.id, product.id),
+            kind: "tenant_product",
+            name: product.id.clone(),
         },
+        "tenant_product.set",
+        'u',
+        fields,
     )
     .await?;
     transaction.commit().await?;
@@ -481,19 +460,18 @@ pub(crate) async fn delete_tenant_product(
     if !storage::products::remove_for_tenant(&mut transaction, tenant.id, &product).await? {
         return Err(ApiError::not_found("the tenant has no such product"));
     }
-    audit(
+    trail::record(
         &mut transaction,
-        &caller,
-        NewAuditEvent {
+        &caller.actor(),
+        Target {
             tenant_id: Some(tenant.id),
-            group_id: Some(tenant.id.to_string()),
-            action: "tenant_product.removed".to_owned(),
-            crud: 'd',
-            target_id: Some(format!("{}/{product}", tenant.id)),
-            target_type: Some("tenant_product".to_owned()),
-            target_name: Some(product.clone()),
-            ..NewAuditEvent::default()
+            id: format!("{}/{product}", tenant.id),
+            kind: "tenant_product",
+            name: product.clone(),
         },
+        "tenant_product.removed",
+        'd',
+        Map::new(),
     )
     .await?;
     transaction.commit().await?;

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use domain::{ProjectStatus, Scope, Slug, tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use storage::audit::NewAuditEvent;
 use storage::projects::{self, ProjectRow};
 use storage::tenants::TenantRow;
 use utoipa::{IntoParams, ToSchema};
@@ -21,6 +20,7 @@ use crate::fields::{self, Fields};
 use crate::pagination::{self, PageQuery};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::tenants::visible_by_path;
+use crate::trail::{self, Target};
 use crate::{AppState, constraints};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -130,27 +130,13 @@ async fn audit(
     crud: char,
     fields: Map<String, Value>,
 ) -> Result<(), ApiError> {
-    let actor = caller.actor();
-    storage::audit::record(
-        conn,
-        &NewAuditEvent {
-            tenant_id: Some(project.tenant_id),
-            group_id: Some(project.tenant_id.to_string()),
-            product: "tenant-registry".to_owned(),
-            action: action.to_owned(),
-            crud,
-            actor_id: Some(actor.principal.actor_id()),
-            target_id: Some(project.id.to_string()),
-            target_type: Some("project".to_owned()),
-            target_name: Some(project.slug.clone()),
-            source_ip: actor.source_ip,
-            fields,
-            ..NewAuditEvent::default()
-        },
-    )
-    .await
-    .map(drop)
-    .map_err(ApiError::from)
+    let target = Target {
+        tenant_id: Some(project.tenant_id),
+        id: project.id.to_string(),
+        kind: "project",
+        name: project.slug.clone(),
+    };
+    trail::record(conn, &caller.actor(), target, action, crud, fields).await
 }
 
 fn project_id(raw: &str) -> Result<Uuid, ApiError> {

@@ -210,6 +210,12 @@ async fn plan_defaults_overrides_and_a_frozen_tenant() {
         "{}",
         String::from_utf8_lossy(&set.body)
     );
+    let recorded: Value =
+        sqlx::query_scalar("SELECT fields FROM audit_log WHERE action = 'tenant_product.set'")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("the subscription is audited");
+    assert_eq!(recorded, json!({"product": "certifai", "enabled": "true"}));
     assert_eq!(
         feature(&app, &admin, tenant, "max_projects").await,
         json!({"allowed": true, "limit": 1, "reason": "up to 1"})

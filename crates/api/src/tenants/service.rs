@@ -4,13 +4,13 @@ use auth::keys::Actor;
 use domain::TenantStatus;
 use keyring::Keyring;
 use storage::PgPool;
-use storage::audit::NewAuditEvent;
 use storage::tenants::{self, TenantChanges, TenantRow, UpdateOutcome};
 use uuid::Uuid;
 
 use super::input::{CreateTenant, Patch, Transition};
 use crate::constraints;
 use crate::problem::ApiError;
+use crate::trail::{self, Target};
 
 /// Where a tenant's contact email is bound when encrypted.
 pub fn contact_email_context(id: Uuid) -> String {
@@ -31,26 +31,13 @@ async fn audit(
     crud: char,
     fields: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), ApiError> {
-    storage::audit::record(
-        conn,
-        &NewAuditEvent {
-            tenant_id: Some(tenant.id),
-            group_id: Some(tenant.id.to_string()),
-            product: "tenant-registry".to_owned(),
-            action: action.to_owned(),
-            crud,
-            actor_id: Some(actor.principal.actor_id()),
-            target_id: Some(tenant.id.to_string()),
-            target_type: Some("tenant".to_owned()),
-            target_name: Some(tenant.slug.clone()),
-            source_ip: actor.source_ip.clone(),
-            fields,
-            ..NewAuditEvent::default()
-        },
-    )
-    .await
-    .map(drop)
-    .map_err(ApiError::from)
+    let target = Target {
+        tenant_id: Some(tenant.id),
+        id: tenant.id.to_string(),
+        kind: "tenant",
+        name: tenant.slug.clone(),
+    };
+    trail::record(conn, actor, target, action, crud, fields).await
 }
 
 fn field_map(pairs: &[(&str, String)]) -> serde_json::Map<String, serde_json::Value> {
