@@ -5,6 +5,9 @@ use sqlx::types::Json;
 
 /// How long a stored response is replayed.
 pub const RETENTION_HOURS: i32 = 24;
+/// How long a claim may stay without a response before it counts as abandoned (well over
+/// any request timeout).
+pub const ABANDONED_AFTER_SECS: f64 = 300.0;
 
 /// What a new request with a key finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +45,17 @@ pub async fn claim(
     request_hash: &str,
 ) -> Result<Claim, sqlx::Error> {
     let mut transaction = pool.begin().await?;
+    // An expired record, or a claim whose request died without completing (a crashed
+    // replica), frees the key.
     sqlx::query(
         "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2
-           AND created_at < now() - make_interval(hours => $3)",
+           AND (created_at < now() - make_interval(hours => $3)
+                OR (status IS NULL AND created_at < now() - make_interval(secs => $4)))",
     )
     .bind(principal)
     .bind(key)
     .bind(RETENTION_HOURS)
+    .bind(ABANDONED_AFTER_SECS)
     .execute(&mut *transaction)
     .await?;
     let inserted = sqlx::query(

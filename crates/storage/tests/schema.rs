@@ -375,3 +375,33 @@ async fn updated_at_moves_on_update_in_every_table() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_abandoned_idempotency_claim_frees_its_key() {
+    use storage::idempotency::{self, Claim};
+    let db = TestDb::migrated().await;
+    let pool = db.pool();
+    assert_eq!(
+        idempotency::claim(pool, "p", "k", "h1")
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    assert_eq!(
+        idempotency::claim(pool, "p", "k", "h1")
+            .await
+            .expect("claim"),
+        Claim::InProgress
+    );
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '10 minutes'")
+        .execute(pool)
+        .await
+        .expect("ageing the claim");
+    assert_eq!(
+        idempotency::claim(pool, "p", "k", "h1")
+            .await
+            .expect("claim"),
+        Claim::Fresh,
+        "a claim whose request never completed does not block the key forever"
+    );
+}
