@@ -3,6 +3,7 @@
 //! in-process.
 
 mod api_keys;
+mod audit_events;
 mod constraints;
 pub mod dns;
 mod domains;
@@ -159,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::router())
         .merge(idps::router())
         .merge(domains::router())
+        .merge(audit_events::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -80,6 +80,7 @@ impl Modify for BearerScheme {
         crate::domains::verify,
         crate::domains::remove,
         crate::domains::discover,
+        crate::audit_events::ingest,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),
@@ -91,6 +92,7 @@ impl Modify for BearerScheme {
         (name = "products", description = "Products catalog, tenants' subscriptions and entitlements"),
         (name = "projects", description = "Projects inside a tenant (sub-tenancy)"),
         (name = "sso", description = "Enterprise identity providers (OIDC, SAML)"),
+        (name = "audit", description = "The Retraced-compatible audit log"),
     )
 )]
 pub struct ApiDoc;

@@ -64,3 +64,101 @@ pub async fn record(conn: &mut PgConnection, event: &NewAuditEvent) -> Result<i6
     .fetch_one(conn)
     .await
 }
+
+/// One ingested event, its group resolved to a tenant.
+#[derive(Debug, Clone, Default)]
+pub struct IngestedEvent {
+    /// The tenant (the Retraced group), if any.
+    pub tenant_id: Option<Uuid>,
+    /// The group id as sent.
+    pub group_id: Option<String>,
+    /// The group name as sent.
+    pub group_name: Option<String>,
+    /// The calling product.
+    pub product: String,
+    /// What happened.
+    pub action: String,
+    /// c, r, u or d.
+    pub crud: String,
+    /// Actor id.
+    pub actor_id: Option<String>,
+    /// Actor name.
+    pub actor_name: Option<String>,
+    /// Actor link.
+    pub actor_href: Option<String>,
+    /// Actor fields.
+    pub actor_fields: serde_json::Value,
+    /// Target id.
+    pub target_id: Option<String>,
+    /// Target name.
+    pub target_name: Option<String>,
+    /// Target kind.
+    pub target_type: Option<String>,
+    /// Target link.
+    pub target_href: Option<String>,
+    /// Target fields.
+    pub target_fields: serde_json::Value,
+    /// Source address.
+    pub source_ip: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Failed action.
+    pub is_failure: bool,
+    /// Nobody signed in.
+    pub is_anonymous: bool,
+    /// Extra fields.
+    pub fields: serde_json::Value,
+    /// The product's own id for the event.
+    pub external_id: Option<String>,
+    /// When it happened.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Reporting component.
+    pub component: Option<String>,
+    /// Product version.
+    pub version: Option<String>,
+}
+
+/// Stores `events` on `conn` (the caller's transaction); an event whose `(product,
+/// external_id)` is already stored is skipped. Returns how many were stored.
+pub async fn ingest(conn: &mut PgConnection, events: &[IngestedEvent]) -> Result<u64, sqlx::Error> {
+    let mut stored = 0;
+    for event in events {
+        stored += sqlx::query(
+            "INSERT INTO audit_log (tenant_id, group_id, group_name, product, action, crud,
+                 actor_id, actor_name, actor_href, actor_fields, target_id, target_name, target_type,
+                 target_href, target_fields, source_ip, description, is_failure, is_anonymous, fields,
+                 external_id, created_at, component, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::inet, $17,
+                     $18, $19, $20, $21, coalesce($22, now()), $23, $24)
+             ON CONFLICT (product, external_id) WHERE external_id IS NOT NULL DO NOTHING",
+        )
+        .bind(event.tenant_id)
+        .bind(&event.group_id)
+        .bind(&event.group_name)
+        .bind(&event.product)
+        .bind(&event.action)
+        .bind(&event.crud)
+        .bind(&event.actor_id)
+        .bind(&event.actor_name)
+        .bind(&event.actor_href)
+        .bind(Json(&event.actor_fields))
+        .bind(&event.target_id)
+        .bind(&event.target_name)
+        .bind(&event.target_type)
+        .bind(&event.target_href)
+        .bind(Json(&event.target_fields))
+        .bind(&event.source_ip)
+        .bind(&event.description)
+        .bind(event.is_failure)
+        .bind(event.is_anonymous)
+        .bind(Json(&event.fields))
+        .bind(&event.external_id)
+        .bind(event.created_at)
+        .bind(&event.component)
+        .bind(&event.version)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(stored)
+}

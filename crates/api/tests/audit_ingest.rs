@@ -1,0 +1,149 @@
+//! Audit ingest: single events, batches, all-or-nothing validation, idempotency and tenant
+//! confinement.
+
+use axum::http::{Method, StatusCode};
+use domain::Scope;
+use serde_json::{Value, json};
+use testkit::{TestApp, TestResponse};
+
+async fn ingest(app: &TestApp, key: &str, body: Value) -> TestResponse {
+    app.request(Method::POST, "/v1/audit/events")
+        .bearer(key)
+        .json(&body)
+        .send()
+        .await
+}
+
+async fn stored(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'doc.%'")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_single_event_and_a_batch_are_stored_in_retraced_shape() {
+    let app = TestApp::new().await;
+    let tenant = app.tenant("acme").await;
+    let (_, key) = app.key(Some(tenant), &[Scope::AuditWrite]).await;
+    let single = ingest(
+        &app,
+        &key,
+        json!({"action": "doc.shared", "crud": "u", "group": {"id": "acme", "name": "Acme"},
+               "actor": {"id": "u-1", "name": "Jane", "fields": {"department": "legal"}},
+               "target": {"id": "d-9", "type": "document", "name": "Q3 plan"},
+               "source_ip": "203.0.113.7", "description": "Jane shared Q3 plan", "fields": {"with": "bob"},
+               "component": "web", "version": "1.2.3", "created": "2026-11-01T10:00:00Z"}),
+    )
+    .await;
+    assert_eq!(
+        single.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&single.body)
+    );
+    assert_eq!(single.json(), json!({"stored": 1, "duplicates": 0}));
+    let row: (Option<uuid::Uuid>, String, String, Value, String, Value) = sqlx::query_as(
+        "SELECT tenant_id, actor_name, host(source_ip), actor_fields, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), fields
+         FROM audit_log WHERE action = 'doc.shared'",
+    )
+    .fetch_one(app.db.pool())
+    .await
+    .expect("the row");
+    assert_eq!(row.0, Some(tenant), "the slug resolved to the tenant");
+    assert_eq!((row.1.as_str(), row.2.as_str()), ("Jane", "203.0.113.7"));
+    assert_eq!(row.3, json!({"department": "legal"}));
+    assert_eq!(row.4, "2026-11-01");
+    assert_eq!(row.5, json!({"with": "bob"}));
+
+    let batch: Vec<Value> = (0..50)
+        .map(|n| json!({"action": "doc.read", "crud": "r", "target": {"id": format!("d-{n}")}}))
+        .collect();
+    let response = ingest(&app, &key, Value::Array(batch)).await;
+    assert_eq!(response.json(), json!({"stored": 50, "duplicates": 0}));
+    assert_eq!(stored(&app).await, 51);
+}
+
+#[tokio::test]
+async fn an_invalid_batch_stores_nothing_and_points_at_each_bad_event() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let response = ingest(
+        &app,
+        &admin,
+        json!([
+            {"action": "doc.ok", "crud": "c"},
+            {"action": "doc.bad", "crud": "z"},
+            {"action": "doc.bad", "crud": "c", "group": {"id": "no-such-tenant"}}
+        ]),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let pointers: Vec<String> = response.json()["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|error| error["pointer"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(pointers, vec!["/1/crud"]);
+    let unknown_group = ingest(&app, &admin, json!([{"action": "doc.ok", "crud": "c"}, {"action": "doc.x", "crud": "c", "group": {"id": "nobody"}}])).await;
+    assert_eq!(unknown_group.json()["errors"][0]["pointer"], "/1/group/id");
+    assert_eq!(
+        stored(&app).await,
+        0,
+        "nothing of an invalid batch is stored"
+    );
+}
+
+#[tokio::test]
+async fn an_event_sent_twice_with_the_same_external_id_is_stored_once() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let event = json!({"action": "doc.deleted", "crud": "d", "external_id": "evt-42"});
+    assert_eq!(
+        ingest(&app, &admin, event.clone()).await.json(),
+        json!({"stored": 1, "duplicates": 0})
+    );
+    assert_eq!(
+        ingest(&app, &admin, event).await.json(),
+        json!({"stored": 0, "duplicates": 1})
+    );
+    assert_eq!(stored(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_tenant_key_writes_only_its_own_tenants_events() {
+    let app = TestApp::new().await;
+    let own = app.tenant("acme").await;
+    app.tenant("globex").await;
+    let (_, key) = app.key(Some(own), &[Scope::AuditWrite]).await;
+    let foreign = ingest(
+        &app,
+        &key,
+        json!({"action": "doc.read", "crud": "r", "group": {"id": "globex"}}),
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let implicit = ingest(&app, &key, json!({"action": "doc.read", "crud": "r"})).await;
+    assert_eq!(implicit.status, StatusCode::CREATED);
+    let tenant: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM audit_log WHERE action = 'doc.read'")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("row");
+    assert_eq!(
+        tenant,
+        Some(own),
+        "an event without a group belongs to the key's tenant"
+    );
+    let (_, reader) = app.key(Some(own), &[Scope::AuditRead]).await;
+    assert_eq!(
+        ingest(&app, &reader, json!({"action": "doc.read", "crud": "r"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
