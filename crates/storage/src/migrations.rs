@@ -29,6 +29,9 @@ pub enum MigrationError {
     /// The database did not answer or refused the connection.
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// TLS to the database could not be set up.
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// A statement failed.
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
@@ -151,22 +154,98 @@ pub fn fingerprint() -> String {
         .collect()
 }
 
-async fn open(database_url: &str) -> Result<Client, MigrationError> {
-    let mut config: tokio_postgres::Config =
-        database_url.parse().map_err(MigrationError::InvalidUrl)?;
-    config
-        .connect_timeout(Duration::from_secs(10))
-        .application_name("tenant-registry-migrate");
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(MigrationError::Connect)?;
+/// Splits the libpq-style TLS parameters tokio-postgres does not read off the URL: the CA
+/// file (`sslrootcert`) is returned, and `sslmode=verify-ca|verify-full` becomes `require`
+/// (the rustls connector always verifies the server's certificate and name).
+fn tls_parameters(database_url: &str) -> Result<(String, Option<String>), MigrationError> {
+    let Ok(mut url) = url::Url::parse(database_url) else {
+        // Not a URL (a key=value string): tokio-postgres reports what is wrong with it.
+        return Ok((database_url.to_owned(), None));
+    };
+    let mut root_cert = None;
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter_map(|(key, value)| match key.as_ref() {
+            "sslrootcert" => {
+                root_cert = Some(value.into_owned());
+                None
+            }
+            "sslmode" if value == "verify-ca" || value == "verify-full" => {
+                Some(("sslmode".to_owned(), "require".to_owned()))
+            }
+            _ => Some((key.into_owned(), value.into_owned())),
+        })
+        .collect();
+    if pairs.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Ok((url.into(), root_cert))
+}
+
+fn tls_connector(
+    root_cert: Option<&str>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, MigrationError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let tls_error = |detail: String| MigrationError::Tls(detail);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = root_cert {
+        for certificate in CertificateDer::pem_file_iter(path)
+            .map_err(|error| tls_error(format!("sslrootcert {path}: {error}")))?
+        {
+            let certificate =
+                certificate.map_err(|error| tls_error(format!("sslrootcert {path}: {error}")))?;
+            roots
+                .add(certificate)
+                .map_err(|error| tls_error(format!("sslrootcert {path}: {error}")))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| tls_error(error.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "migration connection closed with an error");
         }
     });
-    Ok(client)
+}
+
+/// Connects as the URL says, over TLS unless `sslmode=disable` (with `prefer`, the default,
+/// a server without TLS is still reached in the clear, as libpq does).
+async fn open(database_url: &str) -> Result<Client, MigrationError> {
+    let (url, root_cert) = tls_parameters(database_url)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(MigrationError::InvalidUrl)?;
+    config
+        .connect_timeout(Duration::from_secs(10))
+        .application_name("tenant-registry-migrate");
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(MigrationError::Connect)?;
+        drive(connection);
+        Ok(client)
+    } else {
+        let tls = tls_connector(root_cert.as_deref())?;
+        let (client, connection) = config.connect(tls).await.map_err(MigrationError::Connect)?;
+        drive(connection);
+        Ok(client)
+    }
 }
 
 /// Applies pending migrations up to `target` (all when `None`); returns those applied.
@@ -454,4 +533,32 @@ pub async fn schema_state(pool: &PgPool) -> Result<SchemaState, sqlx::Error> {
         },
         applied => SchemaState::Behind { applied, expected },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_tls_parameters_are_translated_for_tokio_postgres() {
+        let (url, root) = tls_parameters(
+            "postgres://u:p@db.example.com:5432/app?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x",
+        )
+        .expect("parses");
+        assert_eq!(
+            url,
+            "postgres://u:p@db.example.com:5432/app?sslmode=require&application_name=x"
+        );
+        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
+        let (plain, none) = tls_parameters("postgres://localhost/app").expect("parses");
+        assert_eq!((plain.as_str(), none), ("postgres://localhost/app", None));
+    }
+
+    #[test]
+    fn a_missing_root_certificate_file_is_a_clear_error() {
+        let error = tls_connector(Some("/nonexistent/ca.pem"))
+            .err()
+            .map(|error| error.to_string());
+        assert!(error.is_some_and(|message| message.contains("sslrootcert /nonexistent/ca.pem")));
+    }
 }

@@ -244,3 +244,22 @@ async fn concurrent_ups_apply_each_migration_once() {
         "each migration is applied by exactly one run"
     );
 }
+
+#[tokio::test]
+async fn sslmode_require_insists_on_tls_for_migrations_and_the_pool() {
+    // The test cluster serves no TLS: `require` must refuse rather than fall back to the clear.
+    let db = TestDb::empty().await;
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let required = format!("{}{separator}sslmode=require", db.url());
+    let migrate = migrations::status(&required)
+        .await
+        .expect_err("no TLS on the server");
+    assert!(matches!(migrate, MigrationError::Connect(_)), "{migrate}");
+    let pool = storage::connect(&required, &storage::PoolConfig::default()).await;
+    assert!(pool.is_err(), "the pool refuses a server without TLS too");
+    let preferred = format!("{}{separator}sslmode=prefer", db.url());
+    assert!(
+        migrations::status(&preferred).await.is_ok(),
+        "prefer falls back to the clear"
+    );
+}
