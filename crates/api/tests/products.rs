@@ -57,18 +57,6 @@ async fn subscribe(app: &TestApp, admin: &str, tenant: uuid::Uuid, body: Value) 
     .await
 }
 
-fn pointers(response: &TestResponse) -> Vec<String> {
-    response.json()["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|error| error["pointer"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn feature(app: &TestApp, key: &str, tenant: uuid::Uuid, name: &str) -> Value {
     let response = app
         .request(
@@ -111,7 +99,7 @@ async fn publishing_validates_the_manifest() {
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        pointers(&refused),
+        refused.pointers(),
         vec!["/plans/pro/seats", "/plans/pro/sso"]
     );
 
@@ -123,7 +111,7 @@ async fn publishing_validates_the_manifest() {
         .json(&bad_default)
         .send()
         .await;
-    assert_eq!(pointers(&refused), vec!["/default_config/region"]);
+    assert_eq!(refused.pointers(), vec!["/default_config/region"]);
 
     let mut bad_schema = manifest();
     bad_schema["config_schema"] = json!({"type": "no-such-type"});
@@ -133,7 +121,7 @@ async fn publishing_validates_the_manifest() {
         .json(&bad_schema)
         .send()
         .await;
-    assert_eq!(pointers(&refused), vec!["/config_schema"]);
+    assert_eq!(refused.pointers(), vec!["/config_schema"]);
 
     let (_, reader) = app
         .key(None, &[Scope::ProductsRead, Scope::ProductsWrite])
@@ -168,7 +156,7 @@ async fn config_violations_are_reported_with_pointers() {
     )
     .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let mut found = pointers(&refused);
+    let mut found = refused.pointers();
     found.sort();
     assert_eq!(
         found,

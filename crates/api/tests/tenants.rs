@@ -18,18 +18,6 @@ fn id_of(response: &TestResponse) -> String {
     response.json()["id"].as_str().expect("an id").to_owned()
 }
 
-fn pointers(response: &TestResponse) -> Vec<String> {
-    response.json()["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|error| error["pointer"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_tenant_lives_from_creation_to_purge() {
     let app = TestApp::new().await;
@@ -298,7 +286,7 @@ async fn twenty_concurrent_creates_of_one_slug_give_one_201_and_nineteen_409s() 
     assert!(
         conflicts
             .iter()
-            .all(|response| pointers(response) == vec!["/slug"]),
+            .all(|response| response.pointers() == vec!["/slug"]),
         "each 409 names the field"
     );
 }
@@ -523,7 +511,7 @@ async fn a_failed_change_leaves_no_audit_record() {
     )
     .await;
     assert_eq!(duplicate.status, StatusCode::CONFLICT);
-    assert_eq!(pointers(&duplicate), vec!["/stripe_id"]);
+    assert_eq!(duplicate.pointers(), vec!["/stripe_id"]);
     let records: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'tenant.created'")
             .fetch_one(app.db.pool())
@@ -593,7 +581,7 @@ async fn invalid_input_lists_every_problem_and_purge_has_its_rules() {
     .await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        pointers(&invalid),
+        invalid.pointers(),
         vec!["/slug", "/name", "/plan", "/status"]
     );
 
@@ -645,7 +633,7 @@ async fn invalid_input_lists_every_problem_and_purge_has_its_rules() {
         .bearer(&admin)
         .send()
         .await;
-    assert_eq!(pointers(&filters), vec!["/status", "/limit"]);
+    assert_eq!(filters.pointers(), vec!["/status", "/limit"]);
 }
 
 #[tokio::test]
