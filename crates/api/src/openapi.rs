@@ -81,6 +81,7 @@ impl Modify for BearerScheme {
         crate::domains::remove,
         crate::domains::discover,
         crate::audit_events::ingest,
+        crate::audit_events::search,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),

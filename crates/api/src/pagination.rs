@@ -17,12 +17,17 @@ pub const MAX_LIMIT: i64 = 200;
 pub type Position = (DateTime<Utc>, Uuid);
 
 /// The cursor of `position`.
-pub fn encode(created_at: DateTime<Utc>, id: Uuid) -> String {
+pub fn encode(created_at: DateTime<Utc>, id: impl std::fmt::Display) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.to_rfc3339()))
 }
 
 /// Reads a cursor made by [`encode`]; 422 on anything else.
 pub fn decode(cursor: &str) -> Result<Position, ApiError> {
+    decode_as(cursor)
+}
+
+/// Reads a cursor made by [`encode`] whose id is a `T`; 422 on anything else.
+pub fn decode_as<T: std::str::FromStr>(cursor: &str) -> Result<(DateTime<Utc>, T), ApiError> {
     let invalid = || ApiError::invalid_field("/cursor", "not a cursor this service issued");
     let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(text).map_err(|_| invalid())?;

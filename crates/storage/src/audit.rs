@@ -162,3 +162,143 @@ pub async fn ingest(conn: &mut PgConnection, events: &[IngestedEvent]) -> Result
     }
     Ok(stored)
 }
+
+/// A stored event, as searches return it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// Id (also the order of arrival).
+    pub id: i64,
+    /// The tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Group id as recorded.
+    pub group_id: Option<String>,
+    /// Group name.
+    pub group_name: Option<String>,
+    /// Reporting product.
+    pub product: Option<String>,
+    /// What happened.
+    pub action: String,
+    /// c, r, u or d.
+    pub crud: String,
+    /// Actor id.
+    pub actor_id: Option<String>,
+    /// Actor name.
+    pub actor_name: Option<String>,
+    /// Target id.
+    pub target_id: Option<String>,
+    /// Target name.
+    pub target_name: Option<String>,
+    /// Target kind.
+    pub target_type: Option<String>,
+    /// Source address.
+    pub source_ip: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Failed action.
+    pub is_failure: bool,
+    /// Nobody signed in.
+    pub is_anonymous: bool,
+    /// Extra fields.
+    pub fields: Json<serde_json::Value>,
+    /// The product's id for it.
+    pub external_id: Option<String>,
+    /// When it happened.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it was received.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a search matches; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Exact action, or a prefix when it ends with `*`.
+    pub action: Option<String>,
+    /// c, r, u or d.
+    pub crud: Option<String>,
+    /// Actor id.
+    pub actor_id: Option<String>,
+    /// Target id.
+    pub target_id: Option<String>,
+    /// Target kind.
+    pub target_type: Option<String>,
+    /// Reporting product.
+    pub product: Option<String>,
+    /// Failed or not.
+    pub is_failure: Option<bool>,
+    /// Created at or after.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created before.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Strictly older than this `(created_at, id)` position (newest first).
+    pub before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Events matching `filter`, newest first.
+pub async fn search(
+    pool: &sqlx::PgPool,
+    filter: &EventFilter,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut query: sqlx::QueryBuilder<sqlx::Postgres> = sqlx::QueryBuilder::new(
+        "SELECT id, tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
+                target_id, target_name, target_type, host(source_ip) AS source_ip, description,
+                is_failure, is_anonymous, fields, external_id, created_at, received_at
+         FROM audit_log WHERE true",
+    );
+    if let Some(tenant) = filter.tenant_id {
+        query.push(" AND tenant_id = ").push_bind(tenant);
+    }
+    match filter.action.as_deref() {
+        Some(prefix) if prefix.ends_with('*') => {
+            let escaped = prefix
+                .trim_end_matches('*')
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            query
+                .push(" AND action LIKE ")
+                .push_bind(format!("{escaped}%"));
+        }
+        Some(action) => {
+            query.push(" AND action = ").push_bind(action.to_owned());
+        }
+        None => {}
+    }
+    for (column, value) in [
+        ("crud", &filter.crud),
+        ("actor_id", &filter.actor_id),
+        ("target_id", &filter.target_id),
+        ("target_type", &filter.target_type),
+        ("product", &filter.product),
+    ] {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(failed) = filter.is_failure {
+        query.push(" AND is_failure = ").push_bind(failed);
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND created_at < ").push_bind(to);
+    }
+    if let Some((time, id)) = filter.before {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(time)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(filter.limit);
+    query.build_query_as().fetch_all(pool).await
+}
