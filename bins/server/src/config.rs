@@ -240,9 +240,7 @@ impl Config {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
         })
     }
-}
 
-impl Config {
     fn keyring(&self) -> Result<(keyring::Keyring, Option<String>), String> {
         if let Some(spec) = self
             .encryption_keys

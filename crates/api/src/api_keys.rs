@@ -224,7 +224,7 @@ pub(crate) async fn list(
         cursor: params.cursor,
     }
     .resolve()?;
-    let mut records = keys::list(
+    let records = keys::list(
         &state.pool,
         &caller.actor(),
         ListFilter {
@@ -237,15 +237,8 @@ pub(crate) async fn list(
     )
     .await
     .map_err(key_error)?;
-    let has_more = records.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = has_more
-        .then(|| {
-            records
-                .last()
-                .map(|last| pagination::encode(last.created_at, last.id))
-        })
-        .flatten();
+    let (records, next_cursor) =
+        pagination::page(records, limit, |record| (record.created_at, record.id));
     Ok(Json(ApiKeyPage {
         items: records.into_iter().map(ApiKeyView::from).collect(),
         next_cursor,

@@ -148,7 +148,7 @@ pub(crate) async fn search(
         .as_deref()
         .map(pagination::decode_as::<i64>)
         .transpose()?;
-    let mut rows = storage::audit::search(
+    let rows = storage::audit::search(
         &state.pool,
         &EventFilter {
             tenant_id,
@@ -166,15 +166,7 @@ pub(crate) async fn search(
         },
     )
     .await?;
-    let page = usize::try_from(limit).unwrap_or(usize::MAX);
-    let has_more = rows.len() > page;
-    rows.truncate(page);
-    let next_cursor = has_more
-        .then(|| {
-            rows.last()
-                .map(|last| pagination::encode(last.created_at, last.id))
-        })
-        .flatten();
+    let (rows, next_cursor) = pagination::page(rows, limit, |row| (row.created_at, row.id));
     let items = rows
         .into_iter()
         .map(|row| EventView {

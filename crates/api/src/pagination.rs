@@ -37,6 +37,27 @@ pub fn decode_as<T: std::str::FromStr>(cursor: &str) -> Result<(DateTime<Utc>, T
     Ok((time.with_timezone(&Utc), id))
 }
 
+/// Cuts `rows`, fetched with one more than `limit`, to a page; the cursor of the next page
+/// is the position of its last row, and `None` when nothing follows.
+pub fn page<T, Id: std::fmt::Display>(
+    mut rows: Vec<T>,
+    limit: i64,
+    position: impl Fn(&T) -> (DateTime<Utc>, Id),
+) -> (Vec<T>, Option<String>) {
+    let size = usize::try_from(limit).unwrap_or(usize::MAX);
+    let has_more = rows.len() > size;
+    rows.truncate(size);
+    let next_cursor = has_more
+        .then(|| {
+            rows.last().map(|last| {
+                let (time, id) = position(last);
+                encode(time, id)
+            })
+        })
+        .flatten();
+    (rows, next_cursor)
+}
+
 /// `limit` and `cursor` query parameters.
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {

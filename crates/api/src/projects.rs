@@ -231,16 +231,8 @@ pub(crate) async fn list(
         cursor: params.cursor,
     }
     .resolve()?;
-    let mut rows = projects::list(&state.pool, tenant.id, status, after, limit + 1).await?;
-    let page = usize::try_from(limit).unwrap_or(usize::MAX);
-    let has_more = rows.len() > page;
-    rows.truncate(page);
-    let next_cursor = has_more
-        .then(|| {
-            rows.last()
-                .map(|last| pagination::encode(last.created_at, last.id))
-        })
-        .flatten();
+    let rows = projects::list(&state.pool, tenant.id, status, after, limit + 1).await?;
+    let (rows, next_cursor) = pagination::page(rows, limit, |row| (row.created_at, row.id));
     Ok(Json(ProjectPage {
         items: rows.into_iter().map(ProjectView::from).collect(),
         next_cursor,

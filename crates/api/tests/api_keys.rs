@@ -127,12 +127,7 @@ async fn invalid_fields_are_all_reported_with_pointers() {
     )
     .await;
     assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let pointers: Vec<String> = response.json()["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .map(|error| error["pointer"].as_str().expect("pointer").to_owned())
-        .collect();
+    let pointers = response.pointers();
     assert_eq!(pointers, vec!["/scopes/1", "/scopes/2"]);
 
     let past = create(

@@ -79,15 +79,7 @@ async fn an_invalid_batch_stores_nothing_and_points_at_each_bad_event() {
     )
     .await;
     assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let pointers: Vec<String> = response.json()["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|error| error["pointer"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let pointers = response.pointers();
     assert_eq!(pointers, vec!["/1/crud"]);
     let unknown_group = ingest(&app, &admin, json!([{"action": "doc.ok", "crud": "c"}, {"action": "doc.x", "crud": "c", "group": {"id": "nobody"}}])).await;
     assert_eq!(unknown_group.json()["errors"][0]["pointer"], "/1/group/id");

@@ -104,15 +104,7 @@ async fn oidc_settings_are_validated_and_verify_checks_the_discovery_document() 
     )
     .await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let mut pointers: Vec<String> = invalid.json()["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|error| error["pointer"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut pointers = invalid.pointers();
     pointers.sort();
     assert_eq!(pointers, vec!["/client_id", "/issuer", "/metadata_xml"]);
 

@@ -39,19 +39,17 @@ pub async fn upsert(
     id: &str,
     manifest: &serde_json::Value,
 ) -> Result<(ProductRow, bool), sqlx::Error> {
-    let (row, inserted): (ProductRow, bool) = {
-        let row: ProductRow = sqlx::query_as(
-            "INSERT INTO products (id, manifest) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET manifest = EXCLUDED.manifest
-             RETURNING id, manifest, created_at, updated_at",
-        )
-        .bind(id)
-        .bind(Json(manifest))
-        .fetch_one(&mut *conn)
-        .await?;
-        let inserted = row.created_at == row.updated_at;
-        (row, inserted)
-    };
+    let row: ProductRow = sqlx::query_as(
+        "INSERT INTO products (id, manifest) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET manifest = EXCLUDED.manifest
+         RETURNING id, manifest, created_at, updated_at",
+    )
+    .bind(id)
+    .bind(Json(manifest))
+    .fetch_one(&mut *conn)
+    .await?;
+    // A new row has both timestamps from the same now(); a replaced one had updated_at moved.
+    let inserted = row.created_at == row.updated_at;
     notify_entitlements_changed(conn).await?;
     Ok((row, inserted))
 }

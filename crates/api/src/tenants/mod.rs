@@ -402,17 +402,10 @@ pub(crate) async fn list(
     caller.require(Scope::TenantsRead)?;
     let mut filter = input::list(uri.query())?;
     filter.only = caller.principal.tenant_id;
-    let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+    let limit = filter.limit;
     filter.limit += 1;
-    let mut rows = tenants::list(&state.pool, &filter).await?;
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = has_more
-        .then(|| {
-            rows.last()
-                .map(|last| pagination::encode(last.created_at, last.id))
-        })
-        .flatten();
+    let rows = tenants::list(&state.pool, &filter).await?;
+    let (rows, next_cursor) = pagination::page(rows, limit, |row| (row.created_at, row.id));
     let items = rows
         .into_iter()
         .map(|row| view(&state, row))
