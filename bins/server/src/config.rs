@@ -151,6 +151,11 @@ pub struct Config {
     #[arg(long, env = "DNS_RESOLVER_URL", default_value = api::DEFAULT_DOH_URL, global = true)]
     pub dns_resolver_url: String,
 
+    /// Days audit events are kept after they arrive, 1 to 36500 (default: forever).
+    /// Expired events are deleted in small batches every ten minutes.
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(i64).range(1..=36500), global = true)]
+    pub audit_retention_days: Option<i64>,
+
     /// Apply pending migrations at start (a development convenience; production runs
     /// tenant-registry-migrate as an init container).
     #[arg(long, env = "MIGRATE_ON_START", global = true)]
@@ -514,5 +519,16 @@ mod tests {
             Cli::try_parse_from(["tenant-registry", "create-admin-key"]).is_err(),
             "a name is required"
         );
+    }
+
+    #[test]
+    fn audit_retention_is_forever_unless_a_day_count_is_given() {
+        assert_eq!(with_database(&[]).audit_retention_days, None);
+        assert_eq!(
+            with_database(&["--audit-retention-days", "90"]).audit_retention_days,
+            Some(90)
+        );
+        let refused = Cli::try_parse_from(["tenant-registry", "--audit-retention-days", "0"]);
+        assert!(refused.is_err());
     }
 }

@@ -99,6 +99,7 @@ async fn serve(
         trial_days: config.trial_days,
         require_if_match: config.require_if_match,
         dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
+        audit_retention: config.audit_retention_days.map(chrono::Duration::days),
     };
     let application = api::build(pool, settings)
         .await

@@ -1,17 +1,20 @@
-//! `POST /v1/audit/events`: products write their audit events here, one or a batch of up
-//! to 1,000, all or nothing.
+//! The audit log over HTTP: products ingest their events (one or a batch of up to 1,000,
+//! all or nothing), tenants and platform operators search, export and verify them.
 
 use std::collections::HashMap;
 
+use audit::{EventFilter, EventRow, EventView, ExportFormat, Verification};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::routing::post;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use storage::audit::{EventFilter, IngestedEvent};
+use sqlx::types::Json as Jsonb;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -20,14 +23,17 @@ use crate::problem::{ApiError, FieldError, Problem};
 use crate::{AppState, pagination};
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit/events", post(ingest).get(search))
+    Router::new()
+        .route("/v1/audit/events", post(ingest).get(search))
+        .route("/v1/audit/events/export", get(export))
+        .route("/v1/audit/verify", get(verify))
 }
 
-/// Filters of `GET /v1/audit/events`.
+/// Filters of the search and the export; every one given narrows the result.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct SearchParams {
+pub struct EventQuery {
     /// Exact action, or a prefix ending in `*` (`tenant.*`).
     action: Option<String>,
     /// c, r, u or d.
@@ -48,50 +54,61 @@ pub struct SearchParams {
     to: Option<DateTime<Utc>>,
     /// Only this tenant (platform principals; tenant principals always see their own).
     group_id: Option<Uuid>,
-    /// Items per page, 1 to 200 (default 50).
+    /// Retraced search string: `action:tenant.* crud:u actor.id:u-1 target.id:…
+    /// target.type:… product:… is_failure:true received:2026-01-01,2026-02-01
+    /// created:…,…` plus free words or "quoted phrases", all of which must occur in the
+    /// description. Dates are midnight UTC; ranges include the start and exclude the end.
+    q: Option<String>,
+    /// Search only: items per page, 1 to 200 (default 50).
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// Search only: `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Export only: `ndjson` (default) or `csv`.
+    format: Option<String>,
 }
 
-/// A stored event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventView {
-    /// Id.
-    id: i64,
-    /// The group (tenant) id as recorded.
-    group_id: Option<String>,
-    /// Reporting product.
-    product: Option<String>,
-    /// What happened.
-    action: String,
-    /// c, r, u or d.
-    crud: String,
-    /// Actor id.
-    actor_id: Option<String>,
-    /// Actor name.
-    actor_name: Option<String>,
-    /// Target id.
-    target_id: Option<String>,
-    /// Target name.
-    target_name: Option<String>,
-    /// Target kind.
-    target_type: Option<String>,
-    /// Source address.
-    source_ip: Option<String>,
-    /// Description.
-    description: Option<String>,
-    /// Whether it failed.
-    is_failure: bool,
-    /// Extra fields.
-    #[schema(value_type = Object)]
-    fields: Value,
-    /// The product's id for it.
-    external_id: Option<String>,
-    /// When it happened.
-    created: DateTime<Utc>,
-    /// When it was received.
-    received: DateTime<Utc>,
+impl EventQuery {
+    /// The filter these parameters ask for, within what `caller` may read.
+    fn filter(&self, caller: &Caller) -> Result<EventFilter, ApiError> {
+        caller.require(Scope::AuditRead)?;
+        let tenant_id = match (caller.principal.tenant_id, self.group_id) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::forbidden(
+                    "group_id is for platform principals; a tenant sees its own events",
+                ));
+            }
+            (Some(own), None) => Some(own),
+            (None, group) => group,
+        };
+        if self
+            .crud
+            .as_deref()
+            .is_some_and(|crud| !matches!(crud, "c" | "r" | "u" | "d"))
+        {
+            return Err(ApiError::invalid_field(
+                "/crud",
+                "must be one of c, r, u, d",
+            ));
+        }
+        let mut filter = EventFilter {
+            tenant_id,
+            action: self.action.clone(),
+            crud: self.crud.clone(),
+            actor_id: self.actor_id.clone(),
+            target_id: self.target_id.clone(),
+            target_type: self.target_type.clone(),
+            product: self.product.clone(),
+            is_failure: self.is_failure,
+            from: self.from,
+            to: self.to,
+            ..EventFilter::default()
+        };
+        if let Some(q) = &self.q {
+            audit::apply_query(q, &mut filter)
+                .map_err(|error| ApiError::invalid_field("/q", error.to_string()))?;
+        }
+        Ok(filter)
+    }
 }
 
 /// A page of events, newest first.
@@ -103,39 +120,31 @@ pub struct EventPage {
     next_cursor: Option<String>,
 }
 
+fn only_for(value: Option<&impl Sized>, parameter: &str, endpoint: &str) -> Result<(), ApiError> {
+    match value {
+        Some(_) => Err(ApiError::invalid_field(
+            format!("/{parameter}"),
+            format!("applies to {endpoint} only"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Searches the audit log, newest first, a page at a time; a tenant principal sees only its
-/// own tenant's events.
+/// own tenant's events. Events arriving while a client pages do not shift the pages.
 #[utoipa::path(get, path = "/v1/audit/events", operation_id = "search_audit_events", tag = "audit",
-    security(("bearer" = ["audit:read"])), params(SearchParams),
+    security(("bearer" = ["audit:read"])), params(EventQuery),
     responses((status = 200, description = "A page of events", body = EventPage),
     (status = 403, description = "Missing audit:read, or group_id from a tenant principal", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Invalid filters", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Invalid filters or search string", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn search(
     State(state): State<AppState>,
     caller: Caller,
     uri: Uri,
 ) -> Result<Json<EventPage>, ApiError> {
-    caller.require(Scope::AuditRead)?;
-    let params: SearchParams = crate::extract::query(&uri)?;
-    let tenant_id = match (caller.principal.tenant_id, params.group_id) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::forbidden(
-                "group_id is for platform principals; a tenant sees its own events",
-            ));
-        }
-        (Some(own), None) => Some(own),
-        (None, group) => group,
-    };
-    if params
-        .crud
-        .as_deref()
-        .is_some_and(|crud| !matches!(crud, "c" | "r" | "u" | "d"))
-    {
-        return Err(ApiError::invalid_field(
-            "/crud",
-            "must be one of c, r, u, d",
-        ));
-    }
+    let params: EventQuery = crate::extract::query(&uri)?;
+    let filter = params.filter(&caller)?;
+    only_for(params.format.as_ref(), "format", "/v1/audit/events/export")?;
     let limit = params.limit.unwrap_or(pagination::DEFAULT_LIMIT);
     if !(1..=pagination::MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid_field(
@@ -148,48 +157,106 @@ pub(crate) async fn search(
         .as_deref()
         .map(pagination::decode_as::<i64>)
         .transpose()?;
-    let rows = storage::audit::search(
-        &state.pool,
-        &EventFilter {
-            tenant_id,
-            action: params.action,
-            crud: params.crud,
-            actor_id: params.actor_id,
-            target_id: params.target_id,
-            target_type: params.target_type,
-            product: params.product,
-            is_failure: params.is_failure,
-            from: params.from,
-            to: params.to,
-            before,
-            limit: limit + 1,
-        },
-    )
-    .await?;
+    let rows = audit::search(&state.pool, &filter, before, limit + 1).await?;
     let (rows, next_cursor) = pagination::page(rows, limit, |row| (row.created_at, row.id));
-    let items = rows
-        .into_iter()
-        .map(|row| EventView {
-            id: row.id,
-            group_id: row.group_id,
-            product: row.product,
-            action: row.action,
-            crud: row.crud,
-            actor_id: row.actor_id,
-            actor_name: row.actor_name,
-            target_id: row.target_id,
-            target_name: row.target_name,
-            target_type: row.target_type,
-            source_ip: row.source_ip,
-            description: row.description,
-            is_failure: row.is_failure,
-            fields: row.fields.0,
-            external_id: row.external_id,
-            created: row.created_at,
-            received: row.received_at,
-        })
-        .collect();
-    Ok(Json(EventPage { items, next_cursor }))
+    Ok(Json(EventPage {
+        items: rows.into_iter().map(EventView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Exports every event matching the filters, newest first, as NDJSON (the search's event
+/// shape, one per line) or CSV (a header row; field maps as JSON text; cells a spreadsheet
+/// would run as formulas prefixed with `'`). The body is streamed as it is read.
+#[utoipa::path(get, path = "/v1/audit/events/export", operation_id = "export_audit_events", tag = "audit",
+    security(("bearer" = ["audit:read"])), params(EventQuery),
+    responses((status = 200, description = "The events, as an attachment", content(
+        (String = "application/x-ndjson"), (String = "text/csv"))),
+    (status = 403, description = "Missing audit:read, or group_id from a tenant principal", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Invalid filters, search string or format", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params: EventQuery = crate::extract::query(&uri)?;
+    let filter = params.filter(&caller)?;
+    only_for(params.limit.as_ref(), "limit", "/v1/audit/events")?;
+    only_for(params.cursor.as_ref(), "cursor", "/v1/audit/events")?;
+    let format = match params.format.as_deref() {
+        None | Some("ndjson") => ExportFormat::Ndjson,
+        Some("csv") => ExportFormat::Csv,
+        Some(_) => return Err(ApiError::invalid_field("/format", "must be ndjson or csv")),
+    };
+    let scope = filter
+        .tenant_id
+        .map_or_else(|| "all".to_owned(), |tenant| tenant.to_string());
+    let filename = format!(
+        "audit-events-{scope}-{}.{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        format.extension()
+    );
+    let body = Body::from_stream(audit::export(state.pool.clone(), filter, format));
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Parameters of `GET /v1/audit/verify`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// The tenant whose chain to verify, by id or slug (a tenant principal: its own, the
+    /// default). A platform principal without it verifies the chain of events that belong
+    /// to no tenant.
+    group_id: Option<String>,
+}
+
+/// Recomputes a tenant's audit hash chain and reports the first event where it breaks.
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit_chain", tag = "audit",
+    security(("bearer" = ["audit:read"])), params(VerifyQuery),
+    responses((status = 200, description = "The outcome (ok false when tampering shows)", body = Verification),
+    (status = 403, description = "Missing audit:read, or another tenant's chain", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "Unknown tenant", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Json<Verification>, ApiError> {
+    caller.require(Scope::AuditRead)?;
+    let params: VerifyQuery = crate::extract::query(&uri)?;
+    let key = match (&params.group_id, caller.principal.tenant_id) {
+        (None, own) => own.unwrap_or_else(Uuid::nil),
+        (Some(group), _) => {
+            let tenant = resolve_tenant(&state, group).await?.ok_or_else(|| {
+                ApiError::invalid_field("/group_id", "no such tenant (by id or slug)")
+            })?;
+            if !caller.principal.can_access_tenant(Some(tenant)) {
+                return Err(ApiError::forbidden("a tenant verifies only its own chain"));
+            }
+            tenant
+        }
+    };
+    Ok(Json(audit::verify(&state.pool, key).await?))
+}
+
+async fn resolve_tenant(state: &AppState, id_or_slug: &str) -> Result<Option<Uuid>, ApiError> {
+    Ok(match id_or_slug.parse::<Uuid>() {
+        Ok(id) => storage::tenants::exists(&state.pool, id)
+            .await?
+            .then_some(id),
+        Err(_) => storage::tenants::id_by_slug(&state.pool, id_or_slug).await?,
+    })
 }
 
 /// What an ingest stored.
@@ -216,6 +283,7 @@ fn pointer(batch: bool, index: usize, field: &str) -> String {
     request_body(content = Object, description = "One Retraced event, or an array of up to 1,000"),
     responses((status = 201, description = "Stored (duplicates skipped)", body = IngestResult),
     (status = 403, description = "Missing audit:write, or a group naming another tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The same external_id arrived concurrently; retrying skips it", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid events, each problem with its pointer; nothing stored", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn ingest(
     State(state): State<AppState>,
@@ -236,18 +304,14 @@ pub(crate) async fn ingest(
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(events.len());
     let product = caller.principal.actor_id();
+    let received = Utc::now();
     for (index, event) in events.into_iter().enumerate() {
         let group_id = event.group.as_ref().and_then(|group| group.id.clone());
         let tenant_id = match &group_id {
             None => caller.principal.tenant_id,
             Some(id) => {
                 if !resolved.contains_key(id) {
-                    let found = match id.parse::<Uuid>() {
-                        Ok(uuid) => storage::tenants::exists(&state.pool, uuid)
-                            .await?
-                            .then_some(uuid),
-                        Err(_) => storage::tenants::id_by_slug(&state.pool, id).await?,
-                    };
+                    let found = resolve_tenant(&state, id).await?;
                     resolved.insert(id.clone(), found);
                 }
                 match resolved.get(id).copied().flatten() {
@@ -272,40 +336,41 @@ pub(crate) async fn ingest(
         };
         let actor = event.actor.unwrap_or_default();
         let target = event.target.unwrap_or_default();
-        rows.push(IngestedEvent {
+        rows.push(EventRow {
             tenant_id,
             group_id: group_id.or_else(|| tenant_id.map(|id| id.to_string())),
             group_name: event.group.and_then(|group| group.name),
-            product: product.clone(),
+            product: Some(product.clone()),
             action: event.action,
             crud: event.crud,
             actor_id: actor.id,
             actor_name: actor.name,
             actor_href: actor.href,
-            actor_fields: audit::Event::fields_json(&actor.fields),
+            actor_fields: Jsonb(audit::Event::fields_json(&actor.fields)),
             target_id: target.id,
             target_name: target.name,
             target_type: target.kind,
             target_href: target.href,
-            target_fields: audit::Event::fields_json(&target.fields),
+            target_fields: Jsonb(audit::Event::fields_json(&target.fields)),
             source_ip: event.source_ip,
             description: event.description,
             is_failure: event.is_failure,
             is_anonymous: event.is_anonymous,
-            fields: audit::Event::fields_json(&event.fields),
+            fields: Jsonb(audit::Event::fields_json(&event.fields)),
             external_id: event.external_id,
-            created_at: event.created,
+            created_at: event.created.unwrap_or(received),
             component: event.component,
             version: event.version,
+            ..EventRow::default()
         });
     }
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    let mut transaction = state.pool.begin().await?;
-    let stored = storage::audit::ingest(&mut transaction, &rows).await?;
-    transaction.commit().await?;
     let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+    let mut transaction = state.pool.begin().await?;
+    let stored = audit::append(&mut transaction, rows).await?;
+    transaction.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(IngestResult {

@@ -12,6 +12,12 @@ struct Mapping {
 
 const MAPPINGS: &[Mapping] = &[
     Mapping {
+        constraint: "audit_log_product_external_id_key",
+        conflict: true,
+        pointer: "/external_id",
+        detail: "an event with this external_id was stored at the same moment; retry and it is skipped as a duplicate",
+    },
+    Mapping {
         constraint: "tenants_slug_key",
         conflict: true,
         pointer: "/slug",

@@ -201,7 +201,12 @@ impl FromRequestParts<AppState> for Caller {
             ));
         }
         match authenticate(parts, state).await {
-            Ok(principal) => Ok(Caller { principal, ip }),
+            Ok(principal) => {
+                if let Some(slot) = parts.extensions.get::<crate::denials::CallerSlot>() {
+                    slot.fill(principal.actor_id(), principal.tenant_id);
+                }
+                Ok(Caller { principal, ip })
+            }
             Err(AuthError::Unavailable(cause)) => {
                 tracing::error!(%cause, "authentication unavailable");
                 Err(ApiError::unavailable(

@@ -5,6 +5,7 @@
 mod api_keys;
 mod audit_events;
 mod constraints;
+mod denials;
 pub mod dns;
 mod domains;
 pub mod extract;
@@ -58,6 +59,8 @@ pub struct Settings {
     pub require_if_match: bool,
     /// Looks up TXT records for domain verification.
     pub dns: Arc<dyn dns::TxtResolver>,
+    /// How long audit events are kept after they arrive; `None` keeps them forever.
+    pub audit_retention: Option<chrono::Duration>,
 }
 
 impl Settings {
@@ -73,6 +76,7 @@ impl Settings {
             trial_days: 14,
             require_if_match: false,
             dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
+            audit_retention: None,
         })
     }
 }
@@ -113,17 +117,20 @@ pub struct Application {
     pub router: Router,
     /// The state behind it.
     pub state: AppState,
-    /// Empties the caches on changes from any replica; aborted on drop.
-    listener: JoinHandle<()>,
+    /// Background tasks (cache invalidation, audit retention); aborted on drop.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Application {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
-/// Assembles the service over `pool`, subscribed to key changes before it returns.
+/// Assembles the service over `pool`, subscribed to key changes before it returns, with
+/// audit retention running when it is configured.
 pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, BuildError> {
     let oidc = settings
         .oidc
@@ -141,11 +148,14 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
     };
-    let listener = invalidation::spawn(&state.pool, state.clone()).await?;
+    let mut tasks = vec![invalidation::spawn(&state.pool, state.clone()).await?];
+    if let Some(keep) = state.settings.audit_retention {
+        tasks.push(audit::spawn_retention(state.pool.clone(), keep));
+    }
     Ok(Application {
         router: router(state.clone()),
         state,
-        listener,
+        tasks,
     })
 }
 
@@ -162,6 +172,10 @@ pub fn router(state: AppState) -> Router {
         .merge(domains::router())
         .merge(audit_events::router())
         .merge(openapi::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            denials::record,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::record,

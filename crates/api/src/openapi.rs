@@ -82,6 +82,8 @@ impl Modify for BearerScheme {
         crate::domains::discover,
         crate::audit_events::ingest,
         crate::audit_events::search,
+        crate::audit_events::export,
+        crate::audit_events::verify,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),

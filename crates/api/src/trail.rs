@@ -4,7 +4,6 @@
 use auth::keys::Actor;
 use serde_json::{Map, Value};
 use storage::PgConnection;
-use storage::audit::NewAuditEvent;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
@@ -30,24 +29,21 @@ pub(crate) async fn record(
     crud: char,
     fields: Map<String, Value>,
 ) -> Result<(), ApiError> {
-    storage::audit::record(
+    audit::record(
         conn,
-        &NewAuditEvent {
+        audit::RegistryEvent {
             tenant_id: target.tenant_id,
-            group_id: target.tenant_id.map(|id| id.to_string()),
-            product: "tenant-registry".to_owned(),
             action: action.to_owned(),
             crud,
             actor_id: Some(actor.principal.actor_id()),
+            source_ip: actor.source_ip.clone(),
             target_id: Some(target.id),
             target_type: Some(target.kind.to_owned()),
             target_name: Some(target.name),
-            source_ip: actor.source_ip.clone(),
             fields,
-            ..NewAuditEvent::default()
+            ..audit::RegistryEvent::default()
         },
     )
     .await
-    .map(drop)
     .map_err(ApiError::from)
 }

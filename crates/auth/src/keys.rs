@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use domain::{Scope, Scopes};
 use secrecy::{ExposeSecret, SecretString};
 use storage::api_keys::{self, ApiKeyRecord, ListFilter, NewApiKey};
-use storage::audit::NewAuditEvent;
 use storage::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -321,25 +320,22 @@ async fn audit(
 ) -> Result<(), sqlx::Error> {
     let mut fields = serde_json::Map::new();
     fields.insert("scopes".to_owned(), record.scopes.join(" ").into());
-    storage::audit::record(
+    audit::record(
         conn,
-        &NewAuditEvent {
+        audit::RegistryEvent {
             tenant_id: record.tenant_id,
-            group_id: record.tenant_id.map(|id| id.to_string()),
-            product: "tenant-registry".to_owned(),
             action: action.to_owned(),
             crud,
             actor_id: Some(actor.principal.actor_id()),
+            source_ip: actor.source_ip.clone(),
             target_id: Some(record.id.to_string()),
             target_type: Some("api_key".to_owned()),
             target_name: Some(record.name.clone()),
-            source_ip: actor.source_ip.clone(),
             fields,
-            ..NewAuditEvent::default()
+            ..audit::RegistryEvent::default()
         },
     )
     .await
-    .map(drop)
 }
 
 /// One key, if it exists and the caller may see it.

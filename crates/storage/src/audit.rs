@@ -1,81 +1,30 @@
-//! Writing to `audit_log` inside the caller's transaction, so an event commits or rolls back
-//! with the change it describes.
+//! The `audit_log` table and the heads of its hash chains. Appending runs on the caller's
+//! connection (its transaction), so an event commits or rolls back with the change it
+//! describes; the `audit` crate decides what goes in and computes the hashes.
 
-use sqlx::PgConnection;
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// One Retraced-shaped event, as the registry records its own mutations.
-#[derive(Debug, Clone, Default)]
-pub struct NewAuditEvent {
-    /// The tenant the event is about, if any.
-    pub tenant_id: Option<Uuid>,
-    /// The Retraced group id (the tenant id as text).
-    pub group_id: Option<String>,
-    /// The product that reports the event.
-    pub product: String,
-    /// What happened, e.g. `api_key.created`.
-    pub action: String,
-    /// c, r, u or d.
-    pub crud: char,
-    /// Who did it.
-    pub actor_id: Option<String>,
-    /// The actor's display name.
-    pub actor_name: Option<String>,
-    /// What it was done to.
-    pub target_id: Option<String>,
-    /// The target's kind, e.g. `api_key`.
-    pub target_type: Option<String>,
-    /// The target's display name.
-    pub target_name: Option<String>,
-    /// The caller's address, as text.
-    pub source_ip: Option<String>,
-    /// A sentence for people.
-    pub description: Option<String>,
-    /// Whether the action failed.
-    pub is_failure: bool,
-    /// Extra string fields (names of changed fields, never secrets or PII values).
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
+/// The previous hash of a chain's first event.
+pub const GENESIS: [u8; 32] = [0; 32];
 
-/// Appends `event` to the audit log on `conn`; returns its id.
-pub async fn record(conn: &mut PgConnection, event: &NewAuditEvent) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO audit_log (tenant_id, group_id, product, action, crud, actor_id, actor_name,
-                                target_id, target_type, target_name, source_ip, description,
-                                is_failure, fields)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::inet, $12, $13, $14)
-         RETURNING id",
-    )
-    .bind(event.tenant_id)
-    .bind(&event.group_id)
-    .bind(&event.product)
-    .bind(&event.action)
-    .bind(event.crud.to_string())
-    .bind(&event.actor_id)
-    .bind(&event.actor_name)
-    .bind(&event.target_id)
-    .bind(&event.target_type)
-    .bind(&event.target_name)
-    .bind(&event.source_ip)
-    .bind(&event.description)
-    .bind(event.is_failure)
-    .bind(Json(&event.fields))
-    .fetch_one(conn)
-    .await
-}
-
-/// One ingested event, its group resolved to a tenant.
-#[derive(Debug, Clone, Default)]
-pub struct IngestedEvent {
-    /// The tenant (the Retraced group), if any.
+/// One event as stored, with its place in its tenant's hash chain.
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+pub struct EventRow {
+    /// Id (assigned on insert; 0 before).
+    pub id: i64,
+    /// The tenant, while it exists.
     pub tenant_id: Option<Uuid>,
-    /// The group id as sent.
+    /// Retraced group id as recorded.
     pub group_id: Option<String>,
-    /// The group name as sent.
+    /// Retraced group name.
     pub group_name: Option<String>,
-    /// The calling product.
-    pub product: String,
+    /// The product that reported it.
+    pub product: Option<String>,
     /// What happened.
     pub action: String,
     /// c, r, u or d.
@@ -86,8 +35,8 @@ pub struct IngestedEvent {
     pub actor_name: Option<String>,
     /// Actor link.
     pub actor_href: Option<String>,
-    /// Actor fields.
-    pub actor_fields: serde_json::Value,
+    /// Actor fields (a JSON object of strings).
+    pub actor_fields: Json<serde_json::Value>,
     /// Target id.
     pub target_id: Option<String>,
     /// Target name.
@@ -97,119 +46,266 @@ pub struct IngestedEvent {
     /// Target link.
     pub target_href: Option<String>,
     /// Target fields.
-    pub target_fields: serde_json::Value,
-    /// Source address.
+    pub target_fields: Json<serde_json::Value>,
+    /// The caller's address, canonical text.
     pub source_ip: Option<String>,
-    /// Description.
+    /// A sentence for people.
     pub description: Option<String>,
-    /// Failed action.
+    /// Whether the action failed.
     pub is_failure: bool,
-    /// Nobody signed in.
+    /// Whether nobody was signed in.
     pub is_anonymous: bool,
     /// Extra fields.
-    pub fields: serde_json::Value,
+    pub fields: Json<serde_json::Value>,
     /// The product's own id for the event.
     pub external_id: Option<String>,
-    /// When it happened.
-    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Reporting component.
     pub component: Option<String>,
     /// Product version.
     pub version: Option<String>,
-}
-
-/// Stores `events` on `conn` (the caller's transaction); an event whose `(product,
-/// external_id)` is already stored is skipped. Returns how many were stored.
-pub async fn ingest(conn: &mut PgConnection, events: &[IngestedEvent]) -> Result<u64, sqlx::Error> {
-    let mut stored = 0;
-    for event in events {
-        stored += sqlx::query(
-            "INSERT INTO audit_log (tenant_id, group_id, group_name, product, action, crud,
-                 actor_id, actor_name, actor_href, actor_fields, target_id, target_name, target_type,
-                 target_href, target_fields, source_ip, description, is_failure, is_anonymous, fields,
-                 external_id, created_at, component, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::inet, $17,
-                     $18, $19, $20, $21, coalesce($22, now()), $23, $24)
-             ON CONFLICT (product, external_id) WHERE external_id IS NOT NULL DO NOTHING",
-        )
-        .bind(event.tenant_id)
-        .bind(&event.group_id)
-        .bind(&event.group_name)
-        .bind(&event.product)
-        .bind(&event.action)
-        .bind(&event.crud)
-        .bind(&event.actor_id)
-        .bind(&event.actor_name)
-        .bind(&event.actor_href)
-        .bind(Json(&event.actor_fields))
-        .bind(&event.target_id)
-        .bind(&event.target_name)
-        .bind(&event.target_type)
-        .bind(&event.target_href)
-        .bind(Json(&event.target_fields))
-        .bind(&event.source_ip)
-        .bind(&event.description)
-        .bind(event.is_failure)
-        .bind(event.is_anonymous)
-        .bind(Json(&event.fields))
-        .bind(&event.external_id)
-        .bind(event.created_at)
-        .bind(&event.component)
-        .bind(&event.version)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    }
-    Ok(stored)
-}
-
-/// A stored event, as searches return it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredEvent {
-    /// Id (also the order of arrival).
-    pub id: i64,
-    /// The tenant.
-    pub tenant_id: Option<Uuid>,
-    /// Group id as recorded.
-    pub group_id: Option<String>,
-    /// Group name.
-    pub group_name: Option<String>,
-    /// Reporting product.
-    pub product: Option<String>,
-    /// What happened.
-    pub action: String,
-    /// c, r, u or d.
-    pub crud: String,
-    /// Actor id.
-    pub actor_id: Option<String>,
-    /// Actor name.
-    pub actor_name: Option<String>,
-    /// Target id.
-    pub target_id: Option<String>,
-    /// Target name.
-    pub target_name: Option<String>,
-    /// Target kind.
-    pub target_type: Option<String>,
-    /// Source address.
-    pub source_ip: Option<String>,
-    /// Description.
-    pub description: Option<String>,
-    /// Failed action.
-    pub is_failure: bool,
-    /// Nobody signed in.
-    pub is_anonymous: bool,
-    /// Extra fields.
-    pub fields: Json<serde_json::Value>,
-    /// The product's id for it.
-    pub external_id: Option<String>,
     /// When it happened.
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// When it was received.
-    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: DateTime<Utc>,
+    /// When the registry stored it.
+    pub received_at: DateTime<Utc>,
+    /// The chain: the tenant at write time, or the nil uuid (None only before V7).
+    pub chain_key: Option<Uuid>,
+    /// Position in the chain, from 1.
+    pub chain_seq: Option<i64>,
+    /// The previous event's hash.
+    pub prev_hash: Option<Vec<u8>>,
+    /// This event's hash.
+    pub hash: Option<Vec<u8>>,
+}
+
+const COLUMNS: &str = "id, tenant_id, group_id, group_name, product, action, crud, actor_id,
+    actor_name, actor_href, actor_fields, target_id, target_name, target_type, target_href,
+    target_fields, host(source_ip) AS source_ip, description, is_failure, is_anonymous, fields,
+    external_id, component, version, created_at, received_at, chain_key, chain_seq, prev_hash,
+    hash";
+
+/// Where a chain ends, and where retention has cut its beginning.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChainHead {
+    /// The tenant, or the nil uuid.
+    pub chain_key: Uuid,
+    /// The last event's position (0: empty).
+    pub last_seq: i64,
+    /// The last event's hash.
+    pub last_hash: Vec<u8>,
+    /// The last position retention deleted (0: none).
+    pub pruned_seq: i64,
+    /// The hash of that event.
+    pub pruned_hash: Vec<u8>,
+}
+
+/// Locks the heads of `keys` until the caller's transaction ends, creating missing ones.
+/// Keys are locked in order, so two appends never deadlock.
+pub async fn lock_chains(
+    conn: &mut PgConnection,
+    keys: &[Uuid],
+) -> Result<Vec<ChainHead>, sqlx::Error> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query(
+        "INSERT INTO audit_chains (chain_key) SELECT unnest($1::uuid[]) ORDER BY 1
+         ON CONFLICT (chain_key) DO NOTHING",
+    )
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(
+        "SELECT chain_key, last_seq, last_hash, pruned_seq, pruned_hash FROM audit_chains
+         WHERE chain_key = ANY($1) ORDER BY chain_key FOR UPDATE",
+    )
+    .bind(&keys)
+    .fetch_all(conn)
+    .await
+}
+
+/// Which of `external_ids` `product` has already stored.
+pub async fn stored_external_ids(
+    conn: &mut PgConnection,
+    product: &str,
+    external_ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let found: Vec<String> = sqlx::query_scalar(
+        "SELECT external_id FROM audit_log WHERE product = $1 AND external_id = ANY($2)",
+    )
+    .bind(product)
+    .bind(external_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
+fn column<T>(rows: &[EventRow], value: impl Fn(&EventRow) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
+}
+
+/// Inserts `rows`, already chained, in one statement.
+pub async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> Result<(), sqlx::Error> {
+    let json = |value: &Json<serde_json::Value>| value.0.to_string();
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, group_id, group_name, product, action, crud, actor_id,
+             actor_name, actor_href, actor_fields, target_id, target_name, target_type,
+             target_href, target_fields, source_ip, description, is_failure, is_anonymous,
+             fields, external_id, component, version, created_at, received_at, chain_key,
+             chain_seq, prev_hash, hash)
+         SELECT tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
+             actor_href, actor_fields::jsonb, target_id, target_name, target_type, target_href,
+             target_fields::jsonb, source_ip::inet, description, is_failure, is_anonymous,
+             fields::jsonb, external_id, component, version, created_at, received_at,
+             chain_key, chain_seq, prev_hash, hash
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
+             $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[],
+             $24::timestamptz[], $25::timestamptz[], $26::uuid[], $27::int8[], $28::bytea[],
+             $29::bytea[])
+           AS t(tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
+             actor_href, actor_fields, target_id, target_name, target_type, target_href,
+             target_fields, source_ip, description, is_failure, is_anonymous, fields,
+             external_id, component, version, created_at, received_at, chain_key, chain_seq,
+             prev_hash, hash)",
+    )
+    .bind(column(rows, |row| row.tenant_id))
+    .bind(column(rows, |row| row.group_id.clone()))
+    .bind(column(rows, |row| row.group_name.clone()))
+    .bind(column(rows, |row| row.product.clone()))
+    .bind(column(rows, |row| row.action.clone()))
+    .bind(column(rows, |row| row.crud.clone()))
+    .bind(column(rows, |row| row.actor_id.clone()))
+    .bind(column(rows, |row| row.actor_name.clone()))
+    .bind(column(rows, |row| row.actor_href.clone()))
+    .bind(column(rows, |row| json(&row.actor_fields)))
+    .bind(column(rows, |row| row.target_id.clone()))
+    .bind(column(rows, |row| row.target_name.clone()))
+    .bind(column(rows, |row| row.target_type.clone()))
+    .bind(column(rows, |row| row.target_href.clone()))
+    .bind(column(rows, |row| json(&row.target_fields)))
+    .bind(column(rows, |row| row.source_ip.clone()))
+    .bind(column(rows, |row| row.description.clone()))
+    .bind(column(rows, |row| row.is_failure))
+    .bind(column(rows, |row| row.is_anonymous))
+    .bind(column(rows, |row| json(&row.fields)))
+    .bind(column(rows, |row| row.external_id.clone()))
+    .bind(column(rows, |row| row.component.clone()))
+    .bind(column(rows, |row| row.version.clone()))
+    .bind(column(rows, |row| row.created_at))
+    .bind(column(rows, |row| row.received_at))
+    .bind(column(rows, |row| row.chain_key))
+    .bind(column(rows, |row| row.chain_seq))
+    .bind(column(rows, |row| row.prev_hash.clone()))
+    .bind(column(rows, |row| row.hash.clone()))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Moves the heads of chains forward after an insert: `(key, last_seq, last_hash)`.
+pub async fn advance_chains(
+    conn: &mut PgConnection,
+    heads: &[(Uuid, i64, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE audit_chains c SET last_seq = t.seq, last_hash = t.hash
+         FROM unnest($1::uuid[], $2::int8[], $3::bytea[]) AS t(key, seq, hash)
+         WHERE c.chain_key = t.key",
+    )
+    .bind(heads.iter().map(|head| head.0).collect::<Vec<_>>())
+    .bind(heads.iter().map(|head| head.1).collect::<Vec<_>>())
+    .bind(heads.iter().map(|head| head.2.clone()).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// A chain's head, if the chain exists.
+pub async fn chain_head(pool: &PgPool, key: Uuid) -> Result<Option<ChainHead>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT chain_key, last_seq, last_hash, pruned_seq, pruned_hash FROM audit_chains
+         WHERE chain_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Up to `limit` events of chain `key` after position `after` and at most `through`, in
+/// chain order.
+pub async fn chain_page(
+    pool: &PgPool,
+    key: Uuid,
+    after: i64,
+    through: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_log
+         WHERE chain_key = $1 AND chain_seq > $2 AND chain_seq <= $3
+         ORDER BY chain_seq LIMIT $4"
+    ))
+    .bind(key)
+    .bind(after)
+    .bind(through)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes up to about `batch` events received before `cutoff`, oldest first, in one short
+/// transaction; returns how many went. Each chain loses a prefix only, and its anchor moves
+/// to the last deleted event, so what remains still verifies.
+pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let ends: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT chain_key, max(chain_seq) FROM (
+             SELECT chain_key, chain_seq FROM audit_log
+             WHERE received_at < $1 AND chain_key IS NOT NULL
+             ORDER BY received_at LIMIT $2) oldest
+         GROUP BY chain_key",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let keys: Vec<Uuid> = ends.iter().map(|end| end.0).collect();
+    lock_chains(&mut transaction, &keys).await?;
+    let mut deleted = 0;
+    for (key, through) in ends {
+        let gone: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                 DELETE FROM audit_log WHERE chain_key = $1 AND chain_seq <= $2
+                 RETURNING chain_seq, hash),
+             last AS (SELECT chain_seq, hash FROM gone ORDER BY chain_seq DESC LIMIT 1),
+             anchored AS (
+                 UPDATE audit_chains c SET pruned_seq = last.chain_seq, pruned_hash = last.hash
+                 FROM last WHERE c.chain_key = $1 AND last.chain_seq > c.pruned_seq
+                 RETURNING 1)
+             SELECT count(*) FROM gone",
+        )
+        .bind(key)
+        .bind(through)
+        .fetch_one(&mut *transaction)
+        .await?;
+        deleted += u64::try_from(gone).unwrap_or_default();
+    }
+    let legacy = sqlx::query(
+        "DELETE FROM audit_log WHERE id IN (
+             SELECT id FROM audit_log WHERE received_at < $1 AND chain_key IS NULL LIMIT $2)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected();
+    transaction.commit().await?;
+    Ok(deleted + legacy)
 }
 
 /// What a search matches; every field narrows it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
     /// Only this tenant.
     pub tenant_id: Option<Uuid>,
@@ -228,36 +324,39 @@ pub struct EventFilter {
     /// Failed or not.
     pub is_failure: Option<bool>,
     /// Created at or after.
-    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub from: Option<DateTime<Utc>>,
     /// Created before.
-    pub to: Option<chrono::DateTime<chrono::Utc>>,
-    /// Strictly older than this `(created_at, id)` position (newest first).
-    pub before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
-    /// At most this many.
-    pub limit: i64,
+    pub to: Option<DateTime<Utc>>,
+    /// Received at or after.
+    pub received_from: Option<DateTime<Utc>>,
+    /// Received before.
+    pub received_to: Option<DateTime<Utc>>,
+    /// Words that must all occur in the description (case-insensitive).
+    pub text: Vec<String>,
 }
 
-/// Events matching `filter`, newest first.
+fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Events matching `filter` strictly older than the `(created_at, id)` position `before`,
+/// newest first, at most `limit`.
 pub async fn search(
-    pool: &sqlx::PgPool,
+    pool: &PgPool,
     filter: &EventFilter,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut query: sqlx::QueryBuilder<sqlx::Postgres> = sqlx::QueryBuilder::new(
-        "SELECT id, tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
-                target_id, target_name, target_type, host(source_ip) AS source_ip, description,
-                is_failure, is_anonymous, fields, external_id, created_at, received_at
-         FROM audit_log WHERE true",
-    );
+    before: Option<(DateTime<Utc>, i64)>,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_log WHERE true"));
     if let Some(tenant) = filter.tenant_id {
         query.push(" AND tenant_id = ").push_bind(tenant);
     }
     match filter.action.as_deref() {
         Some(prefix) if prefix.ends_with('*') => {
-            let escaped = prefix
-                .trim_end_matches('*')
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            let escaped = like_escaped(prefix.trim_end_matches('*'));
             query
                 .push(" AND action LIKE ")
                 .push_bind(format!("{escaped}%"));
@@ -283,13 +382,24 @@ pub async fn search(
     if let Some(failed) = filter.is_failure {
         query.push(" AND is_failure = ").push_bind(failed);
     }
-    if let Some(from) = filter.from {
-        query.push(" AND created_at >= ").push_bind(from);
+    for (column, bound, value) in [
+        ("created_at", ">=", filter.from),
+        ("created_at", "<", filter.to),
+        ("received_at", ">=", filter.received_from),
+        ("received_at", "<", filter.received_to),
+    ] {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {column} {bound} "))
+                .push_bind(value);
+        }
     }
-    if let Some(to) = filter.to {
-        query.push(" AND created_at < ").push_bind(to);
+    for word in &filter.text {
+        query
+            .push(" AND description ILIKE ")
+            .push_bind(format!("%{}%", like_escaped(word)));
     }
-    if let Some((time, id)) = filter.before {
+    if let Some((time, id)) = before {
         query
             .push(" AND (created_at, id) < (")
             .push_bind(time)
@@ -299,6 +409,6 @@ pub async fn search(
     }
     query
         .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(filter.limit);
+        .push_bind(limit);
     query.build_query_as().fetch_all(pool).await
 }

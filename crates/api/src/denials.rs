@@ -1,0 +1,78 @@
+//! Every refused request leaves an audit record: 401 (`auth.denied`, nobody identified)
+//! and 403 (`auth.forbidden`, with the principal that was refused). Repeated failures from
+//! one address are throttled before they get here (429), which also bounds these records.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::problem::Problem;
+
+/// Where the `Caller` extractor leaves the authenticated principal, so a 403 can name it.
+#[derive(Clone, Default)]
+pub(crate) struct CallerSlot(Arc<OnceLock<(String, Option<Uuid>)>>);
+
+impl CallerSlot {
+    /// Remembers who the request was authenticated as.
+    pub(crate) fn fill(&self, actor_id: String, tenant_id: Option<Uuid>) {
+        let _ = self.0.set((actor_id, tenant_id));
+    }
+}
+
+/// Records 401 and 403 responses of routed requests in the audit log.
+pub(crate) async fn record(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let slot = CallerSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |path| path.as_str().to_owned(),
+    );
+    let endpoint = format!("{} {route}", request.method());
+    let source_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip().to_string());
+    let response = next.run(request).await;
+    let action = match response.status() {
+        StatusCode::UNAUTHORIZED => "auth.denied",
+        StatusCode::FORBIDDEN => "auth.forbidden",
+        _ => return response,
+    };
+    let principal = slot.0.get().cloned();
+    let event = audit::RegistryEvent {
+        tenant_id: principal.as_ref().and_then(|(_, tenant)| *tenant),
+        action: action.to_owned(),
+        crud: 'r',
+        is_anonymous: principal.is_none(),
+        actor_id: principal.map(|(actor, _)| actor),
+        source_ip,
+        target_id: Some(endpoint),
+        target_type: Some("endpoint".to_owned()),
+        description: response
+            .extensions()
+            .get::<Problem>()
+            .map(|problem| problem.detail.clone()),
+        is_failure: true,
+        ..audit::RegistryEvent::default()
+    };
+    if let Err(error) = append(&state, event).await {
+        tracing::warn!(%error, "could not record an authentication denial in the audit log");
+    }
+    response
+}
+
+async fn append(state: &AppState, event: audit::RegistryEvent) -> Result<(), sqlx::Error> {
+    let mut transaction = state.pool.begin().await?;
+    audit::record(&mut transaction, event).await?;
+    transaction.commit().await
+}
