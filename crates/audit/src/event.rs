@@ -118,6 +118,11 @@ pub fn parse_batch(body: Value) -> Result<Vec<Event>, Vec<(String, String)>> {
     let mut problems = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         let at = prefix(index);
+        let before = problems.len();
+        nul_characters(&item, &at, &mut problems);
+        if problems.len() > before {
+            continue;
+        }
         match serde_json::from_value::<Event>(item) {
             Ok(event) => {
                 problems.extend(
@@ -138,6 +143,38 @@ pub fn parse_batch(body: Value) -> Result<Vec<Event>, Vec<(String, String)>> {
         Ok(events)
     } else {
         Err(problems)
+    }
+}
+
+/// Points at every string (key or value) holding a NUL character, which PostgreSQL text
+/// cannot store.
+fn nul_characters(value: &Value, at: &str, problems: &mut Vec<(String, String)>) {
+    let escape = |key: &str| key.replace('~', "~0").replace('/', "~1");
+    match value {
+        Value::String(text) if text.contains('\0') => problems.push((
+            if at.is_empty() {
+                "/".to_owned()
+            } else {
+                at.to_owned()
+            },
+            "must not contain NUL characters".to_owned(),
+        )),
+        Value::Object(map) => {
+            for (key, item) in map {
+                let path = format!("{at}/{}", escape(key));
+                if key.contains('\0') {
+                    problems.push((path, "must not contain NUL characters".to_owned()));
+                } else {
+                    nul_characters(item, &path, problems);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                nul_characters(item, &format!("{at}/{index}"), problems);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -228,6 +265,15 @@ mod tests {
             pointers(result),
             vec!["/1/action", "/1/crud", "/1/source_ip", "/2", "/3"]
         );
+    }
+
+    #[test]
+    fn rejects_nul_characters_anywhere_in_an_event() {
+        let result = parse_batch(json!([
+            {"action": "ok", "crud": "c"},
+            {"action": "a\0b", "crud": "c", "fields": {"k": "v\0"}}
+        ]));
+        assert_eq!(pointers(result), vec!["/1/action", "/1/fields/k"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod retention;
 
 pub use chain::{Break, Verification, hash, verify};
 pub use event::{Actor, Event, Group, MAX_BATCH, Target, parse_batch};
-pub use export::{EventView, ExportFormat, export};
+pub use export::{EXPORT_PAGE, EventView, ExportFormat, export};
 pub use query::{QueryError, apply_query};
 pub use recorder::{PRODUCT, RegistryEvent, append, record};
 pub use retention::{prune_expired, spawn_retention};

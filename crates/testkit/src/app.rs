@@ -26,7 +26,7 @@ pub struct TestApp {
     next_ip: AtomicU32,
 }
 
-/// A response, read whole.
+/// A response, read whole (frame by frame).
 #[derive(Debug)]
 pub struct TestResponse {
     /// The status.
@@ -35,6 +35,9 @@ pub struct TestResponse {
     pub headers: HeaderMap,
     /// The body.
     pub body: Vec<u8>,
+    /// The size of each data frame of the body, in the order they arrived: a body the
+    /// server streams arrives in several.
+    pub frames: Vec<usize>,
 }
 
 impl TestResponse {
@@ -133,17 +136,20 @@ impl TestRequest<'_> {
             .expect("the router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("the body is readable")
-            .to_bytes()
-            .to_vec();
+        let mut stream = response.into_body();
+        let mut body = Vec::new();
+        let mut frames = Vec::new();
+        while let Some(frame) = stream.frame().await {
+            if let Ok(data) = frame.expect("the body is readable").into_data() {
+                frames.push(data.len());
+                body.extend_from_slice(&data);
+            }
+        }
         TestResponse {
             status,
             headers,
             body,
+            frames,
         }
     }
 }
