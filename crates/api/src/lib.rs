@@ -22,6 +22,7 @@ mod probes;
 pub mod problem;
 pub mod products;
 mod projects;
+mod tenant_cache;
 mod tenants;
 mod trail;
 
@@ -98,6 +99,23 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Answers of the feature-check hot path.
     pub entitlements: products::EntitlementCache,
+    /// Tenants by id and slug, for the lookup hot path.
+    pub tenants: tenant_cache::TenantCache,
+}
+
+impl AppState {
+    /// After a committed change to tenant `id` (its row or products): this replica forgets
+    /// it at once, the others when the notification reaches them. `slugs` are the slugs the
+    /// tenant had before and after the change.
+    pub(crate) async fn tenant_changed(&self, id: uuid::Uuid, slugs: &[&str]) {
+        self.entitlements.invalidate_all();
+        self.tenants
+            .forget(&storage::tenants::TenantChange {
+                id,
+                slugs: slugs.iter().map(|slug| (*slug).to_owned()).collect(),
+            })
+            .await;
+    }
 }
 
 /// Why the application could not be assembled.
@@ -147,6 +165,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
+        tenants: tenant_cache::TenantCache::default(),
     };
     let mut tasks = vec![invalidation::spawn(&state.pool, state.clone()).await?];
     if let Some(keep) = state.settings.audit_retention {

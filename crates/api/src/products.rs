@@ -399,8 +399,7 @@ pub(crate) async fn put_tenant_product(
     )
     .await?;
     transaction.commit().await?;
-    // This replica forgets at once; the others when the notification reaches them.
-    state.entitlements.invalidate_all();
+    state.tenant_changed(tenant.id, &[]).await;
     Ok(Json(row.into()))
 }
 
@@ -475,8 +474,7 @@ pub(crate) async fn delete_tenant_product(
     )
     .await?;
     transaction.commit().await?;
-    // This replica forgets at once; the others when the notification reaches them.
-    state.entitlements.invalidate_all();
+    state.tenant_changed(tenant.id, &[]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

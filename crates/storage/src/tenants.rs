@@ -5,6 +5,34 @@ use domain::{Slug, TenantKind, TenantStatus};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+/// The LISTEN/NOTIFY channel on which a trigger announces every committed change to a
+/// tenant or its products (V8).
+pub const CHANGES_CHANNEL: &str = "tenants_changed";
+
+/// What a [`CHANGES_CHANNEL`] notification names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantChange {
+    /// The tenant.
+    pub id: Uuid,
+    /// Its slugs before and after the change (none when only its products changed).
+    pub slugs: Vec<String>,
+}
+
+impl TenantChange {
+    /// Reads a notification's payload; `None` when it is not one of ours.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let id = value.get("id")?.as_str()?.parse().ok()?;
+        let slugs = value
+            .get("slugs")?
+            .as_array()?
+            .iter()
+            .filter_map(|slug| slug.as_str().map(str::to_owned))
+            .collect();
+        Some(Self { id, slugs })
+    }
+}
+
 /// A tenant as stored, with the ids of its enabled products.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
@@ -526,4 +554,24 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
         == 1;
     crate::products::notify_entitlements_changed(conn).await?;
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_notification_names_the_tenant_and_its_slugs() {
+        let id = Uuid::new_v4();
+        let change = TenantChange::parse(&format!(r#"{{"id":"{id}","slugs":[null,"acme"]}}"#));
+        assert_eq!(
+            change,
+            Some(TenantChange {
+                id,
+                slugs: vec!["acme".to_owned()]
+            })
+        );
+        assert_eq!(TenantChange::parse("not json"), None);
+        assert_eq!(TenantChange::parse(r#"{"id":"nope","slugs":[]}"#), None);
+    }
 }

@@ -253,9 +253,12 @@ pub(crate) async fn visible_by_path(
 
 /// The tenant `id` if it exists and the caller may see it; 404 otherwise.
 async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<TenantRow, ApiError> {
-    tenants::get(&state.pool, id)
+    state
+        .tenants
+        .get(&state.pool, id)
         .await?
         .filter(|row| caller.principal.can_access_tenant(Some(row.id)))
+        .map(|row| TenantRow::clone(&row))
         .ok_or_else(|| ApiError::not_found("no such tenant"))
 }
 
@@ -329,6 +332,7 @@ pub(crate) async fn create(
         request,
     )
     .await?;
+    state.tenant_changed(row.id, &[&row.slug]).await;
     let location = format!("/v1/tenants/{}", row.id);
     tenant_response(
         &state,
@@ -373,7 +377,9 @@ pub(crate) async fn get_by_slug(
     Path(slug): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::TenantsRead)?;
-    let found = tenants::get_by_slug(&state.pool, &slug)
+    let found = state
+        .tenants
+        .get_by_slug(&state.pool, &slug)
         .await?
         .filter(|found| {
             let (SlugMatch::Current(row) | SlugMatch::Former(row)) = found;
@@ -433,7 +439,8 @@ pub(crate) async fn patch(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::TenantsWrite)?;
-    let id = visible(&state, &caller, parse_id(&id)?).await?.id;
+    let before = visible(&state, &caller, parse_id(&id)?).await?;
+    let id = before.id;
     let expected = if_match(&headers, state.settings.require_if_match)?;
     let patch = input::patch(body)?;
     let row = service::update(
@@ -445,6 +452,7 @@ pub(crate) async fn patch(
         patch,
     )
     .await?;
+    state.tenant_changed(id, &[&before.slug, &row.slug]).await;
     tenant_response(&state, StatusCode::OK, row, &[])
 }
 
@@ -469,7 +477,7 @@ pub(crate) async fn transition(
     require_platform(&caller, "changing a tenant's status")?;
     let request = input::transition(body)?;
     let row = service::transition(&state.pool, &caller.actor(), id, request).await?;
-    state.entitlements.invalidate_all();
+    state.tenant_changed(id, &[&row.slug]).await;
     tenant_response(&state, StatusCode::OK, row, &[])
 }
 
@@ -492,16 +500,17 @@ pub(crate) async fn delete(
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::TenantsWrite)?;
-    let id = visible(&state, &caller, parse_id(&id)?).await?.id;
+    let before = visible(&state, &caller, parse_id(&id)?).await?;
+    let id = before.id;
     let expected = if_match(&headers, state.settings.require_if_match)?;
     if params.purge.unwrap_or(false) {
         caller.require(Scope::PlatformAdmin)?;
         service::purge(&state.pool, &caller.actor(), id).await?;
-        state.entitlements.invalidate_all();
+        state.tenant_changed(id, &[&before.slug]).await;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     require_platform(&caller, "archiving a tenant")?;
     let row = service::archive(&state.pool, &caller.actor(), id, expected).await?;
-    state.entitlements.invalidate_all();
+    state.tenant_changed(id, &[&row.slug]).await;
     tenant_response(&state, StatusCode::OK, row, &[])
 }
