@@ -7,7 +7,6 @@ use axum::http::{Method, StatusCode};
 use domain::Scope;
 use serde_json::json;
 use testkit::TestApp;
-use tower::ServiceExt;
 
 async fn create(app: &TestApp, credential: &str, body: serde_json::Value) -> testkit::TestResponse {
     app.request(Method::POST, "/v1/api-keys")
@@ -312,17 +311,11 @@ async fn a_key_revoked_through_one_server_is_refused_by_another_within_a_second(
     let (id, key) = app.key(None, &[Scope::TenantsRead]).await;
 
     let ask_replica = || async {
-        let request = axum::http::Request::get("/v1/me")
-            .header("authorization", format!("Bearer {key}"))
-            .body(axum::body::Body::empty())
-            .expect("request");
-        replica
-            .router
-            .clone()
-            .oneshot(request)
+        app.request_on(&replica, Method::GET, "/v1/me")
+            .bearer(&key)
+            .send()
             .await
-            .expect("response")
-            .status()
+            .status
     };
     assert_eq!(
         ask_replica().await,

@@ -6,7 +6,6 @@ use axum::http::{Method, StatusCode};
 use domain::Scope;
 use serde_json::{Value, json};
 use testkit::{TestApp, TestResponse};
-use tower::ServiceExt;
 
 fn manifest() -> Value {
     json!({
@@ -275,22 +274,14 @@ async fn a_change_through_one_replica_reaches_the_others_cached_check_within_a_s
     publish(&app, &admin).await;
     let tenant = app.tenant("acme").await;
     subscribe(&app, &admin, tenant, json!({})).await;
+    let path = format!("/v1/tenants/{tenant}/entitlements/certifai/sso");
     let ask_replica = || async {
-        let request =
-            axum::http::Request::get(format!("/v1/tenants/{tenant}/entitlements/certifai/sso"))
-                .header("authorization", format!("Bearer {admin}"))
-                .body(axum::body::Body::empty())
-                .expect("request");
-        let response = replica
-            .router
+        app.request_on(&replica, Method::GET, &path)
+            .bearer(&admin)
+            .send()
+            .await
+            .json()["allowed"]
             .clone()
-            .oneshot(request)
-            .await
-            .expect("response");
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        serde_json::from_slice::<Value>(&body).expect("json")["allowed"].clone()
     };
     assert_eq!(ask_replica().await, json!(false), "cached on the replica");
     subscribe(

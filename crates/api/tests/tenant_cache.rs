@@ -8,26 +8,23 @@ use axum::http::{Method, StatusCode};
 use domain::Scope;
 use serde_json::{Value, json};
 use testkit::TestApp;
-use tower::ServiceExt;
 
-async fn name_on(replica: &api::Application, key: &str, path: &str) -> (StatusCode, Value) {
-    let request = axum::http::Request::get(path)
-        .header("authorization", format!("Bearer {key}"))
-        .body(axum::body::Body::empty())
-        .expect("request");
-    let response = replica
-        .router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("response");
-    let status = response.status();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (status, json.get("name").cloned().unwrap_or(Value::Null))
+async fn name_on(
+    app: &TestApp,
+    replica: &api::Application,
+    key: &str,
+    path: &str,
+) -> (StatusCode, Value) {
+    let response = app
+        .request_on(replica, Method::GET, path)
+        .bearer(key)
+        .send()
+        .await;
+    let name = serde_json::from_slice::<Value>(&response.body)
+        .ok()
+        .and_then(|body| body.get("name").cloned())
+        .unwrap_or(Value::Null);
+    (response.status, name)
 }
 
 /// Changes the tenant's name in SQL with triggers off, so no notification is sent: what a
@@ -65,20 +62,27 @@ async fn lookups_are_served_from_memory_until_the_tenant_changes() {
     let tenant = app.tenant("acme").await;
     let (_, key) = app.key(None, &[Scope::TenantsRead]).await;
     let by_id = format!("/v1/tenants/{tenant}");
-    assert_eq!(name_on(&replica, &key, &by_id).await.0, StatusCode::OK);
     assert_eq!(
-        name_on(&replica, &key, "/v1/tenants/by-slug/acme").await.0,
+        name_on(&app, &replica, &key, &by_id).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        name_on(&app, &replica, &key, "/v1/tenants/by-slug/acme")
+            .await
+            .0,
         StatusCode::OK
     );
     rename_silently(&app, "acme", "Renamed behind the cache").await;
-    let cached = name_on(&replica, &key, &by_id).await.1;
+    let cached = name_on(&app, &replica, &key, &by_id).await.1;
     assert_ne!(
         cached,
         json!("Renamed behind the cache"),
         "served from memory"
     );
     assert_ne!(
-        name_on(&replica, &key, "/v1/tenants/by-slug/acme").await.1,
+        name_on(&app, &replica, &key, "/v1/tenants/by-slug/acme")
+            .await
+            .1,
         json!("Renamed behind the cache"),
         "the slug is served from memory too"
     );
@@ -92,8 +96,8 @@ async fn a_change_through_one_replica_is_seen_through_another_within_a_second() 
     let tenant = app.tenant("acme").await;
     let (_, key) = app.key(None, &[Scope::TenantsRead]).await;
     let by_id = format!("/v1/tenants/{tenant}");
-    name_on(&replica, &key, &by_id).await;
-    name_on(&replica, &key, "/v1/tenants/by-slug/acme").await;
+    name_on(&app, &replica, &key, &by_id).await;
+    name_on(&app, &replica, &key, "/v1/tenants/by-slug/acme").await;
     let patched = app
         .request(Method::PATCH, &by_id)
         .bearer(&admin)
@@ -108,16 +112,16 @@ async fn a_change_through_one_replica_is_seen_through_another_within_a_second() 
         String::from_utf8_lossy(&patched.body)
     );
     eventually("the replica seeing the new name by id", async || {
-        name_on(&replica, &key, &by_id).await.1 == json!("Acme Renamed")
+        name_on(&app, &replica, &key, &by_id).await.1 == json!("Acme Renamed")
     })
     .await;
     eventually("the replica finding the new slug", async || {
-        name_on(&replica, &key, "/v1/tenants/by-slug/acme-renamed").await
+        name_on(&app, &replica, &key, "/v1/tenants/by-slug/acme-renamed").await
             == (StatusCode::OK, json!("Acme Renamed"))
     })
     .await;
     assert_eq!(
-        name_on(&replica, &key, "/v1/tenants/by-slug/acme").await,
+        name_on(&app, &replica, &key, "/v1/tenants/by-slug/acme").await,
         (StatusCode::OK, json!("Acme Renamed")),
         "the former slug answers with the current row"
     );
@@ -129,12 +133,17 @@ async fn an_unknown_slug_is_remembered_briefly_and_forgotten_when_it_is_created(
     let replica = app.replica().await;
     let (_, key) = app.key(None, &[Scope::TenantsRead]).await;
     assert_eq!(
-        name_on(&replica, &key, "/v1/tenants/by-slug/newco").await.0,
+        name_on(&app, &replica, &key, "/v1/tenants/by-slug/newco")
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     app.tenant("newco").await;
     eventually("the replica finding the created tenant", async || {
-        name_on(&replica, &key, "/v1/tenants/by-slug/newco").await.0 == StatusCode::OK
+        name_on(&app, &replica, &key, "/v1/tenants/by-slug/newco")
+            .await
+            .0
+            == StatusCode::OK
     })
     .await;
 }
@@ -146,10 +155,10 @@ async fn a_listener_reconnect_drops_what_might_be_stale() {
     let tenant = app.tenant("acme").await;
     let (_, key) = app.key(None, &[Scope::TenantsRead]).await;
     let by_id = format!("/v1/tenants/{tenant}");
-    name_on(&replica, &key, &by_id).await;
+    name_on(&app, &replica, &key, &by_id).await;
     rename_silently(&app, "acme", "Changed while nobody listened").await;
     assert_ne!(
-        name_on(&replica, &key, &by_id).await.1,
+        name_on(&app, &replica, &key, &by_id).await.1,
         json!("Changed while nobody listened")
     );
     let listeners: Vec<i32> = sqlx::query_scalar(
@@ -162,7 +171,9 @@ async fn a_listener_reconnect_drops_what_might_be_stale() {
     assert!(listeners.len() >= 2, "both replicas listen: {listeners:?}");
     eventually(
         "the replica rereading after its listener reconnected",
-        async || name_on(&replica, &key, &by_id).await.1 == json!("Changed while nobody listened"),
+        async || {
+            name_on(&app, &replica, &key, &by_id).await.1 == json!("Changed while nobody listened")
+        },
     )
     .await;
 }

@@ -73,6 +73,7 @@ impl TestResponse {
 /// A request being built.
 pub struct TestRequest<'a> {
     app: &'a TestApp,
+    router: axum::Router,
     builder: axum::http::request::Builder,
     body: Body,
     ip: Option<IpAddr>,
@@ -127,10 +128,7 @@ impl TestRequest<'_> {
             .extensions_mut()
             .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
         let response = self
-            .app
-            .app
             .router
-            .clone()
             .oneshot(request)
             .await
             .expect("the router is infallible");
@@ -203,8 +201,19 @@ impl TestApp {
 
     /// Starts a request.
     pub fn request(&self, method: Method, path: &str) -> TestRequest<'_> {
+        self.request_on(&self.app, method, path)
+    }
+
+    /// Starts a request to `replica` (another instance over the same database).
+    pub fn request_on(
+        &self,
+        replica: &api::Application,
+        method: Method,
+        path: &str,
+    ) -> TestRequest<'_> {
         TestRequest {
             app: self,
+            router: replica.router.clone(),
             builder: Request::builder().method(method).uri(path),
             body: Body::empty(),
             ip: None,
