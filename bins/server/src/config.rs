@@ -156,6 +156,16 @@ pub struct Config {
     #[arg(long, env = "AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(i64).range(1..=36500), global = true)]
     pub audit_retention_days: Option<i64>,
 
+    /// Most tenants each replica keeps in its lookup cache; 0 turns the cache off (every
+    /// lookup reads the database).
+    #[arg(
+        long,
+        env = "TENANT_CACHE_ENTRIES",
+        default_value_t = 200_000,
+        global = true
+    )]
+    pub tenant_cache_entries: u64,
+
     /// Apply pending migrations at start (a development convenience; production runs
     /// tenant-registry-migrate as an init container).
     #[arg(long, env = "MIGRATE_ON_START", global = true)]

@@ -100,6 +100,7 @@ async fn serve(
         require_if_match: config.require_if_match,
         dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
+        tenant_cache_entries: config.tenant_cache_entries,
     };
     let application = api::build(pool, settings)
         .await

@@ -62,6 +62,8 @@ pub struct Settings {
     pub dns: Arc<dyn dns::TxtResolver>,
     /// How long audit events are kept after they arrive; `None` keeps them forever.
     pub audit_retention: Option<chrono::Duration>,
+    /// Most tenants the lookup cache holds; 0 turns it off.
+    pub tenant_cache_entries: u64,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             require_if_match: false,
             dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
             audit_retention: None,
+            tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
         })
     }
 }
@@ -157,6 +160,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         .transpose()?
         .map(Arc::new);
     let verifier = ApiKeyVerifier::new(pool.clone());
+    let tenants = tenant_cache::TenantCache::new(settings.tenant_cache_entries);
     let state = AppState {
         pool,
         verifier,
@@ -165,7 +169,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
-        tenants: tenant_cache::TenantCache::default(),
+        tenants,
     };
     let mut tasks = vec![invalidation::spawn(&state.pool, state.clone()).await?];
     if let Some(keep) = state.settings.audit_retention {

@@ -13,8 +13,8 @@ use storage::PgPool;
 use storage::tenants::{SlugMatch, TenantChange, TenantRow};
 use uuid::Uuid;
 
-/// Most tenants kept in memory (a row is about a kilobyte).
-const CAPACITY: u64 = 200_000;
+/// Most tenants kept in memory by default (a row is well under a kilobyte).
+pub const DEFAULT_ENTRIES: u64 = 200_000;
 /// A safety net: an entry is reread at least this often even if a notification were lost
 /// without the listener noticing.
 const TTL: Duration = Duration::from_secs(300);
@@ -37,6 +37,8 @@ pub struct TenantCache {
     missing_slugs: Cache<String, ()>,
     /// Counts forgettings, so a row read before one is not cached after it.
     generation: Arc<AtomicU64>,
+    /// False when configured with no entries: every lookup reads the database.
+    enabled: bool,
 }
 
 fn bounded<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
@@ -50,19 +52,19 @@ where
         .build()
 }
 
-impl Default for TenantCache {
-    fn default() -> Self {
+impl TenantCache {
+    /// A cache of at most `entries` tenants (and as many slugs); 0 turns caching off.
+    pub fn new(entries: u64) -> Self {
         Self {
-            rows: bounded(CAPACITY, TTL),
-            slugs: bounded(CAPACITY, TTL),
-            missing_ids: bounded(CAPACITY / 10, NEGATIVE_TTL),
-            missing_slugs: bounded(CAPACITY / 10, NEGATIVE_TTL),
+            rows: bounded(entries, TTL),
+            slugs: bounded(entries, TTL),
+            missing_ids: bounded(entries / 10, NEGATIVE_TTL),
+            missing_slugs: bounded(entries / 10, NEGATIVE_TTL),
             generation: Arc::new(AtomicU64::new(0)),
+            enabled: entries > 0,
         }
     }
-}
 
-impl TenantCache {
     /// The tenant with `id`.
     pub async fn get(
         &self,
@@ -128,7 +130,7 @@ impl TenantCache {
     }
 
     fn unchanged_since(&self, generation: u64) -> bool {
-        self.generation.load(Ordering::Acquire) == generation
+        self.enabled && self.generation.load(Ordering::Acquire) == generation
     }
 
     /// Forgets what `change` touched: the row, and the slugs it had before and after.

@@ -177,3 +177,30 @@ async fn a_listener_reconnect_drops_what_might_be_stale() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn with_no_entries_every_lookup_reads_the_database() {
+    let settings = api::Settings {
+        tenant_cache_entries: 0,
+        ..testkit::settings()
+    };
+    let app = TestApp::with_settings(settings).await;
+    let tenant = app.tenant("acme").await;
+    let (_, key) = app.key(None, &[Scope::TenantsRead]).await;
+    let by_id = format!("/v1/tenants/{tenant}");
+    assert_eq!(
+        name_on(&app, &app.app, &key, &by_id).await.0,
+        StatusCode::OK
+    );
+    rename_silently(&app, "acme", "Read fresh").await;
+    assert_eq!(
+        name_on(&app, &app.app, &key, &by_id).await.1,
+        json!("Read fresh")
+    );
+    assert_eq!(
+        name_on(&app, &app.app, &key, "/v1/tenants/by-slug/acme")
+            .await
+            .1,
+        json!("Read fresh")
+    );
+}
