@@ -1,11 +1,14 @@
 # Every target is one line calling cargo or cargo xtask; see README.md.
-.PHONY: run test build migrate-up migrate-status migrate-create db-up db-down
+.PHONY: run test bench build migrate-up migrate-status migrate-create db-up db-down
 
 run: ## Local cluster when DATABASE_URL is unset, migrate up, serve on :8090.
 	cargo xtask run
 
 test: ## fmt check, clippy -D warnings, OpenAPI document current and valid, every test against real PostgreSQL.
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings && cargo xtask openapi --check && cargo xtask test
+
+bench: ## Release builds on their own cluster under load (wrk); writes docs/benchmarks.md. Knobs: make bench ARGS="--quick".
+	cargo xtask bench $(ARGS)
 
 build: ## Release binaries: target/release/tenant-registry and tenant-registry-migrate.
 	cargo build --release --locked --bin tenant-registry --bin tenant-registry-migrate

@@ -2,6 +2,7 @@
 //! tests, running the service). Every path is taken from the project root, never from the
 //! working directory.
 
+mod bench;
 mod db;
 mod migration_file;
 mod openapi;
@@ -48,6 +49,8 @@ enum Command {
     },
     /// Migrate and serve on :8090, starting the local cluster when DATABASE_URL is unset.
     Run,
+    /// Benchmark release builds on their own cluster and write docs/benchmarks.md.
+    Bench(bench::Options),
 }
 
 /// The workspace root, from where this crate sits in it.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Test { nextest_args } => test::run(&nextest_args),
         Command::Openapi { check } => openapi::run(check),
         Command::Run => db::run_service(),
+        Command::Bench(options) => bench::run(options),
     };
     match outcome {
         Ok(code) => code,

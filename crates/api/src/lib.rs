@@ -85,9 +85,21 @@ impl Settings {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach; every middleware and handler holds a clone, so cloning is
+/// one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The database pool.
     pub pool: PgPool,
     /// API key verification with its cache.
@@ -161,7 +173,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         .map(Arc::new);
     let verifier = ApiKeyVerifier::new(pool.clone());
     let tenants = tenant_cache::TenantCache::new(settings.tenant_cache_entries);
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         pool,
         verifier,
         oidc,
@@ -170,7 +182,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
         tenants,
-    };
+    }));
     let mut tasks = vec![invalidation::spawn(&state.pool, state.clone()).await?];
     if let Some(keep) = state.settings.audit_retention {
         tasks.push(audit::spawn_retention(state.pool.clone(), keep));

@@ -15,7 +15,7 @@ pub use verifier::ApiKeyVerifier;
 
 /// Why a request could not be authenticated. The wire message is the same for every kind
 /// of bad credential, so a caller cannot probe which prefixes exist.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     /// No `Authorization` header.
     #[error("missing credentials")]

@@ -3,8 +3,13 @@
 //! A successful verification is cached for at most [`CACHE_TTL`], keyed by a SHA-256 of the
 //! presented key (never the key itself). Whoever hears of a revocation or rotation (the
 //! api crate's change listener) calls [`ApiKeyVerifier::invalidate_all`].
+//!
+//! Concurrent requests with the same uncached key share one verification, and at most one
+//! argon2 hash per core runs at a time: each takes 19 MiB and a few milliseconds of CPU, so
+//! a burst of new (or forged) keys queues instead of growing memory without bound.
 
 use std::sync::{Arc, LazyLock};
+use std::thread::available_parallelism;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +18,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use storage::PgPool;
 use storage::api_keys;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::keys::{self, PresentedKey};
@@ -24,6 +30,10 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// A hash of a key nobody holds, checked against unknown prefixes so that an unknown prefix
 /// costs as much time as a wrong secret.
 static DECOY_HASH: LazyLock<String> = LazyLock::new(|| keys::decoy_hash().unwrap_or_default());
+
+/// Argon2 verifications allowed to run at once in this process: one per core.
+static HASHING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(available_parallelism().map_or(1, usize::from)));
 
 #[derive(Clone)]
 struct Verified {
@@ -54,17 +64,18 @@ impl ApiKeyVerifier {
     pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
         let parsed = PresentedKey::parse(presented).ok_or(AuthError::Malformed)?;
         let digest: [u8; 32] = Sha256::digest(parsed.whole.as_bytes()).into();
-        if let Some(hit) = self.cache.get(&digest).await {
-            if hit.expires_at.is_some_and(|at| at <= Utc::now()) {
-                self.cache.invalidate(&digest).await;
-                return Err(AuthError::Expired);
-            }
-            return Ok(hit.principal.clone());
+        let verified = self
+            .cache
+            .try_get_with(digest, async {
+                self.verify_uncached(&parsed).await.map(Arc::new)
+            })
+            .await
+            .map_err(|error| AuthError::clone(&error))?;
+        if verified.expires_at.is_some_and(|at| at <= Utc::now()) {
+            self.cache.invalidate(&digest).await;
+            return Err(AuthError::Expired);
         }
-        let verified = self.verify_uncached(&parsed).await?;
-        let principal = verified.principal.clone();
-        self.cache.insert(digest, Arc::new(verified)).await;
-        Ok(principal)
+        Ok(verified.principal.clone())
     }
 
     async fn verify_uncached(&self, parsed: &PresentedKey<'_>) -> Result<Verified, AuthError> {
@@ -75,6 +86,10 @@ impl ApiKeyVerifier {
             .as_ref()
             .map_or_else(|| DECOY_HASH.clone(), |credential| credential.hash.clone());
         let whole = parsed.whole.to_owned();
+        let _permit = HASHING
+            .acquire()
+            .await
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?;
         let matches = tokio::task::spawn_blocking(move || keys::verify(&hash, &whole))
             .await
             .map_err(|error| AuthError::Unavailable(error.to_string()))?;

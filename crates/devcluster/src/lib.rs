@@ -82,11 +82,17 @@ impl Cluster {
                 .map_err(|_| ClusterError::InvalidPort(value.clone()))?,
             Err(_) => DEFAULT_PORT,
         };
+        Self::named(project_root, "dev-postgres", port)
+    }
+
+    /// A cluster of the project kept in `target/<name>` and listening on `port` (the
+    /// benchmarks keep theirs apart from the development one).
+    pub fn named(project_root: &Path, name: &str, port: u16) -> Result<Self, ClusterError> {
         let as_service_user = fs::metadata("/proc/self")
             .map_err(io("reading the current user"))?
             .uid()
             == 0;
-        let preferred = project_root.join("target").join("dev-postgres");
+        let preferred = project_root.join("target").join(name);
         let base = if !as_service_user || service_user_can_write(&preferred)? {
             preferred
         } else {
@@ -94,7 +100,7 @@ impl Cluster {
             // keep the cluster in the system temp directory instead, one per checkout.
             let checkout = project_root.display().to_string();
             std::env::temp_dir().join(format!(
-                "tenant-registry-dev-postgres-{:016x}",
+                "tenant-registry-{name}-{:016x}",
                 stable_hash(&checkout)
             ))
         };

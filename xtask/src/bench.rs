@@ -1,0 +1,892 @@
+//! `cargo xtask bench`: release binaries against their own local cluster, data seeded in
+//! bulk with SQL, load from a second process (`wrk`, installed from Debian when missing),
+//! and a report with the framework and database ceilings measured in the same run.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use devcluster::Cluster;
+use sqlx::{Connection, PgConnection};
+
+use crate::project_root;
+
+/// The bench cluster's port, away from the development (54329) and test clusters.
+const BENCH_PG_PORT: u16 = 54339;
+/// Where the server under test listens.
+const SERVER_ADDR: &str = "127.0.0.1:18090";
+/// The server's pool size (storage::PoolConfig's default), which pgbench mirrors.
+const POOL_CONNECTIONS: u32 = 16;
+/// Tenants in the hot set of the "hot" lookup case.
+const HOT_SET: usize = 100;
+/// Events per ingest request.
+const INGEST_BATCH: u32 = 100;
+const DATABASE: &str = "tenant_registry_bench";
+
+/// Knobs of a benchmark run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Seconds each case runs.
+    #[arg(long, default_value_t = 15)]
+    duration: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Tenant counts the lookup cases run at, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000_u32, 100_000])]
+    tenants: Vec<u32>,
+    /// Audit events stored before the audit query case.
+    #[arg(long, default_value_t = 1_000_000)]
+    audit_events: u32,
+    /// A one-minute smoke run (3 s per case, the first tenant count only, 100,000 audit
+    /// events), reported to target/bench/benchmarks-quick.md instead of docs/benchmarks.md.
+    #[arg(long)]
+    quick: bool,
+}
+
+impl Options {
+    fn effective(mut self) -> Result<Self, String> {
+        if self.quick {
+            self.duration = 3;
+            self.tenants.truncate(1);
+            self.audit_events = self.audit_events.min(100_000);
+        }
+        if self.duration == 0 || self.connections == 0 || self.tenants.is_empty() {
+            return Err("--duration, --connections and --tenants must be positive".to_owned());
+        }
+        if self.tenants.iter().any(|&count| count < HOT_SET as u32) {
+            return Err(format!("--tenants: each count must be at least {HOT_SET}"));
+        }
+        Ok(self)
+    }
+}
+
+/// One measured case.
+#[derive(Debug, Clone)]
+struct Measurement {
+    case: String,
+    tenants: Option<u32>,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    rss_mb: Option<f64>,
+    /// Events per request, for the ingest case.
+    per_request: u32,
+}
+
+pub fn run(options: Options) -> Result<ExitCode, String> {
+    let options = options.effective()?;
+    let root = project_root();
+    let work = root.join("target").join("bench");
+    std::fs::create_dir_all(&work)
+        .map_err(|error| format!("creating {}: {error}", work.display()))?;
+    ensure_wrk()?;
+    build_release(&root)?;
+    let port = match std::env::var("TR_BENCH_PG_PORT") {
+        Ok(value) => value
+            .parse()
+            .map_err(|_| format!("TR_BENCH_PG_PORT={value:?} is not a port"))?,
+        Err(_) => BENCH_PG_PORT,
+    };
+    let cluster =
+        Cluster::named(&root, "bench-postgres", port).map_err(|error| error.to_string())?;
+    cluster
+        .ensure_running()
+        .map_err(|error| error.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|error| error.to_string())?;
+    let started = Instant::now();
+    let mut results = Vec::new();
+    let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
+    for (index, &tenants) in options.tenants.iter().enumerate() {
+        let database_url = runtime.block_on(fresh_database(&cluster))?;
+        run_binary(&root, "tenant-registry-migrate", &["up"], &database_url)?;
+        runtime.block_on(seed_tenants(&database_url, tenants))?;
+        let key = create_admin_key(&root, &database_url)?;
+        let files = runtime.block_on(write_path_files(&database_url, &work))?;
+        let mut server = Server::start(&root, &database_url, None)?;
+        let load = Load {
+            work: &work,
+            key: &key,
+            options: &options,
+        };
+        results.push(load.get(
+            &server,
+            "GET /healthz (framework ceiling)",
+            None,
+            &files.healthz,
+        )?);
+        results.push(load.get(&server, "GET /v1/me (API key check only)", None, &files.me)?);
+        let scale = Some(tenants);
+        results.push(load.get(&server, "by slug, hot set of 100", scale, &files.slugs_hot)?);
+        results.push(load.get(&server, "by slug, uniform", scale, &files.slugs)?);
+        results.push(load.get(&server, "by id, uniform", scale, &files.ids)?);
+        if index == 0 {
+            publish_bench_product(&key)?;
+            runtime.block_on(subscribe_all(&database_url))?;
+            results.push(load.get(
+                &server,
+                "entitlement check, uniform",
+                scale,
+                &files.entitlements,
+            )?);
+            results.push(load.create_tenants(&server, scale)?);
+            results.push(load.ingest(&server, scale, &files.slug_list)?);
+            runtime.block_on(seed_audit_events(&database_url, options.audit_events))?;
+            results.push(load.get(
+                &server,
+                &format!("audit query over {} events", options.audit_events),
+                scale,
+                &files.audit_queries,
+            )?);
+        }
+        server.stop();
+        server = Server::start(&root, &database_url, Some(0))?;
+        results.push(load.get(
+            &server,
+            "by id, uniform, cache off (uncached)",
+            scale,
+            &files.ids,
+        )?);
+        server.stop();
+    }
+    let report = render(&options, &results, pgbench_tps, started.elapsed());
+    let target = if options.quick {
+        work.join("benchmarks-quick.md")
+    } else {
+        root.join("docs").join("benchmarks.md")
+    };
+    std::fs::write(&target, report)
+        .map_err(|error| format!("writing {}: {error}", target.display()))?;
+    eprintln!("wrote {}", target.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ensure_wrk() -> Result<(), String> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("installing wrk from Debian (apt-get)…");
+    let installed = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk",
+        ])
+        .status()
+        .map_err(|error| format!("cannot run apt-get: {error}"))?;
+    if installed.success() {
+        Ok(())
+    } else {
+        Err(
+            "wrk is missing and apt-get could not install it (run as root, or install wrk)"
+                .to_owned(),
+        )
+    }
+}
+
+fn build_release(root: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "tenant-registry",
+            "--bin",
+            "tenant-registry-migrate",
+        ])
+        .current_dir(root)
+        .status()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("the release build failed; see above".to_owned())
+    }
+}
+
+fn database_url(cluster: &Cluster, database: &str) -> String {
+    let mut url = url::Url::parse(&cluster.url()).expect("the cluster's URL is well formed");
+    url.set_path(&format!("/{database}"));
+    url.into()
+}
+
+async fn fresh_database(cluster: &Cluster) -> Result<String, String> {
+    let mut admin = PgConnection::connect(&cluster.url())
+        .await
+        .map_err(|error| format!("connecting to the bench cluster: {error}"))?;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+        format!("CREATE DATABASE {DATABASE}"),
+    ] {
+        sqlx::raw_sql(&statement)
+            .execute(&mut admin)
+            .await
+            .map_err(|error| format!("{statement}: {error}"))?;
+    }
+    Ok(database_url(cluster, DATABASE))
+}
+
+fn run_binary(
+    root: &Path,
+    binary: &str,
+    args: &[&str],
+    database_url: &str,
+) -> Result<String, String> {
+    let output = Command::new(root.join("target/release").join(binary))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("APP_ENV", "dev")
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|error| format!("cannot run {binary}: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!("{binary} {} failed", args.join(" ")))
+    }
+}
+
+fn create_admin_key(root: &Path, database_url: &str) -> Result<String, String> {
+    run_binary(
+        root,
+        "tenant-registry",
+        &["create-admin-key", "--name", "bench"],
+        database_url,
+    )
+}
+
+async fn connect(database_url: &str) -> Result<PgConnection, String> {
+    PgConnection::connect(database_url)
+        .await
+        .map_err(|error| format!("connecting to {DATABASE}: {error}"))
+}
+
+async fn execute(conn: &mut PgConnection, sql: &str) -> Result<(), String> {
+    sqlx::raw_sql(sql)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|error| format!("seeding: {error}"))
+}
+
+/// Tenants `t000001`… inserted in one statement, triggers off (nobody listens yet).
+async fn seed_tenants(database_url: &str, count: u32) -> Result<(), String> {
+    let started = Instant::now();
+    let mut conn = connect(database_url).await?;
+    execute(
+        &mut conn,
+        &format!(
+            "SET session_replication_role = replica;
+             INSERT INTO tenants (slug, name, plan, status)
+             SELECT 't' || lpad(n::text, 6, '0'), 'Tenant ' || n, 'standard', 'active'
+             FROM generate_series(1, {count}) AS n;
+             ANALYZE tenants;"
+        ),
+    )
+    .await?;
+    eprintln!(
+        "seeded {count} tenants in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Every tenant subscribed to the bench product, in one statement.
+async fn subscribe_all(database_url: &str) -> Result<(), String> {
+    let mut conn = connect(database_url).await?;
+    execute(
+        &mut conn,
+        "SET session_replication_role = replica;
+         INSERT INTO tenant_products (tenant_id, product) SELECT id, 'bench' FROM tenants;
+         ANALYZE tenant_products;",
+    )
+    .await
+}
+
+/// `count` audit events spread over the tenants, actions, actors and the last days.
+async fn seed_audit_events(database_url: &str, count: u32) -> Result<(), String> {
+    let started = Instant::now();
+    let mut conn = connect(database_url).await?;
+    execute(
+        &mut conn,
+        &format!(
+            "INSERT INTO audit_log (tenant_id, group_id, product, action, crud, actor_id,
+                                    target_id, target_type, description, created_at, received_at)
+             SELECT ids[1 + n % cardinality(ids)], ids[1 + n % cardinality(ids)]::text, 'bench',
+                    (ARRAY['doc.read', 'doc.shared', 'tenant.updated', 'user.login'])[1 + (n / 7) % 4],
+                    'r', 'u-' || n % 5000, 'd-' || n % 20000, 'document', 'bench event ' || n,
+                    now() - n * interval '1 second', now() - n * interval '1 second'
+             FROM generate_series(1, {count}) AS n,
+                  (SELECT array_agg(id ORDER BY slug) AS ids FROM tenants) AS t;
+             ANALYZE audit_log;"
+        ),
+    )
+    .await?;
+    eprintln!(
+        "seeded {count} audit events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The request paths each case picks from, one per line.
+struct PathFiles {
+    healthz: PathBuf,
+    me: PathBuf,
+    slugs_hot: PathBuf,
+    slugs: PathBuf,
+    ids: PathBuf,
+    entitlements: PathBuf,
+    audit_queries: PathBuf,
+    slug_list: PathBuf,
+}
+
+async fn write_path_files(database_url: &str, work: &Path) -> Result<PathFiles, String> {
+    let mut conn = connect(database_url).await?;
+    let tenants: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, slug FROM tenants ORDER BY slug")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|error| format!("reading the tenants: {error}"))?;
+    let write = |name: &str, lines: Vec<String>| -> Result<PathBuf, String> {
+        let path = work.join(name);
+        std::fs::write(&path, lines.join("\n") + "\n")
+            .map_err(|error| format!("writing {}: {error}", path.display()))?;
+        Ok(path)
+    };
+    let by_slug = |(_, slug): &(uuid::Uuid, String)| format!("/v1/tenants/by-slug/{slug}");
+    Ok(PathFiles {
+        healthz: write("healthz.txt", vec!["/healthz".to_owned()])?,
+        me: write("me.txt", vec!["/v1/me".to_owned()])?,
+        slugs_hot: write(
+            "slugs-hot.txt",
+            tenants.iter().take(HOT_SET).map(by_slug).collect(),
+        )?,
+        slugs: write("slugs.txt", tenants.iter().map(by_slug).collect())?,
+        ids: write(
+            "ids.txt",
+            tenants
+                .iter()
+                .map(|(id, _)| format!("/v1/tenants/{id}"))
+                .collect(),
+        )?,
+        entitlements: write(
+            "entitlements.txt",
+            tenants
+                .iter()
+                .map(|(id, _)| format!("/v1/tenants/{id}/entitlements/bench/sso"))
+                .collect(),
+        )?,
+        audit_queries: write(
+            "audit-queries.txt",
+            tenants
+                .iter()
+                .take(1000)
+                .map(|(id, _)| format!("/v1/audit/events?group_id={id}&action=doc.*&limit=50"))
+                .collect(),
+        )?,
+        slug_list: write(
+            "slug-list.txt",
+            tenants.iter().map(|(_, slug)| slug.clone()).collect(),
+        )?,
+    })
+}
+
+/// The server under test, as a child process.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(root: &Path, database_url: &str, cache_entries: Option<u64>) -> Result<Self, String> {
+        let mut command = Command::new(root.join("target/release/tenant-registry"));
+        command
+            .env("DATABASE_URL", database_url)
+            .env("ADDR", SERVER_ADDR)
+            .env("APP_ENV", "dev")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .current_dir(root)
+            .stdout(Stdio::null());
+        if let Some(entries) = cache_entries {
+            command.env("TENANT_CACHE_ENTRIES", entries.to_string());
+        }
+        let child = command
+            .spawn()
+            .map_err(|error| format!("cannot start the server: {error}"))?;
+        let server = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http("GET", "/readyz", None, None).is_ok_and(|(status, _)| status == 200) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("the server did not become ready within 30 s".to_owned())
+    }
+
+    /// Resident memory now, in MB.
+    fn rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kilobytes: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kilobytes / 1024.0)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+/// A bare HTTP/1.0 exchange with the server under test: `(status, body)`.
+fn http(
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(SERVER_ADDR).map_err(|error| error.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|error| error.to_string())?;
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {SERVER_ADDR}\r\n");
+    if let Some(key) = key {
+        let _ = write!(request, "Authorization: Bearer {key}\r\n");
+    }
+    if let Some(body) = body {
+        let _ = write!(
+            request,
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {response:.80}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn publish_bench_product(key: &str) -> Result<(), String> {
+    let manifest = r#"{"name": "Bench", "config_schema": {"type": "object"}, "default_config": {},
+        "features": {"sso": {"type": "bool"}}, "plans": {"standard": {"sso": true}}}"#;
+    let (status, body) = http("PUT", "/v1/products/bench", Some(key), Some(manifest))?;
+    if status == 200 || status == 201 {
+        Ok(())
+    } else {
+        Err(format!("publishing the bench product: {status} {body}"))
+    }
+}
+
+/// Drives `wrk` against the server.
+struct Load<'a> {
+    work: &'a Path,
+    key: &'a str,
+    options: &'a Options,
+}
+
+impl Load<'_> {
+    fn script(&self, name: &str, source: &str) -> Result<PathBuf, String> {
+        let path = self.work.join(name);
+        std::fs::write(
+            &path,
+            format!("{source}\n{}", include_str!("bench/report.lua")),
+        )
+        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+        Ok(path)
+    }
+
+    fn wrk(
+        &self,
+        server: &Server,
+        case: &str,
+        tenants: Option<u32>,
+        script: &Path,
+        args: &[String],
+        per_request: u32,
+    ) -> Result<Measurement, String> {
+        eprintln!(
+            "running: {case}{}",
+            tenants
+                .map(|count| format!(" ({count} tenants)"))
+                .unwrap_or_default()
+        );
+        let output = Command::new("wrk")
+            .args([
+                "-t2",
+                &format!("-c{}", self.options.connections),
+                &format!("-d{}s", self.options.duration),
+            ])
+            .args([
+                "--timeout",
+                "10s",
+                "-H",
+                &format!("Authorization: Bearer {}", self.key),
+                "-s",
+            ])
+            .arg(script)
+            .arg(format!("http://{SERVER_ADDR}"))
+            .arg("--")
+            .args(args)
+            .output()
+            .map_err(|error| format!("cannot run wrk: {error}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("BENCH "))
+            .ok_or_else(|| {
+                format!(
+                    "wrk printed no result for {case}: {stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+        let number = |name: &str| -> f64 {
+            line.split(&format!("\"{name}\":"))
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let seconds = number("duration_us") / 1e6;
+        let measurement = Measurement {
+            case: case.to_owned(),
+            tenants,
+            rps: if seconds > 0.0 {
+                number("requests") / seconds
+            } else {
+                0.0
+            },
+            p50_ms: number("p50_us") / 1000.0,
+            p99_ms: number("p99_us") / 1000.0,
+            errors: number("errors") as u64,
+            rss_mb: server.rss_mb(),
+            per_request,
+        };
+        eprintln!(
+            "  {:.0} rps, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            measurement.rps, measurement.p50_ms, measurement.p99_ms, measurement.errors
+        );
+        Ok(measurement)
+    }
+
+    fn get(
+        &self,
+        server: &Server,
+        case: &str,
+        tenants: Option<u32>,
+        paths: &Path,
+    ) -> Result<Measurement, String> {
+        let script = self.script("paths.lua", include_str!("bench/paths.lua"))?;
+        self.wrk(
+            server,
+            case,
+            tenants,
+            &script,
+            &[paths.display().to_string()],
+            1,
+        )
+    }
+
+    fn create_tenants(&self, server: &Server, tenants: Option<u32>) -> Result<Measurement, String> {
+        let script = self.script("create_tenant.lua", include_str!("bench/create_tenant.lua"))?;
+        let run_id = std::process::id().to_string();
+        self.wrk(server, "tenant create", tenants, &script, &[run_id], 1)
+    }
+
+    fn ingest(
+        &self,
+        server: &Server,
+        tenants: Option<u32>,
+        slugs: &Path,
+    ) -> Result<Measurement, String> {
+        let script = self.script("ingest.lua", include_str!("bench/ingest.lua"))?;
+        self.wrk(
+            server,
+            &format!("audit ingest, batches of {INGEST_BATCH}"),
+            tenants,
+            &script,
+            &[slugs.display().to_string(), INGEST_BATCH.to_string()],
+            INGEST_BATCH,
+        )
+    }
+}
+
+/// `pgbench -S` (select-only) with the server's pool size: the database ceiling.
+fn pgbench(
+    cluster: &Cluster,
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+) -> Result<f64, String> {
+    runtime.block_on(async {
+        let mut admin = PgConnection::connect(&cluster.url())
+            .await
+            .map_err(|error| error.to_string())?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'pgbench')",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .map_err(|error| error.to_string())?;
+        if !exists {
+            sqlx::raw_sql("CREATE DATABASE pgbench")
+                .execute(&mut admin)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+    let port = cluster.port().to_string();
+    let connection = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
+    eprintln!("pgbench: initialising (scale 10)…");
+    let init = Command::new("pgbench")
+        .args(connection)
+        .args(["-i", "-q", "-s", "10", "pgbench"])
+        .output()
+        .map_err(|error| format!("cannot run pgbench: {error}"))?;
+    if !init.status.success() {
+        return Err(format!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        ));
+    }
+    let clients = POOL_CONNECTIONS.to_string();
+    let duration = options.duration.to_string();
+    let output = Command::new("pgbench")
+        .args(connection)
+        .args([
+            "-S", "-n", "-c", &clients, "-j", "2", "-T", &duration, "pgbench",
+        ])
+        .output()
+        .map_err(|error| format!("cannot run pgbench: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let tps = stdout
+        .lines()
+        .find(|line| line.starts_with("tps = "))
+        .and_then(|line| line.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "pgbench printed no tps: {stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    eprintln!("pgbench -S -c {clients}: {tps:.0} tps");
+    Ok(tps)
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|value| {
+                    value
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+        })
+        .map_or_else(String::new, |kilobytes| {
+            format!(", {:.0} GiB RAM", kilobytes / 1024.0 / 1024.0)
+        });
+    format!("{cores} cores ({model}){memory}")
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn find<'a>(
+    results: &'a [Measurement],
+    case: &str,
+    tenants: Option<u32>,
+) -> Option<&'a Measurement> {
+    results.iter().find(|result| {
+        result.case.starts_with(case) && (tenants.is_none() || result.tenants == tenants)
+    })
+}
+
+fn verdict(met: bool, text: String) -> String {
+    format!("| {} | {text} |\n", if met { "met" } else { "**missed**" })
+}
+
+fn render(options: &Options, results: &[Measurement], pgbench_tps: f64, took: Duration) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench{}` on {} — {}. Server (release build, pool of {POOL_CONNECTIONS} \
+         connections), PostgreSQL 15 and the load generator (`wrk -t2 -c{}`, {} s per case) share \
+         the machine. The run took {:.0} s.\n",
+        if options.quick { " --quick" } else { "" },
+        today(),
+        machine(),
+        options.connections,
+        options.duration,
+        took.as_secs_f64(),
+    );
+    let healthz = find(results, "GET /healthz", None).map_or(0.0, |result| result.rps);
+    let _ = writeln!(
+        out,
+        "Ceilings measured in the same run: `GET /healthz` {healthz:.0} rps (framework, {} connections); `pgbench -S -c {POOL_CONNECTIONS} -j 2` {pgbench_tps:.0} tps (database, select-only).\n",
+        options.connections
+    );
+    let _ = writeln!(
+        out,
+        "| case | tenants | rps | p50 ms | p99 ms | errors | server RSS MB | % of /healthz |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for result in results {
+        let rate = if result.per_request > 1 {
+            format!(
+                "{:.0} ({:.0} events/s)",
+                result.rps,
+                result.rps * f64::from(result.per_request)
+            )
+        } else {
+            format!("{:.0}", result.rps)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {rate} | {:.2} | {:.2} | {} | {} | {:.0}% |",
+            result.case,
+            result
+                .tenants
+                .map_or_else(|| "–".to_owned(), |count| count.to_string()),
+            result.p50_ms,
+            result.p99_ms,
+            result.errors,
+            result
+                .rss_mb
+                .map_or_else(|| "–".to_owned(), |rss| format!("{rss:.0}")),
+            if healthz > 0.0 {
+                result.rps / healthz * 100.0
+            } else {
+                0.0
+            },
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Targets\n\n| | target and measurement |\n|---|---|"
+    );
+    let first = options.tenants.first().copied();
+    let last = options.tenants.last().copied();
+    for &tenants in &options.tenants {
+        if let Some(hot) = find(results, "by slug, hot", Some(tenants)) {
+            let share = hot.rps / healthz.max(1.0);
+            out.push_str(&verdict(
+                share >= 0.5 && hot.p99_ms < 10.0,
+                format!(
+                    "cached lookup (by slug, hot) at {tenants} tenants ≥ 50% of /healthz with p99 < 10 ms: {:.0}% of /healthz, p99 {:.2} ms",
+                    share * 100.0,
+                    hot.p99_ms
+                ),
+            ));
+        }
+    }
+    if let Some(me) = find(results, "GET /v1/me", None) {
+        let share = me.rps / healthz.max(1.0);
+        out.push_str(&verdict(
+            share >= 0.8,
+            format!(
+                "API-key-authenticated request ≥ 80% of the unauthenticated rate (every tenant lookup needs a principal, so this compares `GET /v1/me` — verification cache, no query — with `GET /healthz`): {:.0}%",
+                share * 100.0
+            ),
+        ));
+    }
+    for &tenants in &options.tenants {
+        if let Some(uncached) = find(results, "by id, uniform, cache off", Some(tenants)) {
+            let share = uncached.rps / pgbench_tps.max(1.0);
+            out.push_str(&verdict(
+                share >= 0.7,
+                format!(
+                    "uncached lookup at {tenants} tenants ≥ 70% of pgbench -S at {POOL_CONNECTIONS} connections: {:.0}% ({:.0} rps vs {pgbench_tps:.0} tps)",
+                    share * 100.0,
+                    uncached.rps
+                ),
+            ));
+        }
+    }
+    let scales = first.zip(last).filter(|(small, large)| small != large);
+    if let Some((small, large)) = scales.and_then(|(small, large)| {
+        find(results, "by slug, uniform", Some(small)).zip(find(
+            results,
+            "by slug, uniform",
+            Some(large),
+        ))
+    }) {
+        let ratio = large.rps / small.rps.max(1.0);
+        out.push_str(&verdict(
+            ratio >= 0.8,
+            format!(
+                "lookups at {} tenants within 20% of the rate at {}: {:.0}% ({:.0} vs {:.0} rps, by slug, uniform)",
+                large.tenants.unwrap_or_default(),
+                small.tenants.unwrap_or_default(),
+                ratio * 100.0,
+                large.rps,
+                small.rps
+            ),
+        ));
+    }
+    let peak = results
+        .iter()
+        .filter_map(|result| result.rss_mb)
+        .fold(0.0, f64::max);
+    out.push_str(&verdict(
+        peak < 150.0,
+        format!("server RSS under load < 150 MB: at most {peak:.0} MB"),
+    ));
+    out
+}
