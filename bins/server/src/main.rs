@@ -108,35 +108,29 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.addr))?;
+    let shutdown = shutdown_signal()?;
     tracing::info!(addr = %config.addr, env = config.app_env.as_str(), "serving");
-    api::serve(listener, application.router.clone(), shutdown_signal())
+    api::serve(listener, application.router.clone(), shutdown)
         .await
         .map_err(|error| format!("server error: {error}"))?;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
+/// Waits for ctrl-c or SIGTERM. The handlers are installed before this returns (so before
+/// the server says it is serving): a SIGTERM that arrives early still drains instead of
+/// killing the process.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| format!("cannot listen for SIGTERM: {error}"))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| format!("cannot listen for ctrl-c: {error}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested; draining");
+        tracing::info!("shutdown requested; draining");
+    })
 }

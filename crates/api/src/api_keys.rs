@@ -42,6 +42,9 @@ pub struct ApiKeyView {
     /// The scopes granted.
     #[schema(example = json!(["tenants:read"]))]
     scopes: Vec<String>,
+    /// The product the key belongs to: the `product` of the audit events it ingests.
+    #[schema(example = "billing")]
+    product: Option<String>,
     /// When it stops working, if ever.
     expires_at: Option<DateTime<Utc>>,
     /// When it was last used (recorded at most once a minute).
@@ -62,6 +65,7 @@ impl From<ApiKeyRecord> for ApiKeyView {
             name: record.name,
             prefix: record.prefix,
             scopes: record.scopes,
+            product: record.product,
             expires_at: record.expires_at,
             last_used_at: record.last_used_at,
             revoked_at: record.revoked_at,
@@ -114,6 +118,10 @@ pub struct CreateApiKeyRequest {
     scopes: Vec<String>,
     /// When the key stops working (RFC 3339, in the future); omit for never.
     expires_at: Option<DateTime<Utc>>,
+    /// The product the key belongs to (a product id such as `billing`); the audit events it
+    /// ingests are recorded under it. Omit and they are recorded under `api_key:<id>`.
+    #[schema(example = "billing")]
+    product: Option<String>,
 }
 
 /// Filters of `GET /v1/api-keys`.
@@ -194,6 +202,7 @@ pub(crate) async fn create(
             tenant_id: request.tenant_id,
             scopes,
             expires_at: request.expires_at,
+            product: request.product,
         },
     )
     .await

@@ -303,7 +303,7 @@ pub(crate) async fn ingest(
     let mut resolved: HashMap<String, Option<Uuid>> = HashMap::new();
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(events.len());
-    let product = caller.principal.actor_id();
+    let product = caller.principal.product();
     let received = Utc::now();
     for (index, event) in events.into_iter().enumerate() {
         let group_id = event.group.as_ref().and_then(|group| group.id.clone());

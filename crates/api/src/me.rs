@@ -25,13 +25,15 @@ pub struct MeView {
     key_id: Option<Uuid>,
     /// The OIDC subject, if any.
     subject: Option<String>,
+    /// The product the API key belongs to, if it names one.
+    product: Option<String>,
 }
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/me", get(me))
 }
 
-/// The caller's principal: kind, tenant, scopes, key id and subject.
+/// The caller's principal: kind, tenant, scopes, key id, subject and product.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])), responses(
     (status = 200, description = "The caller", body = MeView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
@@ -44,5 +46,6 @@ pub(crate) async fn me(caller: Caller) -> Json<MeView> {
         scopes: principal.scopes.labels(),
         key_id: principal.key_id,
         subject: principal.subject,
+        product: principal.product,
     })
 }

@@ -48,7 +48,7 @@ async fn a_created_key_is_shown_once_and_works_at_once() {
     assert_eq!(
         me.json(),
         json!({"kind": "tenant_key", "tenant_id": tenant, "scopes": ["tenants:read", "audit:write"],
-               "key_id": body["id"], "subject": null})
+               "key_id": body["id"], "subject": null, "product": null})
     );
 
     let fetched = app

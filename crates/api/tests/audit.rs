@@ -726,3 +726,52 @@ async fn authentication_and_authorization_denials_are_audited() {
         assert!(denied["source_ip"].as_str().is_some(), "{denied}");
     }
 }
+
+#[tokio::test]
+async fn events_are_recorded_under_the_product_their_key_belongs_to() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let created = app
+        .request(Method::POST, "/v1/api-keys")
+        .bearer(&admin)
+        .json(&json!({"name": "billing", "tenant_id": tenant, "scopes": ["audit:write"], "product": "billing"}))
+        .send()
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    assert_eq!(created.json()["product"], "billing");
+    let key = created.json()["key"].as_str().expect("the key").to_owned();
+    ingest(&app, &key, json!({"action": "invoice.paid", "crud": "u"})).await;
+    let (_, anonymous_product) = app.key(Some(tenant), &[Scope::AuditWrite]).await;
+    ingest(
+        &app,
+        &anonymous_product,
+        json!({"action": "invoice.sent", "crud": "u"}),
+    )
+    .await;
+    let page = search(&app, &admin, "?action=invoice.*").await.json();
+    let products: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["product"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(products.len(), 2);
+    assert!(
+        products[0].starts_with("api_key:"),
+        "a key without a product: {products:?}"
+    );
+    assert_eq!(products[1], "billing");
+    let bad = app
+        .request(Method::POST, "/v1/api-keys")
+        .bearer(&admin)
+        .json(&json!({"name": "x", "scopes": ["audit:write"], "product": "Not A Product"}))
+        .send()
+        .await;
+    assert_eq!(bad.pointers(), vec!["/product"]);
+}

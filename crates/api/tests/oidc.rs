@@ -34,7 +34,7 @@ async fn the_admin_role_makes_a_platform_admin() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"kind": "oidc_user", "tenant_id": null, "scopes": ["platform:admin"], "key_id": null, "subject": "alice"})
+        json!({"kind": "oidc_user", "tenant_id": null, "scopes": ["platform:admin"], "key_id": null, "subject": "alice", "product": null})
     );
 }
 

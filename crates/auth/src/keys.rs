@@ -163,6 +163,8 @@ pub struct CreateKey {
     pub scopes: Scopes,
     /// When it stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The product the key belongs to (slug rules), recorded on the audit events it ingests.
+    pub product: Option<String>,
 }
 
 /// A key record together with its secret, returned once on creation or rotation.
@@ -201,6 +203,17 @@ fn validate_create(request: &CreateKey, now: DateTime<Utc>) -> Result<(), KeyErr
         return Err(KeyError::Invalid {
             pointer: "/scopes",
             detail: "must grant at least one scope".to_owned(),
+        });
+    }
+    if request
+        .product
+        .as_deref()
+        .is_some_and(|product| domain::Slug::parse(product).is_err())
+    {
+        return Err(KeyError::Invalid {
+            pointer: "/product",
+            detail: "must be a product id: 3 to 63 lowercase letters, digits and inner hyphens"
+                .to_owned(),
         });
     }
     if request
@@ -273,6 +286,7 @@ pub async fn create(
             hash: &generated.hash,
             scopes: &scopes,
             expires_at: request.expires_at,
+            product: request.product.as_deref(),
         },
     )
     .await?;
@@ -297,6 +311,7 @@ pub async fn create_bootstrap_admin(
         scopes: [Scope::PlatformAdmin].into_iter().collect(),
         key_id: None,
         subject: Some("bootstrap".to_owned()),
+        product: None,
     };
     let actor = Actor {
         principal: &bootstrap,
@@ -307,6 +322,7 @@ pub async fn create_bootstrap_admin(
         tenant_id: None,
         scopes: [Scope::PlatformAdmin].into_iter().collect(),
         expires_at,
+        product: None,
     };
     create(pool, &actor, env, request).await
 }
@@ -476,6 +492,7 @@ mod tests {
             tenant_id: None,
             scopes: [Scope::TenantsRead].into_iter().collect(),
             expires_at: None,
+            product: None,
         };
         assert!(matches!(
             validate_create(&request, now),
@@ -499,12 +516,24 @@ mod tests {
         let no_scopes = CreateKey {
             name: "ci".to_owned(),
             scopes: Scopes::default(),
-            ..request
+            ..request.clone()
         };
         assert!(matches!(
             validate_create(&no_scopes, now),
             Err(KeyError::Invalid {
                 pointer: "/scopes",
+                ..
+            })
+        ));
+        let bad_product = CreateKey {
+            name: "ci".to_owned(),
+            product: Some("Billing Sync".to_owned()),
+            ..request
+        };
+        assert!(matches!(
+            validate_create(&bad_product, now),
+            Err(KeyError::Invalid {
+                pointer: "/product",
                 ..
             })
         ));

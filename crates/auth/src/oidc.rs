@@ -122,6 +122,7 @@ impl OidcVerifier {
                 scopes: [Scope::PlatformAdmin].into_iter().collect(),
                 key_id: None,
                 subject: claims.sub,
+                product: None,
             });
         }
         let tenant = claims.tenant.ok_or_else(|| {
@@ -146,6 +147,7 @@ impl OidcVerifier {
             scopes,
             key_id: None,
             subject: claims.sub,
+            product: None,
         })
     }
 

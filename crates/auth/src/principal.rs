@@ -40,6 +40,8 @@ pub struct Principal {
     pub key_id: Option<Uuid>,
     /// The OIDC subject, if any.
     pub subject: Option<String>,
+    /// The product the API key belongs to, if it names one.
+    pub product: Option<String>,
 }
 
 impl Principal {
@@ -55,6 +57,12 @@ impl Principal {
             None => true,
             Some(own) => tenant_id == Some(own),
         }
+    }
+
+    /// The `product` of the audit events this caller ingests: its key's product, or else
+    /// its own id.
+    pub fn product(&self) -> String {
+        self.product.clone().unwrap_or_else(|| self.actor_id())
     }
 
     /// A short identifier for audit records and logs.
@@ -78,6 +86,7 @@ mod tests {
             scopes: scopes.iter().copied().collect(),
             key_id: None,
             subject: None,
+            product: None,
         }
     }
 

@@ -115,6 +115,7 @@ impl ApiKeyVerifier {
                 scopes: Scopes::known_from(credential.scopes.iter().map(String::as_str)),
                 key_id: Some(credential.id),
                 subject: None,
+                product: credential.product,
             },
             expires_at: credential.expires_at,
         })

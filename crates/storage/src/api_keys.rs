@@ -23,6 +23,8 @@ pub struct ApiKeyRecord {
     pub prefix: String,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The product the key belongs to (recorded on the audit events it ingests).
+    pub product: Option<String>,
     /// When the key stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was last used (recorded at most once a minute).
@@ -46,6 +48,8 @@ pub struct ApiKeyCredential {
     pub hash: String,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The product the key belongs to, if any.
+    pub product: Option<String>,
     /// When the key stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
@@ -67,6 +71,8 @@ pub struct NewApiKey<'a> {
     pub scopes: &'a [String],
     /// When the key stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The product the key belongs to, if any.
+    pub product: Option<&'a str>,
 }
 
 /// Which keys a listing returns, and from where.
@@ -84,8 +90,8 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-const RECORD_COLUMNS: &str = "id, tenant_id, name, prefix, scopes, expires_at, last_used_at, \
-                              revoked_at, created_at, updated_at";
+const RECORD_COLUMNS: &str = "id, tenant_id, name, prefix, scopes, product, expires_at, \
+                              last_used_at, revoked_at, created_at, updated_at";
 
 /// Inserts a key.
 pub async fn insert(
@@ -93,8 +99,8 @@ pub async fn insert(
     key: &NewApiKey<'_>,
 ) -> Result<ApiKeyRecord, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO api_keys (tenant_id, name, prefix, hash, scopes, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {RECORD_COLUMNS}"
+        "INSERT INTO api_keys (tenant_id, name, prefix, hash, scopes, expires_at, product)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {RECORD_COLUMNS}"
     ))
     .bind(key.tenant_id)
     .bind(key.name)
@@ -102,6 +108,7 @@ pub async fn insert(
     .bind(key.hash)
     .bind(key.scopes)
     .bind(key.expires_at)
+    .bind(key.product)
     .fetch_one(conn)
     .await
 }
@@ -144,7 +151,8 @@ pub async fn credential_by_prefix(
     prefix: &str,
 ) -> Result<Option<ApiKeyCredential>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, tenant_id, hash, scopes, expires_at, revoked_at FROM api_keys WHERE prefix = $1",
+        "SELECT id, tenant_id, hash, scopes, product, expires_at, revoked_at FROM api_keys
+         WHERE prefix = $1",
     )
     .bind(prefix)
     .fetch_optional(pool)

@@ -166,6 +166,7 @@ fn platform_admin() -> Principal {
         scopes: [Scope::PlatformAdmin].into_iter().collect(),
         key_id: None,
         subject: Some("testkit".to_owned()),
+        product: None,
     }
 }
 
@@ -256,6 +257,7 @@ impl TestApp {
                 tenant_id,
                 scopes: scopes.iter().copied().collect(),
                 expires_at,
+                product: None,
             },
         )
         .await
