@@ -100,6 +100,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|error| error.to_string())?;
     let started = Instant::now();
     let mut results = Vec::new();
+    let mut profile = None;
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
     for (index, &tenants) in options.tenants.iter().enumerate() {
         let database_url = runtime.block_on(fresh_database(&cluster))?;
@@ -121,6 +122,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
         )?);
         results.push(load.get(&server, "GET /v1/me (API key check only)", None, &files.me)?);
         let scale = Some(tenants);
+        load.warm_up(&server, tenants, &files.slugs)?;
         results.push(load.get(&server, "by slug, hot set of 100", scale, &files.slugs_hot)?);
         results.push(load.get(&server, "by slug, uniform", scale, &files.slugs)?);
         results.push(load.get(&server, "by id, uniform", scale, &files.ids)?);
@@ -145,15 +147,20 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
         }
         server.stop();
         server = Server::start(&root, &database_url, Some(0))?;
+        let recording = Profile::start(&server, options.duration, &work);
         results.push(load.get(
             &server,
             "by id, uniform, cache off (uncached)",
             scale,
             &files.ids,
         )?);
+        profile = recording.map(|recording| recording.finish(tenants));
         server.stop();
     }
-    let report = render(&options, &results, pgbench_tps, started.elapsed());
+    let mut report = render(&options, &results, pgbench_tps, started.elapsed());
+    if let Some(profile) = profile {
+        report.push_str(&profile);
+    }
     let target = if options.quick {
         work.join("benchmarks-quick.md")
     } else {
@@ -624,6 +631,31 @@ impl Load<'_> {
         )
     }
 
+    /// Requests every path of `paths` in turn for long enough to pass over all of them
+    /// once, so the cached cases measure a warm cache; nothing is recorded.
+    fn warm_up(&self, server: &Server, tenants: u32, paths: &Path) -> Result<(), String> {
+        let script = self.script("sequential.lua", include_str!("bench/sequential.lua"))?;
+        let seconds = (tenants / 4000).clamp(2, 40);
+        eprintln!("warming the cache: every slug once ({seconds} s)");
+        let output = Command::new("wrk")
+            .args(["-t2", "-c16", &format!("-d{seconds}s"), "-H"])
+            .arg(format!("Authorization: Bearer {}", self.key))
+            .arg("-s")
+            .arg(&script)
+            .arg(format!("http://{SERVER_ADDR}"))
+            .args(["--", &paths.display().to_string(), "2"])
+            .output()
+            .map_err(|error| format!("cannot run wrk: {error}"))?;
+        if output.status.success() && server.rss_mb().is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the warm-up failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
     fn create_tenants(&self, server: &Server, tenants: Option<u32>) -> Result<Measurement, String> {
         let script = self.script("create_tenant.lua", include_str!("bench/create_tenant.lua"))?;
         let run_id = std::process::id().to_string();
@@ -644,6 +676,74 @@ impl Load<'_> {
             &script,
             &[slugs.display().to_string(), INGEST_BATCH.to_string()],
             INGEST_BATCH,
+        )
+    }
+}
+
+/// `perf record` of the server while a case runs, when perf is installed.
+struct Profile {
+    recorder: Child,
+    data: PathBuf,
+}
+
+impl Profile {
+    fn start(server: &Server, seconds: u64, work: &Path) -> Option<Self> {
+        let data = work.join("perf-uncached.data");
+        let recorder = Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "499",
+                "-g",
+                "-p",
+                &server.child.id().to_string(),
+                "-o",
+            ])
+            .arg(&data)
+            .args(["--", "sleep", &seconds.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { recorder, data })
+    }
+
+    /// The report section: where the server's CPU went, by library and by function.
+    fn finish(mut self, tenants: u32) -> String {
+        let _ = self.recorder.wait();
+        let top = |sort: &str, lines: usize| -> String {
+            Command::new("perf")
+                .args([
+                    "report",
+                    "--stdio",
+                    "--no-children",
+                    "-g",
+                    "none",
+                    "--percent-limit",
+                    "1",
+                    "--sort",
+                    sort,
+                    "-i",
+                ])
+                .arg(&self.data)
+                .output()
+                .map(|output| {
+                    String::from_utf8_lossy(&output.stdout)
+                        .lines()
+                        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+                        .take(lines)
+                        .map(|line| line.trim().to_owned())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default()
+        };
+        format!(
+            "\n## Profile of the uncached lookup ({tenants} tenants)\n\n`perf record -F 499 -g` \
+             of the server during the case (`perf report --no-children`), by object and by \
+             symbol:\n\n```\n{}\n```\n\n```\n{}\n```\n",
+            top("dso", 8),
+            top("sym", 20)
         )
     }
 }
@@ -768,7 +868,8 @@ fn render(options: &Options, results: &[Measurement], pgbench_tps: f64, took: Du
         out,
         "Written by `cargo xtask bench{}` on {} — {}. Server (release build, pool of {POOL_CONNECTIONS} \
          connections), PostgreSQL 15 and the load generator (`wrk -t2 -c{}`, {} s per case) share \
-         the machine. The run took {:.0} s.\n",
+         the machine. The cached cases run after a warm-up pass over every slug; \"cache off\" \
+         is a second server with `TENANT_CACHE_ENTRIES=0`. The run took {:.0} s.\n",
         if options.quick { " --quick" } else { "" },
         today(),
         machine(),

@@ -4,6 +4,12 @@
 
 mod config;
 
+/// mimalloc instead of the system allocator: on the benchmark's lookup cases it serves
+/// about a quarter more requests per second (many small, short-lived allocations per
+/// request, spread over the runtime's threads).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

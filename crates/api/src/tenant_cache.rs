@@ -15,9 +15,6 @@ use uuid::Uuid;
 
 /// Most tenants kept in memory by default (a row is well under a kilobyte).
 pub const DEFAULT_ENTRIES: u64 = 200_000;
-/// A safety net: an entry is reread at least this often even if a notification were lost
-/// without the listener noticing.
-const TTL: Duration = Duration::from_secs(300);
 /// How long "no such tenant" is believed.
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
@@ -41,25 +38,30 @@ pub struct TenantCache {
     enabled: bool,
 }
 
-fn bounded<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
+/// A cache of at most `capacity` entries, each dropped after `ttl` when one is given.
+/// Positive entries carry no TTL: PostgreSQL delivers every notification to a connected
+/// listener, and a reconnect empties the cache, so a time limit would only cost memory
+/// (moka keeps a write-order queue node per entry for it).
+fn bounded<K, V>(capacity: u64, ttl: Option<Duration>) -> Cache<K, V>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    Cache::builder()
-        .max_capacity(capacity)
-        .time_to_live(ttl)
-        .build()
+    let builder = Cache::builder().max_capacity(capacity);
+    match ttl {
+        Some(ttl) => builder.time_to_live(ttl).build(),
+        None => builder.build(),
+    }
 }
 
 impl TenantCache {
     /// A cache of at most `entries` tenants (and as many slugs); 0 turns caching off.
     pub fn new(entries: u64) -> Self {
         Self {
-            rows: bounded(entries, TTL),
-            slugs: bounded(entries, TTL),
-            missing_ids: bounded(entries / 10, NEGATIVE_TTL),
-            missing_slugs: bounded(entries / 10, NEGATIVE_TTL),
+            rows: bounded(entries, None),
+            slugs: bounded(entries, None),
+            missing_ids: bounded(entries / 10, Some(NEGATIVE_TTL)),
+            missing_slugs: bounded(entries / 10, Some(NEGATIVE_TTL)),
             generation: Arc::new(AtomicU64::new(0)),
             enabled: entries > 0,
         }

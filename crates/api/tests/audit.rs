@@ -357,11 +357,17 @@ async fn search_results_carry_retraceds_nested_shape() {
     assert_eq!(event["target"]["fields"], json!({"size": "3"}));
     assert_eq!(event["external_id"], "evt-1");
     assert_eq!(event["component"], "web");
-    assert!(
-        event["product"]
-            .as_str()
-            .is_some_and(|product| !product.is_empty())
-    );
+    let product = event["product"].as_str().expect("a product").to_owned();
+    let encoded: String = url::form_urlencoded::byte_serialize(product.as_bytes()).collect();
+    let by_product = search(
+        &app,
+        &admin,
+        &format!("?product={encoded}&action=doc.shared"),
+    )
+    .await;
+    assert_eq!(actions(&by_product.json()), vec!["doc.shared"]);
+    let other_product = search(&app, &admin, "?q=product:billing%20action:doc.shared").await;
+    assert_eq!(actions(&other_product.json()), Vec::<String>::new());
     let by_tenant = search(
         &app,
         &admin,
