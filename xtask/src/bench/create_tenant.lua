@@ -2,12 +2,6 @@
 -- run id, the thread id keeps threads apart).
 local counter = 0
 local prefix = ""
-local threads = 0
-
-setup = function(thread)
-  threads = threads + 1
-  thread:set("thread_id", threads)
-end
 
 init = function(args)
   -- A headers table given to wrk.format replaces wrk.headers (and -H), so set it here.

@@ -3,12 +3,6 @@
 local paths = {}
 local next_index = 1
 local stride = 1
-local threads = 0
-
-setup = function(thread)
-  threads = threads + 1
-  thread:set("thread_id", threads)
-end
 
 init = function(args)
   for line in io.lines(args[1]) do
