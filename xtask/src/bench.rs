@@ -122,7 +122,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
             &files.healthz,
         )?);
         results.push(load.get(&server, "GET /v1/me (API key check only)", scale, &files.me)?);
-        load.warm_up(&server, tenants, &files.slugs)?;
+        load.warm_up(tenants, &files.slugs)?;
         results.push(load.get(&server, "by slug, hot set of 100", scale, &files.slugs_hot)?);
         results.push(load.get(&server, "by slug, uniform", scale, &files.slugs)?);
         results.push(load.get(&server, "by id, uniform", scale, &files.ids)?);
@@ -220,12 +220,6 @@ fn build_release(root: &Path) -> Result<(), String> {
     }
 }
 
-fn database_url(cluster: &Cluster, database: &str) -> String {
-    let mut url = url::Url::parse(&cluster.url()).expect("the cluster's URL is well formed");
-    url.set_path(&format!("/{database}"));
-    url.into()
-}
-
 async fn fresh_database(cluster: &Cluster) -> Result<String, String> {
     let mut admin = PgConnection::connect(&cluster.url())
         .await
@@ -239,7 +233,7 @@ async fn fresh_database(cluster: &Cluster) -> Result<String, String> {
             .await
             .map_err(|error| format!("{statement}: {error}"))?;
     }
-    Ok(database_url(cluster, DATABASE))
+    Ok(cluster.database_url(DATABASE))
 }
 
 fn run_binary(
@@ -546,6 +540,27 @@ impl Load<'_> {
         Ok(path)
     }
 
+    /// `wrk` with two threads against the server, authenticated with the bench key.
+    fn run_wrk(
+        &self,
+        connections: u32,
+        seconds: u64,
+        script: &Path,
+        args: &[String],
+    ) -> Result<std::process::Output, String> {
+        Command::new("wrk")
+            .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+            .args(["--timeout", "10s", "-H"])
+            .arg(format!("Authorization: Bearer {}", self.key))
+            .arg("-s")
+            .arg(script)
+            .arg(format!("http://{SERVER_ADDR}"))
+            .arg("--")
+            .args(args)
+            .output()
+            .map_err(|error| format!("cannot run wrk: {error}"))
+    }
+
     fn wrk(
         &self,
         server: &Server,
@@ -561,25 +576,12 @@ impl Load<'_> {
                 .map(|count| format!(" ({count} tenants)"))
                 .unwrap_or_default()
         );
-        let output = Command::new("wrk")
-            .args([
-                "-t2",
-                &format!("-c{}", self.options.connections),
-                &format!("-d{}s", self.options.duration),
-            ])
-            .args([
-                "--timeout",
-                "10s",
-                "-H",
-                &format!("Authorization: Bearer {}", self.key),
-                "-s",
-            ])
-            .arg(script)
-            .arg(format!("http://{SERVER_ADDR}"))
-            .arg("--")
-            .args(args)
-            .output()
-            .map_err(|error| format!("cannot run wrk: {error}"))?;
+        let output = self.run_wrk(
+            self.options.connections,
+            self.options.duration,
+            script,
+            args,
+        )?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let line = stdout
             .lines()
@@ -639,20 +641,13 @@ impl Load<'_> {
 
     /// Requests every path of `paths` in turn for long enough to pass over all of them
     /// once, so the cached cases measure a warm cache; nothing is recorded.
-    fn warm_up(&self, server: &Server, tenants: u32, paths: &Path) -> Result<(), String> {
+    fn warm_up(&self, tenants: u32, paths: &Path) -> Result<(), String> {
         let script = self.script("sequential.lua", include_str!("bench/sequential.lua"))?;
         let seconds = (tenants / 4000).clamp(2, 40);
         eprintln!("warming the cache: every slug once ({seconds} s)");
-        let output = Command::new("wrk")
-            .args(["-t2", "-c16", &format!("-d{seconds}s"), "-H"])
-            .arg(format!("Authorization: Bearer {}", self.key))
-            .arg("-s")
-            .arg(&script)
-            .arg(format!("http://{SERVER_ADDR}"))
-            .args(["--", &paths.display().to_string(), "2"])
-            .output()
-            .map_err(|error| format!("cannot run wrk: {error}"))?;
-        if output.status.success() && server.rss_mb().is_some() {
+        let args = [paths.display().to_string(), "2".to_owned()];
+        let output = self.run_wrk(16, u64::from(seconds), &script, &args)?;
+        if output.status.success() {
             Ok(())
         } else {
             Err(format!(

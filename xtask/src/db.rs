@@ -29,12 +29,6 @@ pub fn cluster() -> Result<Cluster, String> {
     Cluster::for_project(&project_root()).map_err(|error| error.to_string())
 }
 
-fn dev_database_url(cluster: &Cluster) -> String {
-    let mut url = url::Url::parse(&cluster.url()).expect("the cluster's URL is well formed");
-    url.set_path(&format!("/{DEV_DATABASE}"));
-    url.into()
-}
-
 /// Starts the cluster and creates the service's database; returns its URL.
 pub fn up() -> Result<String, String> {
     let cluster = cluster()?;
@@ -42,7 +36,7 @@ pub fn up() -> Result<String, String> {
         .ensure_running()
         .map_err(|error| error.to_string())?;
     runtime()?.block_on(create_database_if_missing(&cluster.url()))?;
-    Ok(dev_database_url(&cluster))
+    Ok(cluster.database_url(DEV_DATABASE))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -92,7 +86,7 @@ pub fn run(action: Action) -> Result<ExitCode, String> {
                 cluster.base_dir().display()
             );
         }
-        Action::Url => println!("{}", dev_database_url(&cluster()?)),
+        Action::Url => println!("{}", cluster()?.database_url(DEV_DATABASE)),
     }
     Ok(ExitCode::SUCCESS)
 }

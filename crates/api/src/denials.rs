@@ -33,21 +33,20 @@ pub(crate) async fn record(
 ) -> Response {
     let slot = CallerSlot::default();
     request.extensions_mut().insert(slot.clone());
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_owned(),
-        |path| path.as_str().to_owned(),
-    );
-    let endpoint = format!("{} {route}", request.method());
-    let source_ip = request
+    // Cheap copies only; the text is built for denials alone, not on every request.
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip().to_string());
+        .map(|ConnectInfo(address)| address.ip());
     let response = next.run(request).await;
     let action = match response.status() {
         StatusCode::UNAUTHORIZED => "auth.denied",
         StatusCode::FORBIDDEN => "auth.forbidden",
         _ => return response,
     };
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let principal = slot.0.get().cloned();
     let event = audit::RegistryEvent {
         tenant_id: principal.as_ref().and_then(|(_, tenant)| *tenant),
@@ -55,8 +54,8 @@ pub(crate) async fn record(
         crud: 'r',
         is_anonymous: principal.is_none(),
         actor_id: principal.map(|(actor, _)| actor),
-        source_ip,
-        target_id: Some(endpoint),
+        source_ip: peer.map(|ip| ip.to_string()),
+        target_id: Some(format!("{method} {route}")),
         target_type: Some("endpoint".to_owned()),
         description: response
             .extensions()

@@ -123,7 +123,15 @@ impl Cluster {
 
     /// The URL of the cluster's `postgres` database, as the superuser.
     pub fn url(&self) -> String {
-        format!("postgres://{SERVICE_USER}@127.0.0.1:{}/postgres", self.port)
+        self.database_url("postgres")
+    }
+
+    /// The URL of `database` in the cluster, as the superuser.
+    pub fn database_url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SERVICE_USER}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -21,15 +21,16 @@ pub struct TenantChange {
 impl TenantChange {
     /// Reads a notification's payload; `None` when it is not one of ours.
     pub fn parse(payload: &str) -> Option<Self> {
-        let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-        let id = value.get("id")?.as_str()?.parse().ok()?;
-        let slugs = value
-            .get("slugs")?
-            .as_array()?
-            .iter()
-            .filter_map(|slug| slug.as_str().map(str::to_owned))
-            .collect();
-        Some(Self { id, slugs })
+        #[derive(serde::Deserialize)]
+        struct Payload {
+            id: Uuid,
+            slugs: Vec<Option<String>>,
+        }
+        let payload: Payload = serde_json::from_str(payload).ok()?;
+        Some(Self {
+            id: payload.id,
+            slugs: payload.slugs.into_iter().flatten().collect(),
+        })
     }
 }
 
