@@ -102,6 +102,8 @@ pub fn run_service() -> Result<ExitCode, String> {
             url
         }
     };
+    // The binaries default to prod; `make run` is a developer's server unless told otherwise.
+    let app_env = std::env::var("APP_ENV").unwrap_or_else(|_| "dev".to_owned());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let root = project_root();
     let migrated = Command::new(&cargo)
@@ -114,6 +116,7 @@ pub fn run_service() -> Result<ExitCode, String> {
             "up",
         ])
         .env("DATABASE_URL", &database_url)
+        .env("APP_ENV", &app_env)
         .current_dir(&root)
         .status()
         .map_err(|error| format!("cannot run cargo: {error}"))?;
@@ -121,12 +124,13 @@ pub fn run_service() -> Result<ExitCode, String> {
         return Err("migrations failed; see above".to_owned());
     }
     eprintln!(
-        "serving on :8090. Create the first platform admin key with:\n  \
-         DATABASE_URL={database_url} cargo run --quiet --bin tenant-registry -- create-admin-key --name admin"
+        "serving on :8090 (metrics on 127.0.0.1:8091). Create the first platform admin key with:\n  \
+         APP_ENV={app_env} DATABASE_URL={database_url} cargo run --quiet --bin tenant-registry -- create-admin-key --name admin"
     );
     let error = Command::new(&cargo)
         .args(["run", "--quiet", "--bin", "tenant-registry", "--"])
         .env("DATABASE_URL", &database_url)
+        .env("APP_ENV", &app_env)
         .current_dir(&root)
         .exec();
     Err(format!("cannot start the server: {error}"))

@@ -17,8 +17,9 @@ struct Cli {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     database_url: Option<String>,
 
-    /// Deployment environment (dev, stage, prod); `reset` refuses to run in prod.
-    #[arg(long, env = "APP_ENV", default_value = "dev", global = true)]
+    /// Deployment environment (dev, stage, prod; prod when unset); `reset` refuses to run
+    /// in prod.
+    #[arg(long, env = "APP_ENV", default_value = "prod", global = true)]
     app_env: String,
 
     #[command(subcommand)]

@@ -107,7 +107,7 @@ async fn assert_schema_intact(db: &TestDb) {
 #[tokio::test]
 async fn reset_without_the_flag_is_refused_and_changes_nothing() {
     let db = TestDb::migrated().await;
-    let output = migrate(Some(db.url()), &["reset"], None);
+    let output = migrate(Some(db.url()), &["reset"], Some("dev"));
     assert_one_line_error(&output, 2, "--yes-really");
     assert_schema_intact(&db).await;
 }
@@ -116,6 +116,14 @@ async fn reset_without_the_flag_is_refused_and_changes_nothing() {
 async fn reset_is_refused_in_prod_even_with_the_flag() {
     let db = TestDb::migrated().await;
     let output = migrate(Some(db.url()), &["reset", "--yes-really"], Some("prod"));
+    assert_one_line_error(&output, 2, "APP_ENV=prod");
+    assert_schema_intact(&db).await;
+}
+
+#[tokio::test]
+async fn reset_without_app_env_is_refused_as_prod() {
+    let db = TestDb::migrated().await;
+    let output = migrate(Some(db.url()), &["reset", "--yes-really"], None);
     assert_one_line_error(&output, 2, "APP_ENV=prod");
     assert_schema_intact(&db).await;
 }

@@ -68,12 +68,13 @@ pub enum Command {
 /// Settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Deployment environment.
+    /// Deployment environment. Production unless told otherwise, so a deployment that
+    /// forgets it gets prod's checks instead of dev's conveniences.
     #[arg(
         long,
         env = "APP_ENV",
         value_enum,
-        default_value = "dev",
+        default_value = "prod",
         global = true
     )]
     pub app_env: AppEnv,
@@ -81,6 +82,24 @@ pub struct Config {
     /// Address to listen on: `:PORT` (all interfaces), `HOST:PORT` or `[IPv6]:PORT`.
     #[arg(long, env = "ADDR", default_value = ":8090", value_parser = parse_addr, global = true)]
     pub addr: SocketAddr,
+
+    /// Address of the admin listener: /healthz, /readyz and /metrics (metrics are not
+    /// served on ADDR).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:8091", value_parser = parse_addr, global = true)]
+    pub admin_addr: SocketAddr,
+
+    /// Seconds a client may take to send a request's headers (1 to 300).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300), global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection may move no byte in either direction before it is closed
+    /// (longer than REQUEST_TIMEOUT_SECS).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3601), global = true)]
+    pub idle_timeout_secs: u64,
+
+    /// Most connections each listener keeps open at once; more wait in the backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub max_connections: u64,
 
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/tenant_registry.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
@@ -187,6 +206,8 @@ pub struct Checked {
     pub oidc: Option<auth::OidcConfig>,
     /// Request timeout.
     pub request_timeout: Duration,
+    /// What each listener allows its connections.
+    pub connection_limits: api::ConnectionLimits,
 }
 
 impl Config {
@@ -212,7 +233,7 @@ impl Config {
             .filter(|issuer| !issuer.trim().is_empty());
         if self.app_env == AppEnv::Prod && issuer.is_none() {
             return Err(
-                "APP_ENV=prod requires KEYCLOAK_ISSUER (the OIDC issuer of platform admins)"
+                "APP_ENV=prod (the default) requires KEYCLOAK_ISSUER (the OIDC issuer of platform admins); set APP_ENV=dev for a local server"
                     .to_owned(),
             );
         }
@@ -239,6 +260,12 @@ impl Config {
         if !(1..=3600).contains(&self.request_timeout_secs) {
             return Err("REQUEST_TIMEOUT_SECS must be between 1 and 3600".to_owned());
         }
+        if self.idle_timeout_secs <= self.request_timeout_secs {
+            return Err(format!(
+                "IDLE_TIMEOUT_SECS ({}) must be longer than REQUEST_TIMEOUT_SECS ({}), or a slow request's connection is cut before it is answered",
+                self.idle_timeout_secs, self.request_timeout_secs
+            ));
+        }
         domain::idp::check_url(&self.dns_resolver_url, self.app_env != AppEnv::Prod)
             .map_err(|rule| format!("DNS_RESOLVER_URL {:?} {rule}", self.dns_resolver_url))?;
         let (keyring, keyring_warning) = self.keyring()?;
@@ -253,6 +280,11 @@ impl Config {
                 admin_role: self.oidc_admin_role.clone(),
             }),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
+            connection_limits: api::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            },
         })
     }
 
@@ -346,6 +378,7 @@ mod tests {
 
     const TEST_KEYS: &str = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
+    /// A configuration with a database and keys, in dev unless `args` name an environment.
     fn with_database(args: &[&str]) -> Config {
         let mut all = vec![
             "--database-url",
@@ -353,8 +386,40 @@ mod tests {
             "--encryption-keys",
             TEST_KEYS,
         ];
+        if !args.contains(&"--app-env") {
+            all.extend_from_slice(&["--app-env", "dev"]);
+        }
         all.extend_from_slice(args);
         config(&all)
+    }
+
+    #[test]
+    fn without_app_env_the_server_is_prod() {
+        let config = config(&["--database-url", "postgres://localhost/x"]);
+        assert_eq!(config.app_env, AppEnv::Prod);
+        let error = config.check().expect_err("prod needs an issuer and keys");
+        assert!(error.contains("APP_ENV=prod (the default)"), "{error}");
+    }
+
+    #[test]
+    fn connection_limits_default_to_10_s_headers_60_s_idle() {
+        let limits = with_database(&[]).check().expect("valid").connection_limits;
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_connections, 1024);
+    }
+
+    #[test]
+    fn an_idle_timeout_not_longer_than_the_request_timeout_is_refused() {
+        let error = with_database(&["--idle-timeout-secs", "30"])
+            .check()
+            .expect_err("refused");
+        assert!(error.contains("IDLE_TIMEOUT_SECS"), "{error}");
+        assert!(
+            with_database(&["--idle-timeout-secs", "31"])
+                .check()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -111,16 +111,41 @@ async fn serve(
     let application = api::build(pool, settings)
         .await
         .map_err(|error| error.to_string())?;
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|error| format!("cannot listen on {}: {error}", config.addr))?;
+    let listener = bind(config.addr).await?;
+    let admin_listener = bind(config.admin_addr).await?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown = shutdown_signal()?;
-    tracing::info!(addr = %config.addr, env = config.app_env.as_str(), "serving");
-    api::serve(listener, application.router.clone(), shutdown)
-        .await
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), "serving");
+    let limits = checked.connection_limits;
+    let (api, admin) = tokio::join!(
+        api::serve(listener, application.router.clone(), limits, stopped()),
+        api::serve(
+            admin_listener,
+            application.admin_router.clone(),
+            limits,
+            stopped()
+        ),
+    );
+    api.and(admin)
         .map_err(|error| format!("server error: {error}"))?;
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on {addr}: {error}"))
 }
 
 /// Waits for ctrl-c or SIGTERM. The handlers are installed before this returns (so before

@@ -23,6 +23,10 @@ fn server() -> Command {
         "ENCRYPTION_KEYS",
         "test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     );
+    // Without APP_ENV the server is prod; these tests run it as a developer would.
+    command
+        .env("APP_ENV", "dev")
+        .env("ADMIN_ADDR", "127.0.0.1:0");
     command
 }
 

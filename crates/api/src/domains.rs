@@ -244,12 +244,13 @@ pub(crate) async fn verify(
     }
     let name = format!("{CHALLENGE_LABEL}.{}", row.domain);
     let expected = challenge_value(&row.verification_token);
-    let records = state
-        .settings
-        .dns
-        .txt(&name)
-        .await
-        .map_err(|cause| ApiError::unavailable(format!("could not look up {name}: {cause}")))?;
+    let records = state.settings.dns.txt(&name).await.map_err(|cause| {
+        // The resolver's address and its error stay in the log, under the request id.
+        tracing::warn!(%cause, %name, "TXT lookup failed");
+        ApiError::unavailable(format!(
+            "could not look up the TXT records of {name}; try again later"
+        ))
+    })?;
     if !records.iter().any(|record| record.trim() == expected) {
         return Err(ApiError::conflict(format!(
             "no TXT record {expected:?} at {name} yet; publish it and try again (DNS changes can take minutes)"

@@ -4,8 +4,6 @@
 //! returned (`client_secret_set` says whether there is one). SAML metadata is parsed with
 //! DTDs refused, so no entity is expanded and nothing is fetched on its behalf.
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +19,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::blocking::{self, Overrun};
 use crate::extract::{ApiJson, Caller};
 use crate::fields::{self, Fields};
+use crate::outbound;
 use crate::problem::{ApiError, Problem};
 use crate::tenants::visible_by_path;
 use crate::trail::{self, Target};
@@ -153,40 +153,8 @@ fn secret_context(id: Uuid) -> String {
     format!("tenant_idp_config.oidc_client_secret:{id}")
 }
 
-fn http_client() -> Result<reqwest::Client, ApiError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(ApiError::internal)
-}
-
-async fn fetch_text(url: &str) -> Result<String, String> {
-    let response = http_client()
-        .map_err(|_| "the HTTP client is unavailable".to_owned())?
-        .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|error| format!("could not be fetched: {error}"))?;
-    if response
-        .content_length()
-        .is_some_and(|length| length > 1024 * 1024)
-    {
-        return Err("serves more than 1 MiB".to_owned());
-    }
-    let text = response
-        .text()
-        .await
-        .map_err(|error| format!("could not be read: {error}"))?;
-    if text.len() > 1024 * 1024 {
-        return Err("serves more than 1 MiB".to_owned());
-    }
-    Ok(text)
-}
-
 async fn verify_issuer(issuer: &str) -> Result<(), String> {
-    let discovery = fetch_text(&format!(
+    let discovery = outbound::fetch_text(&format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     ))
@@ -321,7 +289,7 @@ async fn apply(
                     None
                 }
                 (Some(xml), None) => Some(("metadata_xml", xml, None)),
-                (None, Some(url)) => match fetch_text(&url).await {
+                (None, Some(url)) => match outbound::fetch_text(&url).await {
                     Ok(xml) => Some(("metadata_url", xml, Some(url))),
                     Err(problem) => {
                         fields.error("metadata_url", problem);
@@ -336,15 +304,21 @@ async fn apply(
                 }
             };
             if let Some((field, xml, url)) = source {
-                match idp::parse_saml_metadata(&xml) {
-                    Ok(parsed) => {
+                let parsing = blocking::run(move || {
+                    let parsed = idp::parse_saml_metadata(&xml);
+                    (xml, parsed)
+                });
+                match parsing.await {
+                    Ok((xml, Ok(parsed))) => {
                         values.saml_entity_id = Some(parsed.entity_id);
                         values.saml_sso_url = Some(parsed.sso_url);
                         values.saml_certificate_expires_at = Some(parsed.certificate_expires_at);
                         values.saml_metadata_xml = url.is_none().then_some(xml);
                         values.saml_metadata_url = url;
                     }
-                    Err(problem) => fields.error(field, problem),
+                    Ok((_, Err(problem))) => fields.error(field, problem),
+                    Err(Overrun::TooSlow) => fields.error(field, blocking::too_costly()),
+                    Err(overrun) => return Err(overrun.into()),
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 mod api_keys;
 mod audit_events;
+mod blocking;
 mod constraints;
 mod denials;
 pub mod dns;
@@ -17,16 +18,17 @@ mod me;
 pub mod metrics;
 mod middleware;
 pub mod openapi;
+mod outbound;
 pub mod pagination;
 mod probes;
 pub mod problem;
 pub mod products;
 mod projects;
+pub mod server;
 mod tenant_cache;
 mod tenants;
 mod trail;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +37,6 @@ use axum::Router;
 use axum::http::HeaderValue;
 use keyring::Keyring;
 use storage::PgPool;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The DNS-over-HTTPS endpoint used for domain verification unless configured otherwise.
@@ -148,6 +149,8 @@ pub enum BuildError {
 pub struct Application {
     /// The complete router with every layer.
     pub router: Router,
+    /// The probes and metrics, for the admin listener (`ADMIN_ADDR`).
+    pub admin_router: Router,
     /// The state behind it.
     pub state: AppState,
     /// Background tasks (cache invalidation, audit retention); aborted on drop.
@@ -189,6 +192,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
     }
     Ok(Application {
         router: router(state.clone()),
+        admin_router: admin_router(state.clone()),
         state,
         tasks,
     })
@@ -227,16 +231,11 @@ pub fn router(state: AppState) -> Router {
     )
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+/// The admin listener's router: liveness, readiness and Prometheus metrics. Kept off the
+/// API listener so that the traffic figures are not public to whoever can reach the API.
+pub fn admin_router(state: AppState) -> Router {
+    let routes = probes::admin_router().with_state(state.clone());
+    middleware::apply(routes, &[], state.settings.request_timeout)
 }
+
+pub use server::{ConnectionLimits, serve};

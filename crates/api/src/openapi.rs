@@ -40,7 +40,6 @@ impl Modify for BearerScheme {
     paths(
         crate::probes::healthz,
         crate::probes::readyz,
-        crate::probes::metrics,
         crate::me::me,
         crate::api_keys::create,
         crate::api_keys::list,

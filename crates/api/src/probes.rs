@@ -1,4 +1,5 @@
-//! Probes for the orchestrator and the scraper: liveness, readiness and metrics.
+//! Probes for the orchestrator and the scraper: liveness and readiness on both listeners,
+//! metrics on the admin listener only.
 
 use axum::extract::State;
 use axum::http::header;
@@ -20,11 +21,16 @@ pub struct ProbeStatus {
     status: &'static str,
 }
 
+/// The probes on the API listener (orchestrators often probe the serving port).
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+}
+
+/// The probes and the metrics, on the admin listener.
+pub(crate) fn admin_router() -> Router<AppState> {
+    router().route("/metrics", get(metrics))
 }
 
 /// Liveness: the process serves HTTP.
@@ -54,9 +60,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<ProbeSt
     }
 }
 
-/// Prometheus metrics in the OpenMetrics text format.
-#[utoipa::path(get, path = "/metrics", tag = "probes",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+/// Prometheus metrics in the OpenMetrics text format (admin listener only).
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

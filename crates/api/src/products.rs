@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::blocking::{self, Overrun};
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::trail::{self, Target};
@@ -198,23 +199,41 @@ fn manifest_of(row: &ProductRow) -> Result<Manifest, ApiError> {
     serde_json::from_value(row.manifest.0.clone()).map_err(ApiError::internal)
 }
 
-fn schema_problems(
-    schema: &Value,
-    instance: &Value,
-    prefix: &str,
-) -> Result<Vec<FieldError>, ApiError> {
-    let validator = jsonschema::draft202012::options()
-        .build(schema)
-        .map_err(|error| {
-            ApiError::internal(format!("a stored config schema does not compile: {error}"))
-        })?;
-    Ok(validator
-        .iter_errors(instance)
-        .map(|error| FieldError {
-            pointer: format!("{prefix}{}", error.instance_path()),
-            detail: error.to_string(),
-        })
-        .collect())
+/// What a config schema says of an instance.
+enum SchemaVerdict {
+    /// The schema does not compile (draft 2020-12).
+    NotASchema(String),
+    /// What is wrong with the instance, a pointer each under the prefix given.
+    Problems(Vec<FieldError>),
+}
+
+/// Compiles `schema` and checks `instance` against it on the blocking pool: a schema or an
+/// instance can be costly (deep nesting, backtracking patterns), and the runtime's workers
+/// must stay free.
+async fn check_against_schema(
+    schema: Value,
+    instance: Value,
+    prefix: &'static str,
+) -> Result<SchemaVerdict, ApiError> {
+    blocking::run(
+        move || match jsonschema::draft202012::options().build(&schema) {
+            Err(error) => SchemaVerdict::NotASchema(error.to_string()),
+            Ok(validator) => SchemaVerdict::Problems(
+                validator
+                    .iter_errors(&instance)
+                    .map(|error| FieldError {
+                        pointer: format!("{prefix}{}", error.instance_path()),
+                        detail: error.to_string(),
+                    })
+                    .collect(),
+            ),
+        },
+    )
+    .await
+    .map_err(|overrun| match overrun {
+        Overrun::TooSlow => ApiError::invalid_field(prefix, blocking::too_costly()),
+        other => other.into(),
+    })
 }
 
 /// Publishes a product manifest (creates or replaces it).
@@ -241,19 +260,19 @@ pub(crate) async fn put_product(
         .into_iter()
         .map(|(pointer, detail)| FieldError { pointer, detail })
         .collect();
-    match jsonschema::draft202012::options().build(&manifest.config_schema) {
-        Err(error) => errors.push(FieldError {
+    let verdict = check_against_schema(
+        manifest.config_schema.clone(),
+        manifest.default_config.clone(),
+        "/default_config",
+    )
+    .await?;
+    match verdict {
+        SchemaVerdict::NotASchema(error) => errors.push(FieldError {
             pointer: "/config_schema".to_owned(),
             detail: format!("is not a valid JSON Schema (draft 2020-12): {error}"),
         }),
-        Ok(_) if errors.is_empty() => {
-            errors.extend(schema_problems(
-                &manifest.config_schema,
-                &manifest.default_config,
-                "/default_config",
-            )?);
-        }
-        Ok(_) => {}
+        SchemaVerdict::Problems(problems) if errors.is_empty() => errors.extend(problems),
+        SchemaVerdict::Problems(_) => {}
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
@@ -348,11 +367,14 @@ pub(crate) async fn put_tenant_product(
     let mut errors: Vec<FieldError> = Vec::new();
     if request.config.is_object() {
         let merged = product::merge_patch(&manifest.default_config, &request.config);
-        errors.extend(schema_problems(
-            &manifest.config_schema,
-            &merged,
-            "/config",
-        )?);
+        match check_against_schema(manifest.config_schema.clone(), merged, "/config").await? {
+            SchemaVerdict::NotASchema(error) => {
+                return Err(ApiError::internal(format!(
+                    "a stored config schema does not compile: {error}"
+                )));
+            }
+            SchemaVerdict::Problems(problems) => errors.extend(problems),
+        }
     } else {
         errors.push(FieldError {
             pointer: "/config".to_owned(),
@@ -561,6 +583,13 @@ pub(crate) async fn check(
         .map_err(|_| ApiError::not_found("no such tenant"))?;
     if !caller.principal.can_access_tenant(Some(tenant)) {
         return Err(ApiError::not_found("no such tenant"));
+    }
+    // Names that break the rules cannot exist: they never reach the cache or the database.
+    if Slug::parse(&product).is_err() {
+        return Err(ApiError::not_found("no such product"));
+    }
+    if !product::is_feature_name(&feature) {
+        return Err(ApiError::not_found("the product has no such feature"));
     }
     let key = (tenant, product.clone(), feature.clone());
     let answer = match state.entitlements.0.get(&key).await {

@@ -267,8 +267,10 @@ pub(crate) async fn get_by_slug(
     Path((tenant, slug)): Path<(String, String)>,
 ) -> Result<Json<ProjectView>, ApiError> {
     caller.require(Scope::ProjectsRead)?;
+    // A text that breaks the slug rule names no project: the database is not asked.
+    let slug = Slug::parse(&slug).map_err(|_| ApiError::not_found("no such project"))?;
     let tenant = visible_by_path(&state, &caller, &tenant).await?;
-    projects::get_by_slug(&state.pool, tenant.id, &slug)
+    projects::get_by_slug(&state.pool, tenant.id, slug.as_str())
         .await?
         .map(|row| Json(row.into()))
         .ok_or_else(|| ApiError::not_found("no such project"))

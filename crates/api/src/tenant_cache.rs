@@ -1,6 +1,7 @@
 //! The tenant lookups on every product's request path, answered from memory. Rows are
 //! cached by id, slugs map to ids, and "no such tenant" is remembered briefly so unknown
-//! slugs cannot hammer the database. A trigger announces every committed change on
+//! slugs cannot hammer the database (a text that is not a slug at all is refused before
+//! either is asked, and remembered unknown slugs are bounded by their weight in bytes). A trigger announces every committed change on
 //! `tenants_changed`; each replica's listener forgets what the change touched, and forgets
 //! everything when it reconnects, since it may have missed announcements.
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use domain::Slug;
 use moka::future::Cache;
 use storage::PgPool;
 use storage::tenants::{SlugMatch, TenantChange, TenantRow};
@@ -17,6 +19,9 @@ use uuid::Uuid;
 pub const DEFAULT_ENTRIES: u64 = 200_000;
 /// How long "no such tenant" is believed.
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// What one remembered unknown slug is taken to cost besides its text (moka's entry and
+/// the key's allocation), for weighing the negative cache.
+const ENTRY_OVERHEAD_BYTES: u32 = 96;
 
 /// How a slug resolves: to the tenant that has it now, or the one that had it before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +66,15 @@ impl TenantCache {
             rows: bounded(entries, None),
             slugs: bounded(entries, None),
             missing_ids: bounded(entries / 10, Some(NEGATIVE_TTL)),
-            missing_slugs: bounded(entries / 10, Some(NEGATIVE_TTL)),
+            missing_slugs: Cache::builder()
+                .max_capacity(entries / 10 * u64::from(ENTRY_OVERHEAD_BYTES + 64))
+                .weigher(|slug: &String, ()| {
+                    u32::try_from(slug.len())
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(ENTRY_OVERHEAD_BYTES)
+                })
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
             generation: Arc::new(AtomicU64::new(0)),
             enabled: entries > 0,
         }
@@ -90,12 +103,16 @@ impl TenantCache {
         Ok(found)
     }
 
-    /// The tenant whose current or former slug is `slug`.
+    /// The tenant whose current or former slug is `slug`. A text that breaks the slug rule
+    /// is nobody's slug: it never reaches the cache or the database.
     pub async fn get_by_slug(
         &self,
         pool: &PgPool,
         slug: &str,
     ) -> Result<Option<SlugMatch>, sqlx::Error> {
+        if Slug::parse(slug).is_err() {
+            return Ok(None);
+        }
         if let Some(target) = self.slugs.get(slug).await {
             let (SlugTarget::Current(id) | SlugTarget::Former(id)) = target;
             if let Some(row) = self.get(pool, id).await? {

@@ -8,8 +8,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
+use crate::xml_shape;
+
 const METADATA_NS: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
+/// Most nodes (elements, attributes, text) the parser builds for one document.
+const MAX_NODES: u32 = 200_000;
 
 /// Whether `url` may serve as an OIDC issuer or metadata URL: https, or plain http on
 /// loopback when `allow_loopback_http` (outside prod).
@@ -91,8 +95,14 @@ pub fn parse_saml_metadata(xml: &str) -> Result<SamlMetadata, String> {
             "metadata with a DTD (<!DOCTYPE) is refused: entities are never expanded".to_owned(),
         );
     }
-    let document =
-        roxmltree::Document::parse(xml).map_err(|error| format!("not well-formed XML: {error}"))?;
+    xml_shape::check(xml).map_err(|shape| format!("not plausible IdP metadata: {shape}"))?;
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: MAX_NODES,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let document = roxmltree::Document::parse_with_options(xml, options)
+        .map_err(|error| format!("not well-formed XML: {error}"))?;
     let root = document.root_element();
     if !root.has_tag_name((METADATA_NS, "EntityDescriptor")) {
         return Err("the root element must be md:EntityDescriptor".to_owned());
@@ -252,6 +262,20 @@ mod tests {
         );
         let error = parse_saml_metadata(&xxe).expect_err("refused");
         assert!(error.contains("DTD"), "{error}");
+    }
+
+    #[test]
+    fn metadata_with_sixty_thousand_attributes_is_refused_before_parsing() {
+        let attributes: String = (0..60_000)
+            .map(|index| format!(" a{index}=\"x\""))
+            .collect();
+        let hostile = metadata(&format!("<md:Extensions{attributes}/>"));
+        assert!(
+            hostile.len() < 1024 * 1024,
+            "small enough to pass the size check"
+        );
+        let error = parse_saml_metadata(&hostile).expect_err("refused");
+        assert!(error.contains("attributes"), "{error}");
     }
 
     #[test]

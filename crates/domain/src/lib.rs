@@ -10,6 +10,7 @@ pub mod product;
 mod scope;
 mod slug;
 pub mod tenant;
+pub mod xml_shape;
 
 pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};
 pub use scope::{Scope, Scopes};

@@ -90,7 +90,7 @@ impl Manifest {
             ));
         }
         for name in self.features.keys() {
-            if crate::Slug::parse(&name.replace('_', "-")).is_err() {
+            if !is_feature_name(name) {
                 problems.push((
                     format!("/features/{name}"),
                     "feature names are 3–63 of [a-z0-9_-]".to_owned(),
@@ -250,6 +250,12 @@ pub fn resolve(
         config_sources,
         features,
     }
+}
+
+/// Whether `name` follows the rule for feature names: 3–63 of `[a-z0-9_-]`, no leading or
+/// trailing `-` or `_`.
+pub fn is_feature_name(name: &str) -> bool {
+    crate::Slug::parse(&name.replace('_', "-")).is_ok()
 }
 
 /// The answer to "may this tenant use this feature, and how much?".

@@ -59,13 +59,17 @@ impl Keyring {
     /// Parses `kid:base64key,…`.
     pub fn parse(spec: &str) -> Result<Self, KeyringError> {
         let mut keys = Vec::new();
-        for entry in spec
+        // A malformed entry is named by its position, never by its text: the text may be
+        // key material (a key pasted without its id, or id and key swapped).
+        for (position, entry) in spec
             .split(',')
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
+            .enumerate()
         {
+            let number = position + 1;
             let (kid, encoded) = entry.split_once(':').ok_or_else(|| {
-                KeyringError::Config(format!("entry {:?} is not kid:base64key", redact(entry)))
+                KeyringError::Config(format!("entry {number} is not kid:base64key"))
             })?;
             if kid.is_empty()
                 || kid.len() > 64
@@ -74,7 +78,7 @@ impl Keyring {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(KeyringError::Config(format!(
-                    "key id {kid:?} must be 1 to 64 letters, digits, dashes or underscores"
+                    "entry {number}: the key id before ':' must be 1 to 64 letters, digits, dashes or underscores"
                 )));
             }
             if keys.iter().any(|named: &NamedKey| named.kid == kid) {
@@ -187,10 +191,6 @@ impl Keyring {
     }
 }
 
-fn redact(entry: &str) -> String {
-    entry.chars().take(6).collect::<String>() + "…"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +273,19 @@ mod tests {
         let one = Keyring::generate_spec("k").expect("spec");
         let error = Keyring::parse(&format!("{one},{one}")).expect_err("twice");
         assert!(error.to_string().contains("twice"));
+    }
+
+    #[test]
+    fn a_malformed_entry_is_named_by_position_never_by_its_text() {
+        let key = "c2VjcmV0LWtleS1tYXRlcmlhbC0wMTIzNDU2Nzg5YWI=";
+        for spec in [
+            key.to_owned(),
+            format!("{key}:k1"),
+            format!("{},{key}", Keyring::generate_spec("k").expect("spec")),
+        ] {
+            let error = Keyring::parse(&spec).expect_err("malformed").to_string();
+            assert!(error.contains(": entry "), "{error}");
+            assert!(!error.contains(&key[..4]), "key material echoed: {error}");
+        }
     }
 }

@@ -205,6 +205,11 @@ impl TestApp {
         self.request_on(&self.app, method, path)
     }
 
+    /// Starts a request to the admin listener's router (probes and metrics).
+    pub fn admin_request(&self, method: Method, path: &str) -> TestRequest<'_> {
+        self.request_to(self.app.admin_router.clone(), method, path)
+    }
+
     /// Starts a request to `replica` (another instance over the same database).
     pub fn request_on(
         &self,
@@ -212,9 +217,13 @@ impl TestApp {
         method: Method,
         path: &str,
     ) -> TestRequest<'_> {
+        self.request_to(replica.router.clone(), method, path)
+    }
+
+    fn request_to(&self, router: axum::Router, method: Method, path: &str) -> TestRequest<'_> {
         TestRequest {
             app: self,
-            router: replica.router.clone(),
+            router,
             builder: Request::builder().method(method).uri(path),
             body: Body::empty(),
             ip: None,

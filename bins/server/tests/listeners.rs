@@ -1,0 +1,192 @@
+//! The server's listeners as a client on the network meets them: slow or silent clients
+//! are cut off, connections are capped, and metrics are served on the admin listener only.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::TestDb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    api: u16,
+    admin: u16,
+    _db: TestDb,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts the server with `settings` (environment variables) and waits until it serves.
+async fn start(settings: &[(&str, &str)]) -> Server {
+    let db = TestDb::migrated().await;
+    let (api, admin) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-registry"));
+    command
+        .env_remove("KEYCLOAK_ISSUER")
+        .env_remove("CORS_ORIGINS")
+        .env("APP_ENV", "dev")
+        .env(
+            "ENCRYPTION_KEYS",
+            "test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .env("DATABASE_URL", db.url())
+        .env("ADDR", format!("127.0.0.1:{api}"))
+        .env("ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .env("LOG_FORMAT", "json")
+        .envs(settings.iter().copied())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let serving = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("\"serving\"") => break true,
+            Some(Ok(_)) if Instant::now() < deadline => {}
+            _ => break false,
+        }
+    };
+    assert!(serving, "the server never said it was serving");
+    // Keep reading its log so that the pipe never fills and blocks it.
+    std::thread::spawn(move || lines.for_each(drop));
+    Server {
+        child,
+        api,
+        admin,
+        _db: db,
+    }
+}
+
+/// Everything the server sends until it closes the connection; `None` if it has not closed
+/// it within `patience` (far longer than any timeout under test).
+async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    tokio::time::timeout(patience, stream.read_to_end(&mut received))
+        .await
+        .ok()
+        .map(|_| received)
+}
+
+async fn get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("sends");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("an answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_silent_connection_and_a_half_request_line_are_closed_after_the_header_timeout() {
+    let server = start(&[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut silent = TcpStream::connect(("127.0.0.1", server.api))
+        .await
+        .expect("connects");
+    let mut half = TcpStream::connect(("127.0.0.1", server.api))
+        .await
+        .expect("connects");
+    half.write_all(b"GET /hea").await.expect("sends");
+    let patience = Duration::from_secs(30);
+    assert!(
+        read_until_closed(&mut silent, patience).await.is_some(),
+        "the silent connection is closed"
+    );
+    assert!(
+        read_until_closed(&mut half, patience).await.is_some(),
+        "the half request is closed"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_idle_after_its_answer_is_closed() {
+    let server = start(&[
+        ("HEADER_READ_TIMEOUT_SECS", "300"),
+        ("REQUEST_TIMEOUT_SECS", "1"),
+        ("IDLE_TIMEOUT_SECS", "2"),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.api))
+        .await
+        .expect("connects");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("sends");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("closed once idle, although the client asked to keep it alive");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "it was answered first"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_admin_listener_only() {
+    let server = start(&[]).await;
+    assert!(
+        get(server.api, "/metrics")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    let metrics = get(server.admin, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("tenant_registry_"), "{metrics}");
+    assert!(
+        get(server.admin, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        get(server.api, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let server = start(&[
+        ("MAX_CONNECTIONS", "2"),
+        ("HEADER_READ_TIMEOUT_SECS", "300"),
+    ])
+    .await;
+    let first = TcpStream::connect(("127.0.0.1", server.api))
+        .await
+        .expect("connects");
+    let _second = TcpStream::connect(("127.0.0.1", server.api))
+        .await
+        .expect("connects");
+    let mut third = TcpStream::connect(("127.0.0.1", server.api))
+        .await
+        .expect("queued in the backlog");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("sends");
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    assert!(early.is_err(), "no answer while two connections are open");
+    drop(first);
+    let answer = read_until_closed(&mut third, Duration::from_secs(30))
+        .await
+        .expect("answered once a slot frees");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
