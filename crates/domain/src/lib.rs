@@ -6,11 +6,14 @@
 
 mod enums;
 pub mod idp;
+mod lifecycle;
 pub mod product;
 mod scope;
 mod slug;
+pub mod subscription;
 pub mod tenant;
 
 pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};
+pub use lifecycle::{LifecycleRefusal, TenantWrite};
 pub use scope::{Scope, Scopes};
 pub use slug::{Slug, SlugError};
