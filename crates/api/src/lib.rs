@@ -22,6 +22,7 @@ mod probes;
 pub mod problem;
 pub mod products;
 mod projects;
+mod subscriptions;
 mod tenant_cache;
 mod tenants;
 mod trail;
