@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::Scope;
+use domain::{Scope, TenantWrite};
 use serde::{Deserialize, Serialize};
 use storage::api_keys::{ApiKeyRecord, ListFilter};
 use utoipa::{IntoParams, ToSchema};
@@ -184,6 +184,7 @@ fn parse_scopes(scopes: &[String]) -> Result<domain::Scopes, ApiError> {
     (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Missing api_keys:manage, a platform key asked by a non-admin, or scopes the caller lacks", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The key's tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields (unknown scope, past expiry, unknown tenant)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
@@ -193,6 +194,9 @@ pub(crate) async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::ApiKeysManage)?;
     let scopes = parse_scopes(&request.scopes)?;
+    if let Some(tenant) = request.tenant_id {
+        crate::tenants::permit_if_known(&state, &caller, tenant, TenantWrite::Operate).await?;
+    }
     let issued = keys::create(
         &state.pool,
         &caller.actor(),
@@ -300,18 +304,24 @@ pub(crate) async fn revoke(
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The key is revoked", body = Problem, content_type = "application/problem+json")))]
+    (status = 409, description = "The key is revoked, or its tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<IssuedKeyView>, ApiError> {
     caller.require(Scope::ApiKeysManage)?;
+    let current = keys::get(&state.pool, &caller.actor(), parse_id(&id)?)
+        .await
+        .map_err(key_error)?;
+    if let Some(tenant) = current.tenant_id {
+        crate::tenants::permit_if_known(&state, &caller, tenant, TenantWrite::Operate).await?;
+    }
     let issued = keys::rotate(
         &state.pool,
         &caller.actor(),
         &state.settings.key_env,
-        parse_id(&id)?,
+        current.id,
     )
     .await
     .map_err(key_error)?;

@@ -10,6 +10,9 @@ struct Mapping {
     detail: &'static str,
 }
 
+/// What a taken slug answers, whoever has it now or had it: never whose it is.
+pub const SLUG_UNAVAILABLE: &str = "is not available; choose another";
+
 const MAPPINGS: &[Mapping] = &[
     Mapping {
         constraint: "audit_log_product_external_id_key",
@@ -21,19 +24,25 @@ const MAPPINGS: &[Mapping] = &[
         constraint: "tenants_slug_key",
         conflict: true,
         pointer: "/slug",
-        detail: "another tenant has this slug",
+        detail: SLUG_UNAVAILABLE,
     },
     Mapping {
         constraint: "tenants_erp_id_key",
         conflict: true,
         pointer: "/erp_id",
-        detail: "another tenant has this erp_id",
+        detail: "is already in use",
     },
     Mapping {
         constraint: "tenants_stripe_id_key",
         conflict: true,
         pointer: "/stripe_id",
-        detail: "another tenant has this stripe_id",
+        detail: "is already in use",
+    },
+    Mapping {
+        constraint: "tenants_oidc_organization_key",
+        conflict: true,
+        pointer: "/oidc_organization",
+        detail: "is already mapped to a tenant",
     },
     Mapping {
         constraint: "tenants_slug_format",

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::{Scope, idp};
+use domain::{Scope, TenantWrite, idp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storage::domains::{self, DomainRow};
@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::extract::{ApiJson, Caller};
 use crate::fields::Fields;
 use crate::problem::{ApiError, Problem};
-use crate::tenants::visible_by_path;
+use crate::tenants::{visible_by_path, writable_by_path};
 use crate::trail::{self, Target};
 
 /// The label under the claimed domain where the TXT record goes.
@@ -156,13 +156,15 @@ fn domain_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found("no such domain"))
 }
 
-/// Claims an email domain for the tenant; answers with the TXT record that proves it.
+/// Claims an email domain for the tenant; answers with the TXT record that proves it. A
+/// claim says nothing about other tenants' claims: only verification, which needs control
+/// of the domain's DNS, can meet another tenant's.
 #[utoipa::path(post, path = "/v1/tenants/{id}/domains", operation_id = "claim_domain", tag = "sso",
     security(("bearer" = ["idp:write"])), request_body = ClaimRequest,
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 201, description = "Claimed, not yet verified", body = DomainView),
     (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Already claimed by this tenant, or verified by another", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Already claimed by this tenant, or the tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Not a domain name", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn claim(
     State(state): State<AppState>,
@@ -171,19 +173,13 @@ pub(crate) async fn claim(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::IdpWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let mut fields = Fields::new(body, &["domain"])?;
     let domain = fields.required("domain", idp::email_domain);
     fields.finish()?;
     let Some(domain) = domain else {
         return Err(ApiError::internal("required field passed validation unset"));
     };
-    if domains::verified_elsewhere(&state.pool, tenant.id, &domain).await? {
-        return Err(ApiError::conflict_field(
-            "/domain",
-            "another tenant has verified this domain",
-        ));
-    }
     let token = Uuid::new_v4().simple().to_string();
     let mut transaction = state.pool.begin().await?;
     let row = domains::insert(&mut transaction, tenant.id, &domain, &token)
@@ -227,7 +223,7 @@ pub(crate) async fn list(
     params(("id" = Uuid, Path, description = "The tenant's id"), ("domain" = Uuid, Path, description = "The claim's id")),
     responses((status = 200, description = "Verified", body = DomainView),
     (status = 404, description = "No such tenant or claim", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The record is not there (yet), or another tenant verified the domain first", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The record is not there (yet), the domain is verified elsewhere (said only once the record proves control), or the tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "DNS could not be asked", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
@@ -235,7 +231,7 @@ pub(crate) async fn verify(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<DomainView>, ApiError> {
     caller.require(Scope::IdpWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let row = domains::get(&state.pool, tenant.id, domain_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("no such domain"))?;
@@ -265,7 +261,10 @@ pub(crate) async fn verify(
                 .and_then(|database| database.constraint())
                 == Some("tenant_domains_verified_domain_key")
             {
-                ApiError::conflict("another tenant verified this domain first")
+                // Said only to whoever just proved control of the domain's DNS.
+                ApiError::conflict(
+                    "the record proves control of this domain, but it is already verified for another tenant; ask the platform to move it",
+                )
             } else {
                 ApiError::from(error)
             }
@@ -280,14 +279,15 @@ pub(crate) async fn verify(
     security(("bearer" = ["idp:write"])),
     params(("id" = Uuid, Path, description = "The tenant's id"), ("domain" = Uuid, Path, description = "The claim's id")),
     responses((status = 204, description = "Removed"),
-    (status = 404, description = "No such tenant or claim", body = Problem, content_type = "application/problem+json")))]
+    (status = 404, description = "No such tenant or claim", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::IdpWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let row = domains::get(&state.pool, tenant.id, domain_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("no such domain"))?;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::{IdpKind, Scope, idp, tenant};
+use domain::{IdpKind, Scope, TenantWrite, idp, tenant};
 use keyring::Keyring;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -24,7 +24,7 @@ use crate::extract::{ApiJson, Caller};
 use crate::fields::{self, Fields};
 use crate::outbound;
 use crate::problem::{ApiError, Problem};
-use crate::tenants::visible_by_path;
+use crate::tenants::{visible_by_path, writable_by_path};
 use crate::trail::{self, Target};
 
 const FIELDS: &[&str] = &[
@@ -388,7 +388,8 @@ fn idp_id(raw: &str) -> Result<Uuid, ApiError> {
     params(("id" = Uuid, Path, description = "The tenant's id"), VerifyParams),
     responses((status = 201, description = "Created", body = IdpView, headers(("location" = String, description = "Its URL"))),
     (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Invalid settings or metadata, all listed", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Invalid settings or metadata, all listed", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -397,7 +398,7 @@ pub(crate) async fn create(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::IdpWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let params: VerifyParams = crate::extract::query(&uri)?;
     let mut values = blank(IdpKind::Oidc);
     apply(
@@ -464,7 +465,8 @@ pub(crate) async fn get_one(
     params(("id" = Uuid, Path, description = "The tenant's id"), ("idp" = Uuid, Path, description = "The IdP's id"), VerifyParams),
     responses((status = 200, description = "Changed", body = IdpView),
     (status = 404, description = "No such tenant or IdP", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Invalid settings or metadata, all listed", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Invalid settings or metadata, all listed", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -473,7 +475,7 @@ pub(crate) async fn patch(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<IdpView>, ApiError> {
     caller.require(Scope::IdpWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let params: VerifyParams = crate::extract::query(&uri)?;
     let current = idps::get(&state.pool, tenant.id, idp_id(&id)?)
         .await?
@@ -496,14 +498,15 @@ pub(crate) async fn patch(
     security(("bearer" = ["idp:write"])),
     params(("id" = Uuid, Path, description = "The tenant's id"), ("idp" = Uuid, Path, description = "The IdP's id")),
     responses((status = 204, description = "Removed"),
-    (status = 404, description = "No such tenant or IdP", body = Problem, content_type = "application/problem+json")))]
+    (status = 404, description = "No such tenant or IdP", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::IdpWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let current = idps::get(&state.pool, tenant.id, idp_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("no such identity provider"))?;

@@ -25,6 +25,7 @@ pub mod problem;
 pub mod products;
 mod projects;
 pub mod server;
+mod subscriptions;
 mod tenant_cache;
 mod tenants;
 mod trail;

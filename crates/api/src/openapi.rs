@@ -53,6 +53,8 @@ impl Modify for BearerScheme {
         crate::tenants::patch,
         crate::tenants::transition,
         crate::tenants::delete,
+        crate::tenants::former_slugs::list,
+        crate::tenants::former_slugs::release,
         crate::products::put_product,
         crate::products::list_products,
         crate::products::get_product,

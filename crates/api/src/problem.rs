@@ -100,6 +100,29 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
     }
 
+    /// 403 naming each field the caller may not change.
+    pub fn forbidden_fields(detail: impl Into<String>, pointers: &[&str]) -> Self {
+        Self {
+            errors: pointers
+                .iter()
+                .map(|pointer| FieldError {
+                    pointer: (*pointer).to_owned(),
+                    detail: "only platform principals change this".to_owned(),
+                })
+                .collect(),
+            ..Self::forbidden(detail)
+        }
+    }
+
+    /// 409: the tenant's lifecycle status does not allow the write (frozen or archived).
+    pub fn lifecycle(refusal: domain::LifecycleRefusal) -> Self {
+        let (slug, title) = match refusal {
+            domain::LifecycleRefusal::Frozen => ("tenant-frozen", "Tenant frozen"),
+            domain::LifecycleRefusal::Archived => ("tenant-archived", "Tenant archived"),
+        };
+        Self::new(StatusCode::CONFLICT, slug, title, refusal.to_string())
+    }
+
     /// 409 with the statuses the tenant may move to instead.
     pub fn illegal_transition(detail: impl Into<String>, allowed: Vec<String>) -> Self {
         Self {

@@ -11,9 +11,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::product::{self, FeatureCheck, Manifest, Subscription};
-use domain::{Scope, Slug};
+use domain::{Scope, Slug, TenantWrite};
 use moka::future::Cache;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use storage::products::{ProductRow, TenantProductRow};
 use utoipa::ToSchema;
@@ -23,6 +23,7 @@ use crate::AppState;
 use crate::blocking::{self, Overrun};
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
+use crate::subscriptions::{self, SubscriptionRequest};
 use crate::trail::{self, Target};
 
 /// How long a feature check is trusted without asking the database again; changes on any
@@ -131,31 +132,6 @@ impl From<TenantProductRow> for TenantProductView {
             updated_at: row.updated_at,
         }
     }
-}
-
-/// The body of `PUT /v1/tenants/{id}/products/{product}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriptionRequest {
-    /// Switched on (default true).
-    #[serde(default = "yes")]
-    enabled: bool,
-    /// The tenant's config: validated, merged over the default, against the product's schema.
-    #[serde(default = "empty")]
-    #[schema(value_type = Object)]
-    config: Value,
-    /// Feature values replacing the plan's, checked against the declared features.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    feature_overrides: Map<String, Value>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn empty() -> Value {
-    Value::Object(Map::new())
 }
 
 /// One product's entitlement for a tenant.
@@ -351,7 +327,9 @@ async fn product_row(state: &AppState, raw: &str) -> Result<ProductRow, ApiError
     security(("bearer" = ["products:write"])), request_body = SubscriptionRequest,
     params(("id" = Uuid, Path, description = "The tenant's id"), ("product" = String, Path, description = "Product id")),
     responses((status = 200, description = "Set", body = TenantProductView),
+    (status = 403, description = "A tenant principal subscribing, switching or overriding (errors names each part)", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such tenant or product", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is archived, or frozen (tenant principals)", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Config violates the product's schema, or unknown/mistyped overrides; a pointer each", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put_tenant_product(
     State(state): State<AppState>,
@@ -360,10 +338,12 @@ pub(crate) async fn put_tenant_product(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<TenantProductView>, ApiError> {
     caller.require(Scope::ProductsWrite)?;
-    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
+    let write = crate::tenants::write_by(&caller);
+    let tenant = crate::tenants::writable_by_path(&state, &caller, &tenant, write).await?;
     let product = product_row(&state, &product).await?;
     let manifest = manifest_of(&product)?;
     let request: SubscriptionRequest = from_json_value(body)?;
+    let request = subscriptions::to_set(&state, &caller, tenant.id, &product.id, request).await?;
     let mut errors: Vec<FieldError> = Vec::new();
     if request.config.is_object() {
         let merged = product::merge_patch(&manifest.default_config, &request.config);
@@ -391,15 +371,27 @@ pub(crate) async fn put_tenant_product(
         return Err(ApiError::invalid(errors));
     }
     let mut transaction = state.pool.begin().await?;
-    let row = storage::products::set_for_tenant(
-        &mut transaction,
-        tenant.id,
-        &product.id,
-        request.enabled,
-        &request.config,
-        &request.feature_overrides,
-    )
-    .await?;
+    let row = if write == TenantWrite::Administer {
+        storage::products::set_for_tenant(
+            &mut transaction,
+            tenant.id,
+            &product.id,
+            request.enabled,
+            &request.config,
+            &request.feature_overrides,
+        )
+        .await?
+    } else {
+        // Only the config: a platform change made meanwhile to the rest stays.
+        storage::products::set_config_for_tenant(
+            &mut transaction,
+            tenant.id,
+            &product.id,
+            &request.config,
+        )
+        .await?
+        .ok_or_else(subscriptions::not_subscribed)?
+    };
     let mut fields = Map::new();
     fields.insert("product".to_owned(), Value::from(product.id.clone()));
     fields.insert(
@@ -469,14 +461,22 @@ pub(crate) async fn get_tenant_product(
     security(("bearer" = ["products:write"])),
     params(("id" = Uuid, Path, description = "The tenant's id"), ("product" = String, Path, description = "Product id")),
     responses((status = 204, description = "Removed"),
-    (status = 404, description = "No such tenant or subscription", body = Problem, content_type = "application/problem+json")))]
+    (status = 403, description = "A tenant principal (subscriptions are platform decisions)", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such tenant or subscription", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete_tenant_product(
     State(state): State<AppState>,
     caller: Caller,
     Path((tenant, product)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::ProductsWrite)?;
-    let tenant = crate::tenants::visible_by_path(&state, &caller, &tenant).await?;
+    let write = crate::tenants::write_by(&caller);
+    let tenant = crate::tenants::writable_by_path(&state, &caller, &tenant, write).await?;
+    if write != TenantWrite::Administer {
+        return Err(ApiError::forbidden(
+            "removing a subscription is a platform decision",
+        ));
+    }
     let mut transaction = state.pool.begin().await?;
     if !storage::products::remove_for_tenant(&mut transaction, tenant.id, &product).await? {
         return Err(ApiError::not_found("the tenant has no such product"));
@@ -500,7 +500,8 @@ pub(crate) async fn delete_tenant_product(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn subscription(row: &TenantProductRow) -> Subscription {
+/// A stored subscription as the domain rules see it.
+pub(crate) fn subscription(row: &TenantProductRow) -> Subscription {
     Subscription {
         enabled: row.enabled,
         config: row.config.0.clone(),

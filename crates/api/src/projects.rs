@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::{ProjectStatus, Scope, Slug, tenant};
+use domain::{ProjectStatus, Scope, Slug, TenantWrite, tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storage::projects::{self, ProjectRow};
@@ -19,7 +19,7 @@ use crate::extract::{ApiJson, Caller};
 use crate::fields::{self, Fields};
 use crate::pagination::{self, PageQuery};
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::tenants::visible_by_path;
+use crate::tenants::{visible_by_path, writable_by_path};
 use crate::trail::{self, Target};
 use crate::{AppState, constraints};
 
@@ -156,7 +156,7 @@ async fn existing(state: &AppState, tenant: &TenantRow, raw: &str) -> Result<Pro
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 201, description = "Created", body = ProjectView, headers(("location" = String, description = "The project's URL"))),
     (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Slug taken in this tenant, or no product supporting projects", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Slug taken in this tenant, no product supporting projects, or the tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields, all listed", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -165,7 +165,7 @@ pub(crate) async fn create(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::ProjectsWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let mut fields = Fields::new(body, &["slug", "name"])?;
     let slug = fields.required("slug", slug_rule);
     let name = fields.required("name", tenant::name);
@@ -282,7 +282,7 @@ pub(crate) async fn get_by_slug(
     params(("id" = Uuid, Path, description = "The tenant's id"), ("project" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "Changed", body = ProjectView),
     (status = 404, description = "No such tenant or project", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "Slug taken, or no product supporting projects", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Slug taken, no product supporting projects, or the tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn patch(
     State(state): State<AppState>,
@@ -291,7 +291,7 @@ pub(crate) async fn patch(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ProjectView>, ApiError> {
     caller.require(Scope::ProjectsWrite)?;
-    let tenant = visible_by_path(&state, &caller, &tenant).await?;
+    let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let current = existing(&state, &tenant, &project).await?;
     let mut fields = Fields::new(body, &["slug", "name"])?;
     let slug = fields.optional_not_null("slug", slug_rule);
@@ -339,7 +339,7 @@ async fn set_status(
     status: ProjectStatus,
 ) -> Result<Json<ProjectView>, ApiError> {
     caller.require(Scope::ProjectsWrite)?;
-    let tenant = visible_by_path(state, caller, tenant).await?;
+    let tenant = writable_by_path(state, caller, tenant, TenantWrite::Operate).await?;
     let current = existing(state, &tenant, project).await?;
     if current.status == status {
         return Ok(Json(current.into()));
@@ -366,7 +366,8 @@ async fn set_status(
     security(("bearer" = ["projects:write"])),
     params(("id" = Uuid, Path, description = "The tenant's id"), ("project" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "Archived", body = ProjectView),
-    (status = 404, description = "No such tenant or project", body = Problem, content_type = "application/problem+json")))]
+    (status = 404, description = "No such tenant or project", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn archive(
     State(state): State<AppState>,
     caller: Caller,
@@ -381,7 +382,7 @@ pub(crate) async fn archive(
     params(("id" = Uuid, Path, description = "The tenant's id"), ("project" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "Active again", body = ProjectView),
     (status = 404, description = "No such tenant or project", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "No product supporting projects", body = Problem, content_type = "application/problem+json")))]
+    (status = 409, description = "No product supporting projects, or the tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn restore(
     State(state): State<AppState>,
     caller: Caller,

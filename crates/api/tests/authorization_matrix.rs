@@ -15,16 +15,27 @@ enum Route {
     GetKey,
     RevokeKey,
     RotateKey,
+    RenameTenant,
+    UpgradeTenantPlan,
+    SubscribeTenant,
 }
 
-const ROUTES: [Route; 6] = [
+const ROUTES: [Route; 9] = [
     Route::Me,
     Route::CreateKey,
     Route::ListKeys,
     Route::GetKey,
     Route::RevokeKey,
     Route::RotateKey,
+    Route::RenameTenant,
+    Route::UpgradeTenantPlan,
+    Route::SubscribeTenant,
 ];
+
+/// Routes that only platform principals may take, even with the scope.
+fn platform_only(route: Route) -> bool {
+    matches!(route, Route::UpgradeTenantPlan | Route::SubscribeTenant)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Caller {
@@ -56,8 +67,9 @@ fn expected(route: Route, caller: Caller) -> StatusCode {
             Route::Me | Route::ListKeys => StatusCode::OK,
             // The target tenant is not the caller's: it does not exist for them.
             Route::CreateKey => StatusCode::UNPROCESSABLE_ENTITY,
-            Route::GetKey | Route::RevokeKey | Route::RotateKey => StatusCode::NOT_FOUND,
+            _ => StatusCode::NOT_FOUND,
         },
+        TenantKeyWithScope | OidcTenantUser if platform_only(route) => StatusCode::FORBIDDEN,
         TenantKeyWithScope | PlatformAdmin | OidcAdmin | OidcTenantUser => match route {
             Route::CreateKey => StatusCode::CREATED,
             _ => StatusCode::OK,
@@ -81,7 +93,13 @@ async fn world() -> World {
     .await;
     let tenant = app.tenant("acme").await;
     let other = app.tenant("globex").await;
-    let manage = [Scope::ApiKeysManage, Scope::TenantsRead];
+
+    let manage = [
+        Scope::ApiKeysManage,
+        Scope::TenantsRead,
+        Scope::TenantsWrite,
+        Scope::ProductsWrite,
+    ];
     let (revoked_id, revoked) = app.key(Some(tenant), &manage).await;
     app.revoke(revoked_id).await;
     let (expiring_id, expired) = app.key(Some(tenant), &manage).await;
@@ -118,7 +136,7 @@ async fn world() -> World {
             (
                 Caller::OidcTenantUser,
                 Some(issuer.token(
-                    json!({"tenant": "acme", "scope": "openid api_keys:manage tenants:read"}),
+                    json!({"tenant": tenant, "scope": "openid api_keys:manage tenants:read tenants:write products:write"}),
                 )),
             ),
         ];
@@ -128,6 +146,26 @@ async fn world() -> World {
         tenant,
         credentials,
     }
+}
+
+/// A product of its own for a cell, so that no cell finds another's subscription.
+async fn product(world: &World) -> String {
+    let id = format!("p-{}", Uuid::new_v4().simple());
+    let admin = world
+        .credentials
+        .iter()
+        .find(|(caller, _)| *caller == Caller::PlatformAdmin)
+        .and_then(|(_, credential)| credential.clone())
+        .expect("the platform admin's key");
+    let published = world
+        .app
+        .request(Method::PUT, &format!("/v1/products/{id}"))
+        .bearer(&admin)
+        .json(&json!({"name": "A product"}))
+        .send()
+        .await;
+    assert_eq!(published.status, StatusCode::CREATED);
+    id
 }
 
 async fn call(world: &World, route: Route, credential: Option<&str>) -> testkit::TestResponse {
@@ -150,6 +188,25 @@ async fn call(world: &World, route: Route, credential: Option<&str>) -> testkit:
         Route::GetKey => (Method::GET, format!("/v1/api-keys/{target}"), None),
         Route::RevokeKey => (Method::POST, format!("/v1/api-keys/{target}/revoke"), None),
         Route::RotateKey => (Method::POST, format!("/v1/api-keys/{target}/rotate"), None),
+        Route::RenameTenant => (
+            Method::PATCH,
+            format!("/v1/tenants/{}", world.tenant),
+            Some(json!({"name": "Acme Corp"})),
+        ),
+        Route::UpgradeTenantPlan => (
+            Method::PATCH,
+            format!("/v1/tenants/{}", world.tenant),
+            Some(json!({"plan": "enterprise"})),
+        ),
+        Route::SubscribeTenant => (
+            Method::PUT,
+            format!(
+                "/v1/tenants/{}/products/{}",
+                world.tenant,
+                product(world).await
+            ),
+            Some(json!({"enabled": true})),
+        ),
     };
     let mut request = world.app.request(method, &path);
     if let Some(credential) = credential {

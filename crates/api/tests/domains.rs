@@ -183,11 +183,13 @@ async fn a_domain_is_verified_for_at_most_one_tenant() {
     );
     let loser = verify(&app, &admin, second, &second_claim).await;
     assert_eq!(loser.status, StatusCode::CONFLICT);
-    let late = claim(&app, &admin, app.tenant("latecomer").await, "acme.com").await;
+    let latecomer = app.tenant("latecomer").await;
+    let late = claim(&app, &admin, latecomer, "acme.com").await.json();
+    publish(&records, &late);
     assert_eq!(
-        late.status,
+        verify(&app, &admin, latecomer, &late).await.status,
         StatusCode::CONFLICT,
-        "a verified domain cannot be claimed again"
+        "a verified domain is not verified again, even with its record published"
     );
     let again = claim(&app, &admin, first, "acme.com").await;
     assert_eq!(
@@ -216,5 +218,36 @@ async fn discovery_needs_an_enabled_identity_provider() {
             .unwrap_or_default()
             .contains("identity provider")
     );
+    server.abort();
+}
+
+#[tokio::test]
+async fn claiming_a_domain_does_not_tell_a_competitor_another_tenant_verified_it() {
+    let (app, records, server) = app_with_resolver().await;
+    let admin = app.admin_key().await;
+    let acme = app.tenant("acme").await;
+    let acme_claim = claim(&app, &admin, acme, "acme.com").await.json();
+    publish(&records, &acme_claim);
+    assert_eq!(
+        verify(&app, &admin, acme, &acme_claim).await.status,
+        StatusCode::OK
+    );
+
+    let rival = app.tenant("rival").await;
+    let (_, key) = app.key(Some(rival), &[domain::Scope::IdpWrite]).await;
+    let verified_elsewhere = claim(&app, &key, rival, "acme.com").await;
+    let unknown = claim(&app, &key, rival, "nobody-has-this.example").await;
+    assert_eq!(verified_elsewhere.status, StatusCode::CREATED);
+    assert_eq!(unknown.status, StatusCode::CREATED);
+    let answers = [
+        verify(&app, &key, rival, &verified_elsewhere.json()).await,
+        verify(&app, &key, rival, &unknown.json()).await,
+    ];
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::CONFLICT);
+        let text = String::from_utf8_lossy(&answer.body).to_lowercase();
+        assert!(!text.contains("another tenant"), "{text}");
+        assert!(text.contains("no txt record"), "{text}");
+    }
     server.abort();
 }

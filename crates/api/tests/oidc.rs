@@ -48,12 +48,15 @@ async fn rs256_tokens_are_accepted_too() {
 }
 
 #[tokio::test]
-async fn a_tenant_claim_by_slug_or_id_makes_a_tenant_principal_with_known_scopes() {
+async fn a_tenant_id_claim_makes_a_tenant_principal_with_known_scopes() {
     let (app, issuer) = setup().await;
     let tenant = app.tenant("acme").await;
-    for claim in [json!("acme"), json!(tenant)] {
-        let token =
-            issuer.token(json!({"tenant": claim, "scope": "openid email tenants:read audit:read"}));
+    for claim in [json!({"tenant": tenant}), json!({"tenant_id": tenant})] {
+        let mut claims = json!({"scope": "openid email tenants:read audit:read"});
+        if let (Some(all), Some(extra)) = (claims.as_object_mut(), claim.as_object()) {
+            all.extend(extra.clone());
+        }
+        let token = issuer.token(claims);
         let (status, body) = me(&app, &token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["tenant_id"], json!(tenant));
@@ -64,30 +67,33 @@ async fn a_tenant_claim_by_slug_or_id_makes_a_tenant_principal_with_known_scopes
 #[tokio::test]
 async fn invalid_tokens_are_refused() {
     let (app, issuer) = setup().await;
-    app.tenant("acme").await;
+    let acme = app.tenant("acme").await;
     let now = chrono::Utc::now().timestamp();
     let cases = [
         (
             "expired",
-            issuer.token(json!({"tenant": "acme", "exp": now - 120})),
+            issuer.token(json!({"tenant": acme, "exp": now - 120})),
         ),
         (
             "not yet valid",
-            issuer.token(json!({"tenant": "acme", "nbf": now + 600})),
+            issuer.token(json!({"tenant": acme, "nbf": now + 600})),
         ),
         (
             "wrong audience",
-            issuer.token(json!({"tenant": "acme", "aud": "someone-else"})),
+            issuer.token(json!({"tenant": acme, "aud": "someone-else"})),
         ),
         (
             "wrong issuer",
-            issuer.token(json!({"tenant": "acme", "iss": "https://evil.example.com"})),
+            issuer.token(json!({"tenant": acme, "iss": "https://evil.example.com"})),
         ),
-        ("unknown tenant", issuer.token(json!({"tenant": "nobody"}))),
+        (
+            "unknown tenant",
+            issuer.token(json!({"tenant": uuid::Uuid::new_v4()})),
+        ),
         ("no role and no tenant", issuer.token(json!({}))),
         (
             "unknown key id",
-            issuer.token_with_kid("rotated-away", json!({"tenant": "acme"})),
+            issuer.token_with_kid("rotated-away", json!({"tenant": acme})),
         ),
         (
             "not a JWT",
@@ -131,4 +137,106 @@ async fn bearer_tokens_are_refused_when_no_issuer_is_configured() {
             .expect("detail")
             .contains("no OIDC issuer")
     );
+}
+
+#[tokio::test]
+async fn tokens_without_a_subject_are_refused() {
+    let (app, issuer) = setup().await;
+    let tenant = app.tenant("acme").await;
+    for claims in [
+        json!({"sub": null, "realm_access": {"roles": ["platform-admin"]}}),
+        json!({"sub": "", "realm_access": {"roles": ["platform-admin"]}}),
+        json!({"sub": null, "tenant": tenant, "scope": "tenants:read"}),
+    ] {
+        let (status, body) = me(&app, &issuer.token(claims.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{claims}: {body}");
+    }
+}
+
+async fn patch_tenant(app: &TestApp, key: &str, tenant: uuid::Uuid, body: Value) -> StatusCode {
+    app.request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
+        .bearer(key)
+        .json(&body)
+        .send()
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn a_renamed_tenants_users_stay_its_own_and_its_former_slug_cannot_be_taken() {
+    let (app, issuer) = setup().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let writer = [domain::Scope::TenantsRead, domain::Scope::TenantsWrite];
+    let (_, acme_key) = app.key(Some(acme), &writer).await;
+    let (_, globex_key) = app.key(Some(globex), &writer).await;
+    let user = issuer.token(json!({"sub": "jane", "tenant": acme, "scope": "tenants:read"}));
+
+    assert_eq!(
+        patch_tenant(&app, &acme_key, acme, json!({"slug": "acme-corp"})).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch_tenant(&app, &globex_key, globex, json!({"slug": "acme"})).await,
+        StatusCode::CONFLICT,
+        "a former slug stays its tenant's"
+    );
+    let (status, body) = me(&app, &user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["tenant_id"],
+        json!(acme),
+        "still a user of the renamed tenant"
+    );
+
+    // A token naming its tenant by slug maps to nobody, so it cannot follow the slug.
+    let by_slug = issuer.token(json!({"tenant": "acme", "scope": "tenants:read"}));
+    assert_eq!(me(&app, &by_slug).await.0, StatusCode::UNAUTHORIZED);
+    let by_current_slug = issuer.token(json!({"tenant": "globex", "scope": "tenants:read"}));
+    assert_eq!(me(&app, &by_current_slug).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_mapped_keycloak_organization_makes_its_users_the_tenants() {
+    let (app, issuer) = setup().await;
+    let admin = app.admin_key().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let org_id = "42c3e46f-8b1d-4a52-9a0e-6a1f0c2d7e11";
+    assert_eq!(
+        patch_tenant(&app, &admin, acme, json!({"oidc_organization": org_id})).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch_tenant(&app, &admin, globex, json!({"oidc_organization": "globex"})).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch_tenant(&app, &admin, globex, json!({"oidc_organization": org_id})).await,
+        StatusCode::CONFLICT,
+        "an organization belongs to one tenant"
+    );
+
+    let scoped = |organization: Value| {
+        issuer.token(json!({"organization": organization, "scope": "tenants:read"}))
+    };
+    for (organization, tenant) in [
+        (json!({"acme-alias": {"id": org_id}}), acme),
+        (json!(["globex"]), globex),
+        (json!({"globex": {"region": ["eu"]}}), globex),
+    ] {
+        let (status, body) = me(&app, &scoped(organization.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{organization}: {body}");
+        assert_eq!(body["tenant_id"], json!(tenant), "{organization}");
+    }
+    for organization in [
+        json!(["initech"]),
+        json!(["globex", "initech"]),
+        json!({"acme-alias": {"id": org_id}, "globex": {}}),
+    ] {
+        let (status, _) = me(&app, &scoped(organization.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{organization}");
+    }
+    let disagreeing = issuer.token(json!({"organization": ["globex"], "tenant_id": acme}));
+    assert_eq!(me(&app, &disagreeing).await.0, StatusCode::UNAUTHORIZED);
 }

@@ -236,3 +236,42 @@ async fn project_lists_page_and_other_tenants_projects_are_hidden() {
     let refused = create(&app, &reader, tenant, json!({"slug": "x-y-z", "name": "X"})).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn no_project_is_created_for_a_frozen_or_an_archived_tenant() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    for (slug, status, problem) in [
+        ("frosty", "frozen", "/problems/tenant-frozen"),
+        ("gone", "archived", "/problems/tenant-archived"),
+    ] {
+        let tenant = app.tenant(slug).await;
+        enable_product(&app, &admin, tenant, true).await;
+        let (_, key) = app.key(Some(tenant), &[Scope::ProjectsWrite]).await;
+        let moved = app
+            .request(Method::POST, &format!("/v1/tenants/{tenant}/transitions"))
+            .bearer(&admin)
+            .json(&json!({"to": status, "reason": "test"}))
+            .send()
+            .await;
+        assert_eq!(moved.status, StatusCode::OK);
+        for credential in [&key, &admin] {
+            let refused = create(
+                &app,
+                credential,
+                tenant,
+                json!({"slug": "web-shop", "name": "Web shop"}),
+            )
+            .await;
+            assert_eq!(refused.status, StatusCode::CONFLICT, "{status}");
+            assert_eq!(refused.json()["type"], problem);
+        }
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tenant_projects WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(app.db.pool())
+                .await
+                .expect("count");
+        assert_eq!(stored, 0, "{status}");
+    }
+}

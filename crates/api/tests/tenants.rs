@@ -524,52 +524,6 @@ async fn a_failed_change_leaves_no_audit_record() {
 }
 
 #[tokio::test]
-async fn a_former_slug_resolves_with_a_canonical_link_until_someone_takes_it() {
-    let app = TestApp::new().await;
-    let admin = app.admin_key().await;
-    let id = id_of(
-        &create(
-            &app,
-            &admin,
-            json!({"slug": "acme", "name": "A", "plan": "pro"}),
-        )
-        .await,
-    );
-    app.request(Method::PATCH, &format!("/v1/tenants/{id}"))
-        .bearer(&admin)
-        .json(&json!({"slug": "acme-corp"}))
-        .send()
-        .await;
-    let old = app
-        .request(Method::GET, "/v1/tenants/by-slug/acme")
-        .bearer(&admin)
-        .send()
-        .await;
-    assert_eq!(old.status, StatusCode::OK);
-    assert_eq!(old.json()["slug"], "acme-corp");
-    assert_eq!(
-        old.header("link"),
-        Some("</v1/tenants/by-slug/acme-corp>; rel=\"canonical\"")
-    );
-
-    let newcomer = id_of(
-        &create(
-            &app,
-            &admin,
-            json!({"slug": "acme", "name": "New", "plan": "pro"}),
-        )
-        .await,
-    );
-    let now = app
-        .request(Method::GET, "/v1/tenants/by-slug/acme")
-        .bearer(&admin)
-        .send()
-        .await;
-    assert_eq!(now.json()["id"], json!(newcomer));
-    assert_eq!(now.header("link"), None);
-}
-
-#[tokio::test]
 async fn invalid_input_lists_every_problem_and_purge_has_its_rules() {
     let app = TestApp::new().await;
     let admin = app.admin_key().await;

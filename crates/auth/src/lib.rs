@@ -6,6 +6,7 @@ mod failures;
 pub mod keys;
 mod oidc;
 mod principal;
+mod tenant_claims;
 mod verifier;
 
 pub use failures::FailureLimiter;

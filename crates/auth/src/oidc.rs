@@ -10,8 +10,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use storage::PgPool;
 use tokio::sync::{Mutex, RwLock};
-use uuid::Uuid;
 
+use crate::tenant_claims::{self, TenantClaims};
 use crate::{AuthError, Principal, PrincipalKind};
 use domain::{Scope, Scopes};
 
@@ -45,7 +45,8 @@ struct RealmAccess {
 struct Claims {
     sub: Option<String>,
     realm_access: Option<RealmAccess>,
-    tenant: Option<String>,
+    #[serde(flatten)]
+    tenancy: TenantClaims,
     scope: Option<String>,
 }
 
@@ -111,6 +112,12 @@ impl OidcVerifier {
     }
 
     async fn principal(&self, claims: Claims, pool: &PgPool) -> Result<Principal, AuthError> {
+        // Every principal is someone: idempotency records, audit trails and denials are
+        // keyed by the subject, so a token without one is no one's.
+        let subject = claims
+            .sub
+            .filter(|sub| !sub.trim().is_empty())
+            .ok_or_else(|| AuthError::Token("the token has no subject (sub)".to_owned()))?;
         let is_admin = claims
             .realm_access
             .as_ref()
@@ -121,14 +128,11 @@ impl OidcVerifier {
                 tenant_id: None,
                 scopes: [Scope::PlatformAdmin].into_iter().collect(),
                 key_id: None,
-                subject: claims.sub,
+                subject: Some(subject),
                 product: None,
             });
         }
-        let tenant = claims.tenant.ok_or_else(|| {
-            AuthError::Token("the token has neither the admin role nor a tenant claim".to_owned())
-        })?;
-        let tenant_id = resolve_tenant(pool, &tenant).await?;
+        let tenant_id = tenant_claims::resolve(&claims.tenancy, &self.config.issuer, pool).await?;
         let scopes = Scopes::known_from(
             claims
                 .scope
@@ -146,7 +150,7 @@ impl OidcVerifier {
             tenant_id: Some(tenant_id),
             scopes,
             key_id: None,
-            subject: claims.sub,
+            subject: Some(subject),
             product: None,
         })
     }
@@ -229,16 +233,4 @@ impl OidcVerifier {
             fetched: Instant::now(),
         })
     }
-}
-
-async fn resolve_tenant(pool: &PgPool, claim: &str) -> Result<Uuid, AuthError> {
-    let found = match claim.parse::<Uuid>() {
-        Ok(id) => storage::tenants::exists(pool, id)
-            .await
-            .map(|exists| exists.then_some(id)),
-        Err(_) => storage::tenants::id_by_slug(pool, claim).await,
-    };
-    found
-        .map_err(|error| AuthError::Unavailable(error.to_string()))?
-        .ok_or_else(|| AuthError::Token(format!("the token's tenant {claim:?} does not exist")))
 }

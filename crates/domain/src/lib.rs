@@ -6,12 +6,15 @@
 
 mod enums;
 pub mod idp;
+mod lifecycle;
 pub mod product;
 mod scope;
 mod slug;
+pub mod subscription;
 pub mod tenant;
 pub mod xml_shape;
 
 pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};
+pub use lifecycle::{LifecycleRefusal, TenantWrite};
 pub use scope::{Scope, Scopes};
 pub use slug::{Slug, SlugError};

@@ -1,5 +1,7 @@
 //! Rules for a tenant's fields, each returning a message written for the person who sent it.
 
+use chrono::{DateTime, Utc};
+
 use crate::TenantStatus;
 
 /// Longest display name accepted.
@@ -15,6 +17,64 @@ pub const CREATABLE_STATUSES: &[TenantStatus] = &[
     TenantStatus::Trial,
     TenantStatus::Active,
 ];
+
+/// Every field of a tenant a create or patch body may name (`status` is set only at creation).
+pub const FIELDS: &[&str] = &[
+    "slug",
+    "name",
+    "plan",
+    "kind",
+    "status",
+    "trial_ends_at",
+    "erp_id",
+    "stripe_id",
+    "contract_starts_on",
+    "contract_ends_on",
+    "sales_owner",
+    "contact_email",
+    "oidc_organization",
+];
+
+/// The fields a tenant principal may change about its own tenant: what it is called and how
+/// it is reached. Every other field is commercial, lifecycle or identity-mapping data that
+/// only platform principals change (a field added later is the platform's until listed here).
+pub const EDITABLE_BY_TENANT: &[&str] = &["slug", "name", "contact_email"];
+
+/// The fields among `requested` that a tenant principal may not change, in the order given;
+/// names that are no tenant field are left to validation.
+pub fn reserved_to_platform<'a>(requested: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    requested
+        .into_iter()
+        .filter(|field| FIELDS.contains(field) && !EDITABLE_BY_TENANT.contains(field))
+        .collect()
+}
+
+/// A trial end set on a tenant in `status`: only a trial has one, and it lies after `now`.
+pub fn trial_end(
+    status: TenantStatus,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    if status != TenantStatus::Trial {
+        Err("only a trial tenant has a trial end".to_owned())
+    } else if at <= now {
+        Err("must be in the future".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// The Keycloak organization a tenant's users come from, as the token's `organization` claim
+/// names it (its id, or its alias): 1 to 255 printable characters, no spaces.
+pub fn oidc_organization(input: &str) -> Result<String, String> {
+    if input.is_empty() || input.chars().count() > 255 {
+        return Err("must be 1 to 255 characters".to_owned());
+    }
+    if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".to_owned());
+    }
+    Ok(input.to_owned())
+}
 
 /// A display name: trimmed, 1 to 200 characters, no control characters.
 pub fn name(input: &str) -> Result<String, String> {
@@ -136,6 +196,72 @@ mod tests {
     fn a_masked_email_keeps_only_the_first_letter_and_the_domain() {
         assert_eq!(mask_email("alice@acme.com"), "a***@acme.com");
         assert_eq!(mask_email("not-an-email"), "***");
+    }
+
+    #[test]
+    fn a_tenant_may_edit_only_its_name_slug_and_contact() {
+        let requested = [
+            "name",
+            "plan",
+            "slug",
+            "kind",
+            "trial_ends_at",
+            "contract_starts_on",
+            "contract_ends_on",
+            "erp_id",
+            "stripe_id",
+            "sales_owner",
+            "status",
+            "oidc_organization",
+            "contact_email",
+            "colour",
+        ];
+        assert_eq!(
+            reserved_to_platform(requested),
+            vec![
+                "plan",
+                "kind",
+                "trial_ends_at",
+                "contract_starts_on",
+                "contract_ends_on",
+                "erp_id",
+                "stripe_id",
+                "sales_owner",
+                "status",
+                "oidc_organization"
+            ]
+        );
+        assert!(reserved_to_platform(["name", "slug", "contact_email"]).is_empty());
+        assert!(
+            EDITABLE_BY_TENANT
+                .iter()
+                .all(|field| FIELDS.contains(field)),
+            "the editable fields are tenant fields"
+        );
+    }
+
+    #[test]
+    fn only_a_trial_has_a_trial_end_and_it_lies_ahead() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::days(1);
+        assert_eq!(trial_end(TenantStatus::Trial, later, now), Ok(()));
+        assert!(trial_end(TenantStatus::Trial, now, now).is_err());
+        for status in [
+            TenantStatus::Demo,
+            TenantStatus::Active,
+            TenantStatus::Frozen,
+            TenantStatus::Archived,
+        ] {
+            assert!(trial_end(status, later, now).is_err(), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_oidc_organization_is_one_token_of_printable_text() {
+        assert_eq!(oidc_organization("acme-corp"), Ok("acme-corp".to_owned()));
+        assert!(oidc_organization("").is_err());
+        assert!(oidc_organization("acme corp").is_err());
+        assert!(oidc_organization(&"x".repeat(256)).is_err());
     }
 
     #[test]

@@ -40,22 +40,6 @@ pub async fn insert(
     .await
 }
 
-/// Whether a tenant other than `tenant_id` has verified `domain`.
-pub async fn verified_elsewhere(
-    pool: &PgPool,
-    tenant_id: Uuid,
-    domain: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenant_domains
-                        WHERE domain = $1 AND tenant_id <> $2 AND verified_at IS NOT NULL)",
-    )
-    .bind(domain)
-    .bind(tenant_id)
-    .fetch_one(pool)
-    .await
-}
-
 /// A tenant's claims, by domain.
 pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<DomainRow>, sqlx::Error> {
     sqlx::query_as(&format!(

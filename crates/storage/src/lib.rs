@@ -11,6 +11,7 @@ pub mod idps;
 pub mod migrations;
 pub mod products;
 pub mod projects;
+pub mod tenant_names;
 pub mod tenants;
 
 use std::time::Duration;

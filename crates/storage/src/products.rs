@@ -117,6 +117,26 @@ pub async fn set_for_tenant(
     Ok(row)
 }
 
+/// Changes only the config of a tenant's existing subscription; `None` when it has none.
+pub async fn set_config_for_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    product: &str,
+    config: &serde_json::Value,
+) -> Result<Option<TenantProductRow>, sqlx::Error> {
+    let row = sqlx::query_as(&format!(
+        "UPDATE tenant_products SET config = $3 WHERE tenant_id = $1 AND product = $2
+         RETURNING {TENANT_PRODUCT_COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(product)
+    .bind(Json(config))
+    .fetch_optional(&mut *conn)
+    .await?;
+    notify_entitlements_changed(conn).await?;
+    Ok(row)
+}
+
 /// Removes a tenant's subscription; whether there was one.
 pub async fn remove_for_tenant(
     conn: &mut PgConnection,

@@ -1,9 +1,12 @@
-//! The `tenants` table and its companions: slug history and status history.
+//! The `tenants` table and its status history (former slugs and OIDC organizations:
+//! [`crate::tenant_names`]).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{Slug, TenantKind, TenantStatus};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
+
+use crate::tenant_names::OidcOrganization;
 
 /// The LISTEN/NOTIFY channel on which a trigger announces every committed change to a
 /// tenant or its products (V8).
@@ -63,6 +66,10 @@ pub struct TenantRow {
     pub sales_owner: Option<String>,
     /// The contact email, encrypted (see the keyring crate).
     pub contact_email_encrypted: Option<Vec<u8>>,
+    /// The OIDC issuer whose organization's users belong to this tenant.
+    pub oidc_issuer: Option<String>,
+    /// That issuer's organization (its id or alias, as tokens name it).
+    pub oidc_organization: Option<String>,
     /// Bumped by every update: the ETag.
     pub version: i64,
     /// Enabled products, sorted.
@@ -88,6 +95,8 @@ struct RawTenant {
     contract_ends_on: Option<NaiveDate>,
     sales_owner: Option<String>,
     contact_email_encrypted: Option<Vec<u8>>,
+    oidc_issuer: Option<String>,
+    oidc_organization: Option<String>,
     version: i64,
     products: Vec<String>,
     created_at: DateTime<Utc>,
@@ -113,6 +122,8 @@ impl TryFrom<RawTenant> for TenantRow {
             contract_ends_on: raw.contract_ends_on,
             sales_owner: raw.sales_owner,
             contact_email_encrypted: raw.contact_email_encrypted,
+            oidc_issuer: raw.oidc_issuer,
+            oidc_organization: raw.oidc_organization,
             version: raw.version,
             products: raw.products,
             created_at: raw.created_at,
@@ -124,7 +135,7 @@ impl TryFrom<RawTenant> for TenantRow {
 const SELECT: &str =
     "SELECT t.id, t.slug, t.name, t.status::text AS status, t.kind::text AS kind, t.plan,
        t.erp_id, t.stripe_id, t.trial_ends_at, t.contract_starts_on, t.contract_ends_on,
-       t.sales_owner, t.contact_email_encrypted, t.version,
+       t.sales_owner, t.contact_email_encrypted, t.oidc_issuer, t.oidc_organization, t.version,
        ARRAY(SELECT p.product FROM tenant_products p
              WHERE p.tenant_id = t.id AND p.enabled ORDER BY p.product) AS products,
        t.created_at, t.updated_at
@@ -163,6 +174,8 @@ pub struct NewTenant {
     pub sales_owner: Option<String>,
     /// Encrypted contact email.
     pub contact_email_encrypted: Option<Vec<u8>>,
+    /// The OIDC issuer and organization whose users belong to the tenant.
+    pub oidc_organization: Option<OidcOrganization>,
 }
 
 impl NewTenant {
@@ -182,20 +195,23 @@ impl NewTenant {
             contract_ends_on: None,
             sales_owner: None,
             contact_email_encrypted: None,
+            oidc_organization: None,
         }
     }
 }
 
-/// Inserts a tenant; a slug another tenant used to have passes to this one.
+/// Inserts a tenant (after [`crate::tenant_names::reserve`], which a fixture may skip).
 pub async fn insert(conn: &mut PgConnection, tenant: &NewTenant) -> Result<TenantRow, sqlx::Error> {
-    sqlx::query("DELETE FROM tenant_slug_history WHERE slug = $1")
-        .bind(tenant.slug.as_str())
-        .execute(&mut *conn)
-        .await?;
+    let (oidc_issuer, oidc_organization) = tenant
+        .oidc_organization
+        .as_ref()
+        .map(|mapping| (mapping.issuer.as_str(), mapping.organization.as_str()))
+        .unzip();
     sqlx::query(
         "INSERT INTO tenants (id, slug, name, status, kind, plan, erp_id, stripe_id, trial_ends_at,
-                              contract_starts_on, contract_ends_on, sales_owner, contact_email_encrypted)
-         VALUES ($1, $2, $3, $4::tenant_status, $5::tenant_kind, $6, $7, $8, $9, $10, $11, $12, $13)",
+                              contract_starts_on, contract_ends_on, sales_owner, contact_email_encrypted,
+                              oidc_issuer, oidc_organization)
+         VALUES ($1, $2, $3, $4::tenant_status, $5::tenant_kind, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(tenant.id)
     .bind(tenant.slug.as_str())
@@ -210,6 +226,8 @@ pub async fn insert(conn: &mut PgConnection, tenant: &NewTenant) -> Result<Tenan
     .bind(tenant.contract_ends_on)
     .bind(&tenant.sales_owner)
     .bind(&tenant.contact_email_encrypted)
+    .bind(oidc_issuer)
+    .bind(oidc_organization)
     .execute(&mut *conn)
     .await?;
     get_on(conn, tenant.id)
@@ -384,6 +402,8 @@ pub struct TenantChanges {
     pub sales_owner: Option<Option<String>>,
     /// New encrypted contact email.
     pub contact_email_encrypted: Option<Option<Vec<u8>>>,
+    /// New OIDC organization mapping.
+    pub oidc_organization: Option<Option<OidcOrganization>>,
 }
 
 impl TenantChanges {
@@ -401,6 +421,7 @@ impl TenantChanges {
             ("contract_ends_on", self.contract_ends_on.is_some()),
             ("sales_owner", self.sales_owner.is_some()),
             ("contact_email", self.contact_email_encrypted.is_some()),
+            ("oidc_organization", self.oidc_organization.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -420,6 +441,8 @@ pub enum UpdateOutcome {
         /// The version the tenant is at.
         current: i64,
     },
+    /// The new slug is another tenant's, now or formerly.
+    SlugUnavailable,
 }
 
 /// Locks a tenant's row for the rest of the transaction and returns it.
@@ -432,8 +455,9 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantRow>
         .transpose()
 }
 
-/// Applies `changes` if the tenant is at `expected_version` (any version when `None`);
-/// a slug change records the old slug in the history.
+/// Applies `changes` if the tenant is at `expected_version` (any version when `None`) and a
+/// new slug is free for it; a slug change keeps the old slug as a former one, and taking
+/// back a former slug of its own removes it from the history.
 pub async fn update(
     conn: &mut PgConnection,
     id: Uuid,
@@ -452,19 +476,9 @@ pub async fn update(
         .slug
         .as_ref()
         .filter(|slug| slug.as_str() != current.slug)
+        && !crate::tenant_names::move_slug(conn, id, &current.slug, slug.as_str()).await?
     {
-        sqlx::query("DELETE FROM tenant_slug_history WHERE slug = $1")
-            .bind(slug.as_str())
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO tenant_slug_history (slug, tenant_id) VALUES ($1, $2)
-             ON CONFLICT (slug) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, retired_at = now()",
-        )
-        .bind(&current.slug)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+        return Ok(UpdateOutcome::SlugUnavailable);
     }
     let mut query: QueryBuilder<Postgres> =
         QueryBuilder::new("UPDATE tenants SET updated_at = now()");
@@ -505,6 +519,17 @@ pub async fn update(
         query
             .push(", contact_email_encrypted = ")
             .push_bind(value.clone());
+    }
+    if let Some(value) = &changes.oidc_organization {
+        let (issuer, organization) = value
+            .clone()
+            .map(|mapping| (mapping.issuer, mapping.organization))
+            .unzip();
+        query
+            .push(", oidc_issuer = ")
+            .push_bind(issuer)
+            .push(", oidc_organization = ")
+            .push_bind(organization);
     }
     query.push(" WHERE id = ").push_bind(id);
     query.build().execute(&mut *conn).await?;

@@ -3,27 +3,13 @@
 use chrono::{DateTime, Duration, Utc};
 use domain::{Slug, TenantKind, TenantStatus, tenant};
 use serde_json::Value;
+use storage::tenant_names::OidcOrganization;
 use storage::tenants::{ListFilter, TenantChanges};
 use uuid::Uuid;
 
 use crate::fields::{self, Fields};
 use crate::pagination::{self, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::problem::{ApiError, FieldError};
-
-const CREATE_FIELDS: &[&str] = &[
-    "slug",
-    "name",
-    "plan",
-    "kind",
-    "status",
-    "trial_ends_at",
-    "erp_id",
-    "stripe_id",
-    "contract_starts_on",
-    "contract_ends_on",
-    "sales_owner",
-    "contact_email",
-];
 
 /// A validated `POST /v1/tenants` body.
 pub struct CreateTenant {
@@ -37,9 +23,31 @@ fn slug_rule(text: &str) -> Result<Slug, String> {
     Slug::parse(text).map_err(|error| error.to_string())
 }
 
-/// Reads a create body; `trial_days` sets the default trial end.
-pub fn create(body: Value, trial_days: i64, now: DateTime<Utc>) -> Result<CreateTenant, ApiError> {
-    let mut fields = Fields::new(body, CREATE_FIELDS)?;
+/// The rule for `oidc_organization`: an organization of `issuer`, the configured one.
+fn oidc_organization_rule(
+    issuer: Option<&str>,
+) -> impl FnOnce(&str) -> Result<OidcOrganization, String> + '_ {
+    move |text| {
+        let issuer = issuer.ok_or_else(|| {
+            "no OIDC issuer is configured (KEYCLOAK_ISSUER), so no organization can be mapped"
+                .to_owned()
+        })?;
+        Ok(OidcOrganization {
+            issuer: issuer.to_owned(),
+            organization: tenant::oidc_organization(text)?,
+        })
+    }
+}
+
+/// Reads a create body; `trial_days` sets the default trial end, `issuer` is the OIDC issuer
+/// whose organization `oidc_organization` names.
+pub fn create(
+    body: Value,
+    trial_days: i64,
+    now: DateTime<Utc>,
+    issuer: Option<&str>,
+) -> Result<CreateTenant, ApiError> {
+    let mut fields = Fields::new(body, tenant::FIELDS)?;
     let slug = fields.required("slug", slug_rule);
     let name = fields.required("name", tenant::name);
     let plan = fields.required("plan", tenant::plan);
@@ -56,12 +64,8 @@ pub fn create(body: Value, trial_days: i64, now: DateTime<Utc>) -> Result<Create
     let trial_ends_at = fields
         .optional("trial_ends_at", fields::timestamp)
         .flatten();
-    if let Some(at) = trial_ends_at {
-        if status != TenantStatus::Trial {
-            fields.error("trial_ends_at", "only a trial tenant has a trial end");
-        } else if at <= now {
-            fields.error("trial_ends_at", "must be in the future");
-        }
+    if let Some(Err(detail)) = trial_ends_at.map(|at| tenant::trial_end(status, at, now)) {
+        fields.error("trial_ends_at", detail);
     }
     let erp_id = fields.optional("erp_id", tenant::short_text).flatten();
     let stripe_id = fields.optional("stripe_id", tenant::short_text).flatten();
@@ -76,6 +80,9 @@ pub fn create(body: Value, trial_days: i64, now: DateTime<Utc>) -> Result<Create
     }
     let sales_owner = fields.optional("sales_owner", tenant::short_text).flatten();
     let contact_email = fields.optional("contact_email", tenant::email).flatten();
+    let oidc_organization = fields
+        .optional("oidc_organization", oidc_organization_rule(issuer))
+        .flatten();
     fields.finish()?;
     let (Some(slug), Some(name), Some(plan)) = (slug, name, plan) else {
         return Err(ApiError::internal(
@@ -102,6 +109,7 @@ pub fn create(body: Value, trial_days: i64, now: DateTime<Utc>) -> Result<Create
             contract_ends_on,
             sales_owner,
             contact_email_encrypted: None,
+            oidc_organization,
         },
         contact_email,
     })
@@ -115,11 +123,10 @@ pub struct Patch {
     pub contact_email: Option<Option<String>>,
 }
 
-/// Reads a merge patch of the editable fields (`status` moves only by transitions).
-pub fn patch(body: Value) -> Result<Patch, ApiError> {
-    let mut allowed: Vec<&str> = CREATE_FIELDS.to_vec();
-    allowed.push("status");
-    let mut fields = Fields::new(body, &allowed)?;
+/// Reads a merge patch of the editable fields (`status` moves only by transitions); `issuer`
+/// is the OIDC issuer whose organization `oidc_organization` names.
+pub fn patch(body: Value, issuer: Option<&str>) -> Result<Patch, ApiError> {
+    let mut fields = Fields::new(body, tenant::FIELDS)?;
     if fields.has("status") {
         fields.error(
             "status",
@@ -138,6 +145,7 @@ pub fn patch(body: Value) -> Result<Patch, ApiError> {
         contract_ends_on: fields.optional("contract_ends_on", fields::date),
         sales_owner: fields.optional("sales_owner", tenant::short_text),
         contact_email_encrypted: None,
+        oidc_organization: fields.optional("oidc_organization", oidc_organization_rule(issuer)),
     };
     let contact_email = fields.optional("contact_email", tenant::email);
     fields.finish()?;
@@ -248,6 +256,7 @@ mod tests {
             json!({"slug": "acme", "name": "Acme", "plan": "pro"}),
             14,
             now,
+            None,
         )
         .expect("valid");
         assert_eq!(created.tenant.status, TenantStatus::Trial);
@@ -256,6 +265,7 @@ mod tests {
             json!({"slug": "acme", "name": "Acme", "plan": "pro", "status": "active"}),
             14,
             now,
+            None,
         )
         .expect("valid");
         assert_eq!(active.tenant.trial_ends_at, None);
@@ -268,6 +278,7 @@ mod tests {
                    "contract_ends_on": "2026-01-01", "contact_email": "nope", "colour": "red"}),
             14,
             Utc::now(),
+            None,
         )
         .err()
         .expect("invalid");
@@ -287,11 +298,14 @@ mod tests {
 
     #[test]
     fn a_patch_cannot_change_status_or_clear_required_fields() {
-        let error = patch(json!({"status": "active", "name": null, "erp_id": null}))
-            .err()
-            .expect("invalid");
+        let error = patch(
+            json!({"status": "active", "name": null, "erp_id": null}),
+            None,
+        )
+        .err()
+        .expect("invalid");
         assert_eq!(error.pointers(), vec!["/status", "/name"]);
-        let Ok(cleared) = patch(json!({"erp_id": null})) else {
+        let Ok(cleared) = patch(json!({"erp_id": null}), None) else {
             panic!("clearing an optional field is valid");
         };
         assert_eq!(cleared.changes.erp_id, Some(None));

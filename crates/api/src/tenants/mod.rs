@@ -1,5 +1,8 @@
-//! `/v1/tenants`: create, read (by id, by slug, listed), patch, transition, archive, purge.
+//! `/v1/tenants`: create, read (by id, by slug, listed), patch, transition, archive, purge,
+//! former slugs; and the gate every write on a tenant's behalf passes ([`writable_by_path`]).
 
+mod access;
+pub(crate) mod former_slugs;
 mod input;
 mod service;
 
@@ -15,6 +18,9 @@ use storage::tenants::{self, SlugMatch, TenantRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+pub(crate) use access::{permit, permit_if_known, visible_by_path, writable_by_path, write_by};
+use access::{require_editable_by, require_platform, visible};
+
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::pagination;
@@ -26,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/tenants/by-slug/{slug}", get(get_by_slug))
         .route("/v1/tenants/{id}", get(get_one).patch(patch).delete(delete))
         .route("/v1/tenants/{id}/transitions", post(transition))
+        .merge(former_slugs::router())
 }
 
 /// A tenant as the API shows it.
@@ -62,6 +69,11 @@ pub struct TenantView {
     sales_owner: Option<String>,
     /// Contact email (PII: encrypted at rest, shown to holders of tenants:read).
     contact_email: Option<String>,
+    /// The OIDC issuer whose organization's users belong to this tenant.
+    oidc_issuer: Option<String>,
+    /// That issuer's organization (its id or alias), mapped to this tenant.
+    #[schema(example = "acme-corp")]
+    oidc_organization: Option<String>,
     /// Ids of the enabled products.
     #[schema(example = json!(["certifai", "compliance"]))]
     products: Vec<String>,
@@ -131,6 +143,9 @@ pub struct TenantInput {
     sales_owner: Option<String>,
     /// Contact email (encrypted at rest).
     contact_email: Option<String>,
+    /// The Keycloak organization (id or alias, as tokens' `organization` claim names it)
+    /// whose users belong to this tenant, under the configured issuer; unique.
+    oidc_organization: Option<String>,
 }
 
 /// Filters of `GET /v1/tenants`.
@@ -194,6 +209,8 @@ fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
         contract_ends_on: row.contract_ends_on,
         sales_owner: row.sales_owner,
         contact_email,
+        oidc_issuer: row.oidc_issuer,
+        oidc_organization: row.oidc_organization,
         products: row.products,
         version: row.version,
         created_at: row.created_at,
@@ -236,40 +253,17 @@ fn matches_if_none_match(headers: &HeaderMap, version: i64) -> bool {
         })
 }
 
+fn oidc_issuer(state: &AppState) -> Option<&str> {
+    state
+        .settings
+        .oidc
+        .as_ref()
+        .map(|config| config.issuer.as_str())
+}
+
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such tenant"))
-}
-
-/// The tenant named by a raw path segment, if it exists and the caller may see it; 404
-/// otherwise (another tenant's rows are never revealed).
-pub(crate) async fn visible_by_path(
-    state: &AppState,
-    caller: &Caller,
-    raw: &str,
-) -> Result<TenantRow, ApiError> {
-    visible(state, caller, parse_id(raw)?).await
-}
-
-/// The tenant `id` if it exists and the caller may see it; 404 otherwise.
-async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<TenantRow, ApiError> {
-    state
-        .tenants
-        .get(&state.pool, id)
-        .await?
-        .filter(|row| caller.principal.can_access_tenant(Some(row.id)))
-        .map(|row| TenantRow::clone(&row))
-        .ok_or_else(|| ApiError::not_found("no such tenant"))
-}
-
-fn require_platform(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    if caller.principal.tenant_id.is_none() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "{what} is for platform principals, not tenant ones"
-        )))
-    }
 }
 
 fn tenant_response(
@@ -324,7 +318,12 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::TenantsWrite)?;
     require_platform(&caller, "creating tenants")?;
-    let request = input::create(body, state.settings.trial_days, Utc::now())?;
+    let request = input::create(
+        body,
+        state.settings.trial_days,
+        Utc::now(),
+        oidc_issuer(&state),
+    )?;
     let row = service::create(
         &state.pool,
         &state.settings.keyring,
@@ -419,15 +418,17 @@ pub(crate) async fn list(
     Ok(Json(TenantPage { items, next_cursor }))
 }
 
-/// Changes editable fields (JSON merge patch; status excluded). Honours `If-Match`.
+/// Changes editable fields (JSON merge patch; status excluded). Honours `If-Match`. A
+/// tenant principal changes only its slug, name and contact email.
 #[utoipa::path(patch, path = "/v1/tenants/{id}", operation_id = "patch_tenant", tag = "tenants", security(("bearer" = ["tenants:write"])),
     request_body(content = TenantInput, content_type = "application/merge-patch+json", description = "Any subset of the fields; null clears an optional one"),
     params(("id" = Uuid, Path, description = "The tenant's id"),
            ("If-Match" = Option<String>, Header, description = "The ETag read; required when REQUIRE_IF_MATCH=true")),
     responses(
     (status = 200, description = "Changed", body = TenantView, headers(("etag" = String, description = "The new version"))),
+    (status = 403, description = "A tenant principal changing a platform field (errors names each)", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "slug, erp_id or stripe_id taken", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "slug, erp_id, stripe_id or oidc_organization not available; or the tenant is frozen (tenant principals) or archived", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields, all listed", body = Problem, content_type = "application/problem+json"),
     (status = 428, description = "If-Match required and missing", body = Problem, content_type = "application/problem+json")))]
@@ -441,15 +442,19 @@ pub(crate) async fn patch(
     caller.require(Scope::TenantsWrite)?;
     let before = visible(&state, &caller, parse_id(&id)?).await?;
     let id = before.id;
+    require_editable_by(&caller, &body)?;
     let expected = if_match(&headers, state.settings.require_if_match)?;
-    let patch = input::patch(body)?;
+    let patch = input::patch(body, oidc_issuer(&state))?;
     let row = service::update(
         &state.pool,
         &state.settings.keyring,
         &caller.actor(),
-        id,
-        expected,
-        patch,
+        service::Update {
+            id,
+            expected_version: expected,
+            patch,
+            write: write_by(&caller),
+        },
     )
     .await?;
     state.tenant_changed(id, &[&before.slug, &row.slug]).await;

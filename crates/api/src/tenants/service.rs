@@ -1,9 +1,11 @@
 //! The tenant use cases: each opens one transaction for the change and its audit record.
 
 use auth::keys::Actor;
-use domain::TenantStatus;
+use chrono::{DateTime, Utc};
+use domain::{TenantStatus, TenantWrite, tenant};
 use keyring::Keyring;
 use storage::PgPool;
+use storage::tenant_names;
 use storage::tenants::{self, TenantChanges, TenantRow, UpdateOutcome};
 use uuid::Uuid;
 
@@ -59,6 +61,9 @@ pub async fn create(
         tenant.contact_email_encrypted = Some(seal_email(keyring, tenant.id, email)?);
     }
     let mut transaction = pool.begin().await?;
+    if !tenant_names::reserve(&mut transaction, tenant.id, tenant.slug.as_str()).await? {
+        return Err(slug_unavailable());
+    }
     let row = tenants::insert(&mut transaction, &tenant)
         .await
         .map_err(constraints::map)?;
@@ -78,15 +83,55 @@ pub async fn create(
     Ok(row)
 }
 
-/// Applies a merge patch if the tenant is at `expected_version`.
+fn slug_unavailable() -> ApiError {
+    ApiError::conflict_field("/slug", constraints::SLUG_UNAVAILABLE)
+}
+
+/// A change to the trial end checked against the tenant's status, as at creation: only a
+/// trial has one, it lies ahead, and a trial keeps one.
+fn check_trial_end(
+    status: TenantStatus,
+    change: Option<Option<DateTime<Utc>>>,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let problem = match change {
+        Some(Some(at)) => tenant::trial_end(status, at, now).err(),
+        Some(None) if status == TenantStatus::Trial => {
+            Some("a trial tenant keeps a trial end; move it to active to end the trial".to_owned())
+        }
+        _ => None,
+    };
+    problem.map_or(Ok(()), |detail| {
+        Err(ApiError::invalid_field("/trial_ends_at", detail))
+    })
+}
+
+/// A merge patch: who asks decides the `write` its tenant's lifecycle must permit.
+pub struct Update {
+    /// The tenant.
+    pub id: Uuid,
+    /// The version the caller read (`If-Match`), if it sent one.
+    pub expected_version: Option<i64>,
+    /// The changes.
+    pub patch: Patch,
+    /// A tenant's own edit, or a platform decision.
+    pub write: TenantWrite,
+}
+
+/// Applies a merge patch if the tenant's lifecycle permits it, its status admits the new
+/// trial end, it is at the expected version and a new slug is free.
 pub async fn update(
     pool: &PgPool,
     keyring: &Keyring,
     actor: &Actor<'_>,
-    id: Uuid,
-    expected_version: Option<i64>,
-    patch: Patch,
+    update: Update,
 ) -> Result<TenantRow, ApiError> {
+    let Update {
+        id,
+        expected_version,
+        patch,
+        write,
+    } = update;
     let mut changes: TenantChanges = patch.changes;
     if let Some(email) = patch.contact_email {
         changes.contact_email_encrypted = Some(
@@ -96,6 +141,11 @@ pub async fn update(
         );
     }
     let mut transaction = pool.begin().await?;
+    let current = tenants::lock(&mut transaction, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    super::permit(current.status, write)?;
+    check_trial_end(current.status, changes.trial_ends_at, Utc::now())?;
     let row = match tenants::update(&mut transaction, id, expected_version, &changes)
         .await
         .map_err(constraints::map)?
@@ -107,6 +157,7 @@ pub async fn update(
                 "the tenant is at version \"{current}\"; read it again and retry"
             )));
         }
+        UpdateOutcome::SlugUnavailable => return Err(slug_unavailable()),
     };
     let fields = field_map(&[("fields", changes.field_names().join(","))]);
     audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
@@ -184,6 +235,33 @@ pub async fn archive(
         },
     )
     .await
+}
+
+/// Releases a former slug of tenant `id` (a platform decision): it stops leading to the
+/// tenant and any tenant may take it.
+pub async fn release_former_slug(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    tenant: &TenantRow,
+    slug: &str,
+) -> Result<(), ApiError> {
+    super::permit(tenant.status, TenantWrite::Administer)?;
+    let mut transaction = pool.begin().await?;
+    if !tenant_names::release(&mut transaction, tenant.id, slug).await? {
+        return Err(ApiError::not_found("the tenant has no such former slug"));
+    }
+    let fields = field_map(&[("slug", slug.to_owned())]);
+    audit(
+        &mut transaction,
+        actor,
+        tenant,
+        "tenant.former_slug_released",
+        'd',
+        fields,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(())
 }
 
 /// Deletes an archived tenant and everything it owns; its audit trail stays, unlinked.
