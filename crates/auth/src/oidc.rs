@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use chrono::DateTime;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -44,6 +45,7 @@ struct RealmAccess {
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    exp: i64,
     realm_access: Option<RealmAccess>,
     tenant: Option<String>,
     scope: Option<String>,
@@ -111,6 +113,10 @@ impl OidcVerifier {
     }
 
     async fn principal(&self, claims: Claims, pool: &PgPool) -> Result<Principal, AuthError> {
+        // `exp` is required and checked by the validation; the principal carries it so that
+        // nothing it grants outlives the token.
+        let expires_at = DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AuthError::Token("the token's exp is out of range".to_owned()))?;
         let is_admin = claims
             .realm_access
             .as_ref()
@@ -123,6 +129,7 @@ impl OidcVerifier {
                 key_id: None,
                 subject: claims.sub,
                 product: None,
+                expires_at: Some(expires_at),
             });
         }
         let tenant = claims.tenant.ok_or_else(|| {
@@ -148,6 +155,7 @@ impl OidcVerifier {
             key_id: None,
             subject: claims.sub,
             product: None,
+            expires_at: Some(expires_at),
         })
     }
 
