@@ -114,11 +114,7 @@ impl std::error::Error for GrantRefused {}
 /// outlives the principal's own credential.
 pub fn may_grant(principal: &Principal, key: &KeyReach<'_>) -> Result<(), GrantRefused> {
     let mut overreach = Vec::new();
-    let missing: Vec<Scope> = key
-        .scopes
-        .iter()
-        .filter(|scope| !principal.allows(*scope))
-        .collect();
+    let missing = principal.scopes.lacking(key.scopes);
     if !missing.is_empty() {
         overreach.push(Overreach::Scopes(missing));
     }
