@@ -54,15 +54,38 @@ pub enum Command {
     /// Serve the HTTP API (the default).
     Serve,
     /// Create a platform key with scope platform:admin and print it alone on stdout: how a
-    /// fresh install gets its first credential.
+    /// fresh install gets its first credential. Audited as `bootstrap:<name>`.
     CreateAdminKey {
         /// A label for the key.
         #[arg(long)]
         name: String,
-        /// Days until the key expires (default: never).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
-        expires_in: Option<u32>,
+        /// Days until the key expires.
+        #[arg(
+            long,
+            value_name = "DAYS",
+            default_value_t = BOOTSTRAP_KEY_DAYS,
+            value_parser = clap::value_parser!(u32).range(1..=3650),
+            conflicts_with = "no_expiry"
+        )]
+        expires_in: u32,
+        /// A key that never expires (it can then mint keys that never expire either).
+        #[arg(long)]
+        no_expiry: bool,
     },
+}
+
+/// Days a bootstrap admin key lives unless `--expires-in` or `--no-expiry` says otherwise.
+pub const BOOTSTRAP_KEY_DAYS: u32 = 30;
+
+impl Command {
+    /// When a `create-admin-key` key expires, counted from `now`; `None` for never.
+    pub fn bootstrap_expiry(
+        expires_in: u32,
+        no_expiry: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        (!no_expiry).then(|| now + chrono::Duration::days(i64::from(expires_in)))
+    }
 }
 
 /// Settings shared by every subcommand.
@@ -576,20 +599,38 @@ mod tests {
         std::fs::remove_dir_all(dir).expect("clean up");
     }
 
+    fn admin_key_command(args: &[&str]) -> Result<(u32, bool), clap::Error> {
+        let argv = ["tenant-registry", "create-admin-key", "--name", "root"];
+        match Cli::try_parse_from(argv.iter().chain(args))?.command {
+            Some(Command::CreateAdminKey {
+                expires_in,
+                no_expiry,
+                ..
+            }) => Ok((expires_in, no_expiry)),
+            other => panic!("not create-admin-key: {other:?}"),
+        }
+    }
+
     #[test]
-    fn create_admin_key_takes_a_name_and_optional_expiry() {
-        let cli = Cli::try_parse_from([
-            "tenant-registry",
-            "create-admin-key",
-            "--name",
-            "root",
-            "--expires-in",
-            "30",
-        ])
-        .expect("parses");
-        assert!(
-            matches!(cli.command, Some(Command::CreateAdminKey { ref name, expires_in: Some(30) }) if name == "root")
+    fn the_bootstrap_key_expires_in_30_days_unless_told_otherwise() {
+        let now = chrono::Utc::now();
+        let expiry = |args: &[&str]| {
+            let (days, no_expiry) = admin_key_command(args).expect("parses");
+            Command::bootstrap_expiry(days, no_expiry, now)
+        };
+        assert_eq!(expiry(&[]), Some(now + chrono::Duration::days(30)));
+        assert_eq!(
+            expiry(&["--expires-in", "7"]),
+            Some(now + chrono::Duration::days(7))
         );
+        assert_eq!(expiry(&["--no-expiry"]), None, "only when asked for");
+        for refused in [
+            &["--no-expiry", "--expires-in", "7"][..],
+            &["--expires-in", "0"],
+            &["--expires-in", "3651"],
+        ] {
+            assert!(admin_key_command(refused).is_err(), "{refused:?}");
+        }
         assert!(
             Cli::try_parse_from(["tenant-registry", "create-admin-key"]).is_err(),
             "a name is required"

@@ -62,12 +62,18 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|error| format!("cannot read the schema version: {error}"))?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config, checked, pool, schema).await,
-        Command::CreateAdminKey { name, expires_in } => {
+        Command::CreateAdminKey {
+            name,
+            expires_in,
+            no_expiry,
+        } => {
             if let SchemaState::Behind { .. } = schema {
                 return Err(schema.to_string());
             }
-            let expires_at =
-                expires_in.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            let expires_at = Command::bootstrap_expiry(expires_in, no_expiry, chrono::Utc::now());
+            if expires_at.is_none() {
+                tracing::warn!("the admin key never expires (--no-expiry): revoke it when done");
+            }
             let issued = auth::keys::create_bootstrap_admin(
                 &pool,
                 cli.config.app_env.as_str(),
@@ -76,7 +82,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .await
             .map_err(|error| format!("cannot create the key: {error}"))?;
-            tracing::info!(key_id = %issued.record.id, "platform admin key created");
+            tracing::info!(key_id = %issued.record.id, ?expires_at, "platform admin key created");
             println!("{}", auth::keys::reveal(&issued.key));
             Ok(())
         }

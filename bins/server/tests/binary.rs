@@ -81,6 +81,42 @@ async fn create_admin_key_prints_the_key_alone_and_it_authenticates() {
     );
 }
 
+#[tokio::test]
+async fn the_bootstrap_key_is_audited_as_bootstrap_and_expires_in_30_days_unless_told() {
+    let db = TestDb::migrated().await;
+    let create = |name: &str, extra: &[&str]| {
+        let output = server()
+            .args(["create-admin-key", "--name", name])
+            .args(extra)
+            .env("DATABASE_URL", db.url())
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    create("ops-root", &[]);
+    create("forever", &["--no-expiry"]);
+
+    let rows: Vec<(String, Option<f64>, String)> = sqlx::query_as(
+        "SELECT k.name, (extract(epoch FROM k.expires_at - now()) / 86400)::float8, a.actor_id
+         FROM api_keys k JOIN audit_log a ON a.target_id = k.id::text
+         WHERE a.action = 'api_key.created' ORDER BY k.created_at",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("keys and their audit records");
+    let [(first, days, first_actor), (second, never, second_actor)] = rows.as_slice() else {
+        panic!("two keys, each audited once: {rows:?}");
+    };
+    assert_eq!(first, "ops-root");
+    assert!(
+        days.is_some_and(|days| (29.9..=30.0).contains(&days)),
+        "{days:?}"
+    );
+    assert_eq!(first_actor, "bootstrap:ops-root", "not an OIDC subject");
+    assert_eq!((second.as_str(), *never), ("forever", None));
+    assert_eq!(second_actor, "bootstrap:forever");
+}
+
 #[test]
 fn prod_without_an_issuer_is_refused_in_one_line() {
     let output = server()

@@ -116,10 +116,12 @@ pub struct CreateApiKeyRequest {
     /// Scopes to grant: a subset of the caller's own.
     #[schema(example = json!(["tenants:read"]))]
     scopes: Vec<String>,
-    /// When the key stops working (RFC 3339, in the future); omit for never.
+    /// When the key stops working (RFC 3339, in the future); omit for never. A caller whose
+    /// own credential expires must give one no later than its own.
     expires_at: Option<DateTime<Utc>>,
     /// The product the key belongs to (a product id such as `billing`); the audit events it
-    /// ingests are recorded under it. Omit and they are recorded under `api_key:<id>`.
+    /// ingests are recorded under it. Omit and they are recorded under `api_key:<id>`. Set
+    /// by platform principals only; a caller with a product of its own grants only that one.
     #[schema(example = "billing")]
     product: Option<String>,
 }
@@ -141,9 +143,7 @@ pub struct ListParams {
 
 fn key_error(error: KeyError) -> ApiError {
     match error {
-        KeyError::MissingScope(_) | KeyError::Escalation(_) | KeyError::Forbidden(_) => {
-            ApiError::forbidden(error.to_string())
-        }
+        KeyError::MissingScope(_) | KeyError::Refused(_) => ApiError::forbidden(error.to_string()),
         KeyError::NotFound => ApiError::not_found("no such API key"),
         KeyError::UnknownTenant => ApiError::invalid_field("/tenant_id", "no such tenant"),
         KeyError::Invalid { pointer, detail } => ApiError::invalid_field(pointer, detail),
@@ -183,7 +183,7 @@ fn parse_scopes(scopes: &[String]) -> Result<domain::Scopes, ApiError> {
      headers(("location" = String, description = "The key's URL"))),
     (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "Missing api_keys:manage, a platform key asked by a non-admin, or scopes the caller lacks", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage, or the key would reach further than the caller (scopes it lacks, a platform key from a non-admin, a product it may not assign, an expiry after its own); the detail names each", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "The key's tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields (unknown scope, past expiry, unknown tenant)", body = Problem, content_type = "application/problem+json")))]
@@ -277,12 +277,13 @@ pub(crate) async fn get_one(
     Ok(Json(record.into()))
 }
 
-/// Revokes a key everywhere within a second (idempotent).
+/// Revokes a key everywhere within a second (idempotent); only a caller that could have
+/// granted the key may.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/revoke", operation_id = "revoke_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(("id" = Uuid, Path, description = "The key's id")), responses(
     (status = 200, description = "Revoked", body = ApiKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage, or the caller could not have granted this key (its scopes, product or expiry reach further); the detail names each", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
@@ -297,12 +298,13 @@ pub(crate) async fn revoke(
     Ok(Json(record.into()))
 }
 
-/// Gives a key a new secret (same id and scopes); the old secret stops working at once.
+/// Gives a key a new secret (same id and scopes); the old secret stops working at once. Only a
+/// caller that could have granted the key may, as the answer carries its secret.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", operation_id = "rotate_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(("id" = Uuid, Path, description = "The key's id")), responses(
     (status = 200, description = "Rotated; `key` is shown only now", body = IssuedKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "Missing api_keys:manage", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing api_keys:manage, or the caller could not have granted this key (its scopes, product or expiry reach further); the detail names each", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "The key is revoked, or its tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn rotate(

@@ -1,5 +1,5 @@
 //! Extractors that turn every bad input into a problem: JSON bodies, query strings and the
-//! caller's credentials.
+//! caller's credentials (checked once per request, whoever asks first).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -135,6 +135,7 @@ pub fn client_ip(parts: &Parts) -> IpAddr {
 
 /// The authenticated caller. Rejects with 401 (with `WWW-Authenticate`), 429 after too
 /// many failures from the address, or 503 when verification cannot run.
+#[derive(Clone)]
 pub struct Caller {
     /// Who is calling.
     pub principal: Principal,
@@ -164,7 +165,7 @@ impl Caller {
 }
 
 /// The principal behind the request's `Authorization` header.
-pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -177,11 +178,64 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
     }
     let credential = credential.trim();
     if credential.starts_with("tr_") {
+        state.metrics.credential_checked();
         state.verifier.verify(credential).await
     } else {
         match &state.oidc {
-            Some(oidc) => oidc.verify(credential, &state.pool).await,
+            Some(oidc) => {
+                state.metrics.credential_checked();
+                oidc.verify(credential, &state.pool).await
+            }
             None => Err(AuthError::OidcDisabled),
+        }
+    }
+}
+
+/// The outcome of authenticating a request, kept in its extensions.
+#[derive(Clone)]
+struct Authenticated(Result<Caller, ApiError>);
+
+/// The caller of the request in `parts`: authenticated (and its failure counted) on first
+/// use, then remembered, so the idempotency layer and the handler share one check.
+pub async fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if let Some(Authenticated(outcome)) = parts.extensions.get::<Authenticated>() {
+        return outcome.clone();
+    }
+    let outcome = authenticate_caller(parts, state).await;
+    parts.extensions.insert(Authenticated(outcome.clone()));
+    outcome
+}
+
+async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let ip = client_ip(parts);
+    if state.limiter.is_blocked(ip, Instant::now()) {
+        state.metrics.auth_failure("rate_limited");
+        return Err(ApiError::too_many_requests(
+            "too many failed authentications from this address; retry in a second",
+        ));
+    }
+    match authenticate(parts, state).await {
+        Ok(principal) => Ok(Caller { principal, ip }),
+        Err(AuthError::Unavailable(cause)) => {
+            tracing::error!(%cause, "authentication unavailable");
+            Err(ApiError::unavailable(
+                "authentication is temporarily unavailable",
+            ))
+        }
+        Err(error) => {
+            state.limiter.record_failure(ip, Instant::now());
+            state.metrics.auth_failure(error.reason());
+            tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
+            Err(match error {
+                AuthError::Missing => ApiError::unauthorized(
+                    "send an API key or an OIDC access token as Authorization: Bearer …",
+                ),
+                AuthError::Revoked | AuthError::Expired => {
+                    ApiError::unauthorized(error.to_string())
+                }
+                AuthError::OidcDisabled => ApiError::unauthorized(error.to_string()),
+                _ => ApiError::unauthorized("the credentials are not valid"),
+            })
         }
     }
 }
@@ -193,42 +247,11 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = client_ip(parts);
-        if state.limiter.is_blocked(ip, Instant::now()) {
-            state.metrics.auth_failure("rate_limited");
-            return Err(ApiError::too_many_requests(
-                "too many failed authentications from this address; retry in a second",
-            ));
+        let caller = caller(parts, state).await?;
+        if let Some(slot) = parts.extensions.get::<crate::denials::CallerSlot>() {
+            slot.fill(caller.principal.actor_id(), caller.principal.tenant_id);
         }
-        match authenticate(parts, state).await {
-            Ok(principal) => {
-                if let Some(slot) = parts.extensions.get::<crate::denials::CallerSlot>() {
-                    slot.fill(principal.actor_id(), principal.tenant_id);
-                }
-                Ok(Caller { principal, ip })
-            }
-            Err(AuthError::Unavailable(cause)) => {
-                tracing::error!(%cause, "authentication unavailable");
-                Err(ApiError::unavailable(
-                    "authentication is temporarily unavailable",
-                ))
-            }
-            Err(error) => {
-                state.limiter.record_failure(ip, Instant::now());
-                state.metrics.auth_failure(error.reason());
-                tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
-                Err(match error {
-                    AuthError::Missing => ApiError::unauthorized(
-                        "send an API key or an OIDC access token as Authorization: Bearer …",
-                    ),
-                    AuthError::Revoked | AuthError::Expired => {
-                        ApiError::unauthorized(error.to_string())
-                    }
-                    AuthError::OidcDisabled => ApiError::unauthorized(error.to_string()),
-                    _ => ApiError::unauthorized("the credentials are not valid"),
-                })
-            }
-        }
+        Ok(caller)
     }
 }
 

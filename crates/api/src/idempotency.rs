@@ -1,17 +1,28 @@
 //! `Idempotency-Key` on POST: the first response to a key is stored for 24 h and replayed to
 //! the same principal for the same request; the same key with another request is a 422, and
 //! a key whose first request is still running is a 409.
+//!
+//! A record belongs to its principal (kind, tenant, key id or OIDC subject), method and path:
+//! another principal's identical key, or the same key on another path, is another record.
+//! Stored bodies are sealed with the key ring, bound to their record, since some carry a
+//! secret (a new API key) or PII. Unauthenticated requests never reach the store, and the
+//! request is authenticated once (the handler reuses the outcome). A background task sweeps
+//! records older than 24 h in batches.
+
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use keyring::Keyring;
 use sha2::{Digest, Sha256};
-use storage::idempotency::{self, Claim};
+use storage::PgPool;
+use storage::idempotency::{self, Claim, RecordId};
 
 use crate::AppState;
-use crate::extract::authenticate;
+use crate::extract;
 use crate::middleware::BODY_LIMIT;
 use crate::problem::ApiError;
 
@@ -20,6 +31,12 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Set on a replayed response.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const REPLAYED_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
+/// Records deleted per sweep statement.
+const SWEEP_BATCH: i64 = 5000;
+/// How often the sweeper looks for expired records.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// The pause between two batches, leaving room to other work.
+const SWEEP_BREATHER: Duration = Duration::from_millis(50);
 
 fn valid_key(key: &HeaderValue) -> Option<String> {
     let key = key.to_str().ok()?;
@@ -27,7 +44,18 @@ fn valid_key(key: &HeaderValue) -> Option<String> {
         .then(|| key.to_owned())
 }
 
-/// The middleware; does nothing for other methods or requests without the header.
+/// The associated data that binds a sealed body to its record: moved to another record
+/// (another principal's, say), it does not open.
+fn seal_context(id: &RecordId<'_>) -> String {
+    let parts = [id.principal, id.method, id.path, id.key];
+    format!(
+        "idempotency_records.sealed_body:{}",
+        serde_json::Value::from(parts.as_slice())
+    )
+}
+
+/// The middleware; does nothing for other methods, requests without the header, or
+/// requests that fail authentication (the handler answers those from the same outcome).
 pub async fn idempotent_posts(
     State(state): State<AppState>,
     request: Request,
@@ -45,21 +73,32 @@ pub async fn idempotent_posts(
         )
         .into_response();
     };
-    let (parts, body) = request.into_parts();
-    // Unauthenticated requests are answered by the handler's own 401; nothing to store.
-    let Ok(principal) = authenticate(&parts, &state).await else {
+    let (mut parts, body) = request.into_parts();
+    let Ok(caller) = extract::caller(&mut parts, &state).await else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let principal = principal.actor_id();
+    let Some(owner) = caller.principal.owner_id() else {
+        return ApiError::bad_request(
+            "Idempotency-Key needs a credential that names its holder (a token with sub)",
+        )
+        .into_response();
+    };
     let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
         return ApiError::payload_too_large().into_response();
+    };
+    let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+    let id = RecordId {
+        principal: &owner,
+        method: &method,
+        path: &path,
+        key: &key,
     };
     let mut hasher = Sha256::new();
     hasher.update(parts.uri.to_string().as_bytes());
     hasher.update(b"\n");
     hasher.update(&bytes);
-    let request_hash = hex_digest(&hasher.finalize());
-    match idempotency::claim(&state.pool, &principal, &key, &request_hash).await {
+    let request_hash = hex::encode(hasher.finalize());
+    match idempotency::claim(&state.pool, &id, &request_hash).await {
         Err(error) => ApiError::from(error).into_response(),
         Ok(Claim::Mismatch) => ApiError::invalid_field(
             "/",
@@ -73,36 +112,48 @@ pub async fn idempotent_posts(
         Ok(Claim::Replay {
             status,
             headers,
-            body,
-        }) => {
-            let mut response = Response::new(Body::from(body));
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            for (name, value) in headers {
-                if let (Ok(name), Some(Ok(value))) = (
-                    HeaderName::try_from(name.as_str()),
-                    value.as_str().map(HeaderValue::from_str),
-                ) {
-                    response.headers_mut().insert(name, value);
-                }
-            }
-            response
-                .headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
-            response
-        }
+            sealed_body,
+        }) => replay(&state.settings.keyring, &id, status, &headers, &sealed_body),
         Ok(Claim::Fresh) => {
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
-            store(&state, &principal, &key, response).await
+            store(&state, &id, response).await
         }
     }
 }
 
-async fn store(state: &AppState, principal: &str, key: &str, response: Response) -> Response {
+fn replay(
+    keyring: &Keyring,
+    id: &RecordId<'_>,
+    status: u16,
+    headers: &serde_json::Map<String, serde_json::Value>,
+    sealed_body: &[u8],
+) -> Response {
+    let body = match keyring.open(&seal_context(id), sealed_body) {
+        Ok(body) => body,
+        Err(error) => return ApiError::internal(error).into_response(),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    for (name, value) in headers {
+        if let (Ok(name), Some(Ok(value))) = (
+            HeaderName::try_from(name.as_str()),
+            value.as_str().map(HeaderValue::from_str),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+async fn store(state: &AppState, id: &RecordId<'_>, response: Response) -> Response {
     let status = response.status();
     if status.is_server_error() {
-        if let Err(error) = idempotency::release(&state.pool, principal, key).await {
+        if let Err(error) = idempotency::release(&state.pool, id).await {
             tracing::warn!(%error, "could not release an idempotency key");
         }
         return response;
@@ -118,21 +169,45 @@ async fn store(state: &AppState, principal: &str, key: &str, response: Response)
             Some(((*name).to_owned(), serde_json::Value::from(value)))
         })
         .collect();
-    if let Err(error) = idempotency::complete(
-        &state.pool,
-        principal,
-        key,
-        status.as_u16(),
-        &headers,
-        &bytes,
-    )
-    .await
-    {
+    let stored = match state.settings.keyring.seal(&seal_context(id), &bytes) {
+        Ok(sealed) => {
+            idempotency::complete(&state.pool, id, status.as_u16(), &headers, &sealed).await
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not seal an idempotent response; releasing its key");
+            idempotency::release(&state.pool, id).await
+        }
+    };
+    if let Err(error) = stored {
         tracing::warn!(%error, "could not store an idempotent response");
     }
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn hex_digest(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+/// Deletes every record older than 24 h, a batch at a time; returns how many.
+pub async fn sweep_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = idempotency::prune_expired(pool, SWEEP_BATCH).await?;
+        total += deleted;
+        if deleted == 0 {
+            return Ok(total);
+        }
+        tokio::time::sleep(SWEEP_BREATHER).await;
+    }
+}
+
+/// Runs [`sweep_expired`] now and every ten minutes until the runtime stops.
+pub(crate) fn spawn_sweeper(pool: PgPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            ticks.tick().await;
+            match sweep_expired(&pool).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
+                Err(error) => tracing::warn!(%error, "idempotency sweep failed; retrying later"),
+            }
+        }
+    })
 }

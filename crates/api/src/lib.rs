@@ -154,7 +154,8 @@ pub struct Application {
     pub admin_router: Router,
     /// The state behind it.
     pub state: AppState,
-    /// Background tasks (cache invalidation, audit retention); aborted on drop.
+    /// Background tasks (cache invalidation, the idempotency sweep, audit retention);
+    /// aborted on drop.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -166,8 +167,8 @@ impl Drop for Application {
     }
 }
 
-/// Assembles the service over `pool`, subscribed to key changes before it returns, with
-/// audit retention running when it is configured.
+/// Assembles the service over `pool`, subscribed to key changes before it returns, with the
+/// idempotency sweep running, and audit retention when it is configured.
 pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, BuildError> {
     let oidc = settings
         .oidc
@@ -187,7 +188,10 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         entitlements: products::EntitlementCache::default(),
         tenants,
     }));
-    let mut tasks = vec![invalidation::spawn(&state.pool, state.clone()).await?];
+    let mut tasks = vec![
+        invalidation::spawn(&state.pool, state.clone()).await?,
+        idempotency::spawn_sweeper(state.pool.clone()),
+    ];
     if let Some(keep) = state.settings.audit_retention {
         tasks.push(audit::spawn_retention(state.pool.clone(), keep));
     }

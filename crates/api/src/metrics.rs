@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by method, route template and status, their latency, the
-//! pool's connections, and authentication failures by reason.
+//! pool's connections, credentials checked, and authentication failures by reason.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +41,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     auth_failures: Family<ReasonLabels, Counter>,
+    credential_checks: Counter,
     pool_connections: Family<StateLabels, Gauge>,
 }
 
@@ -55,6 +56,7 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let credential_checks = Counter::default();
         let pool_connections = Family::<StateLabels, Gauge>::default();
         registry.register("http_requests", "HTTP requests handled", requests.clone());
         registry.register(
@@ -68,6 +70,11 @@ impl Default for Metrics {
             auth_failures.clone(),
         );
         registry.register(
+            "auth_credential_checks",
+            "Credentials checked: an API key against its hash, or a token against its issuer's keys",
+            credential_checks.clone(),
+        );
+        registry.register(
             "db_pool_connections",
             "Database pool connections by state (in_use, idle)",
             pool_connections.clone(),
@@ -77,6 +84,7 @@ impl Default for Metrics {
             requests,
             latency,
             auth_failures,
+            credential_checks,
             pool_connections,
         }
     }
@@ -90,6 +98,11 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a credential checked (at most once per request).
+    pub fn credential_checked(&self) {
+        self.credential_checks.inc();
     }
 
     /// The metrics in the OpenMetrics text format, with the pool read now.

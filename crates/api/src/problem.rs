@@ -48,7 +48,7 @@ pub struct Problem {
 }
 
 /// An error a handler returns; rendered as problem+json.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     slug: &'static str,

@@ -170,10 +170,13 @@ async fn product(world: &World) -> String {
 
 async fn call(world: &World, route: Route, credential: Option<&str>) -> testkit::TestResponse {
     // Each cell acts on a key of its own, so revoking or rotating in one cell cannot change
-    // what another sees.
+    // what another sees. Keys made and acted on expire before any caller's credential (the
+    // tokens live 5 minutes), so the matrix checks scopes and tenants; what outlives a
+    // caller is refused in credential_grants.rs.
+    let expires_at = chrono::Utc::now() + chrono::Duration::minutes(1);
     let (target, _) = world
         .app
-        .key(Some(world.tenant), &[Scope::TenantsRead])
+        .key_expiring(Some(world.tenant), &[Scope::TenantsRead], Some(expires_at))
         .await;
     let (method, path, body) = match route {
         Route::Me => (Method::GET, "/v1/me".to_owned(), None),
@@ -181,7 +184,8 @@ async fn call(world: &World, route: Route, credential: Option<&str>) -> testkit:
             Method::POST,
             "/v1/api-keys".to_owned(),
             Some(
-                json!({"name": "made in the matrix", "tenant_id": world.tenant, "scopes": ["tenants:read"]}),
+                json!({"name": "made in the matrix", "tenant_id": world.tenant, "scopes": ["tenants:read"],
+                       "expires_at": expires_at}),
             ),
         ),
         Route::ListKeys => (Method::GET, "/v1/api-keys".to_owned(), None),

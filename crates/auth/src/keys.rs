@@ -1,5 +1,5 @@
 //! API keys: the `tr_<env>_<prefix>_<secret>` format, argon2id hashing, and the management
-//! use cases (create, list, get, revoke, rotate) with their authorization rules.
+//! use cases (create, list, get, revoke, rotate), each authorized by [`crate::grant`].
 //!
 //! The prefix (16 hex digits, 64 bits) is stored in clear for lookup; the secret (32 bytes
 //! from the OS CSPRNG, 256 bits, as hex) is never stored: only an argon2id hash of the whole
@@ -15,6 +15,7 @@ use storage::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::Principal;
+use crate::grant::{self, GrantRefused, KeyReach};
 
 const PREFIX_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
@@ -121,12 +122,9 @@ pub enum KeyError {
     /// No such key, or not one the caller may see.
     #[error("no such API key")]
     NotFound,
-    /// The key would grant scopes the caller does not hold.
-    #[error("cannot grant scopes you do not hold: {0}")]
-    Escalation(String),
-    /// Only platform admins may create platform keys or keys for another tenant.
+    /// The key reaches further than the caller (scopes, tenant, product or expiry).
     #[error("{0}")]
-    Forbidden(&'static str),
+    Refused(#[from] GrantRefused),
     /// The named tenant does not exist (or is not the caller's).
     #[error("no such tenant")]
     UnknownTenant,
@@ -183,6 +181,21 @@ pub struct Actor<'a> {
     pub source_ip: Option<String>,
 }
 
+/// Who a key change is recorded under in the audit log.
+struct Recorded<'a> {
+    actor_id: String,
+    source_ip: Option<&'a str>,
+}
+
+impl<'a> From<&'a Actor<'_>> for Recorded<'a> {
+    fn from(actor: &'a Actor<'_>) -> Self {
+        Self {
+            actor_id: actor.principal.actor_id(),
+            source_ip: actor.source_ip.as_deref(),
+        }
+    }
+}
+
 fn require_manage(actor: &Actor<'_>) -> Result<(), KeyError> {
     if actor.principal.allows(Scope::ApiKeysManage) {
         Ok(())
@@ -228,8 +241,8 @@ fn validate_create(request: &CreateKey, now: DateTime<Utc>) -> Result<(), KeyErr
     Ok(())
 }
 
-/// Creates a key after checking the caller may: `api_keys:manage`; platform keys only by
-/// platform admins; a tenant principal only for its own tenant; no scope the caller lacks.
+/// Creates a key after checking the caller may: `api_keys:manage`, a tenant it can see, and
+/// a key that reaches no further than itself ([`grant::may_grant`]).
 pub async fn create(
     pool: &PgPool,
     actor: &Actor<'_>,
@@ -239,16 +252,9 @@ pub async fn create(
     require_manage(actor)?;
     validate_create(&request, Utc::now())?;
     let principal = actor.principal;
-    match request.tenant_id {
-        None if !principal.scopes.is_platform_admin() => {
-            return Err(KeyError::Forbidden(
-                "only platform admins may create platform keys",
-            ));
-        }
-        Some(tenant) if !principal.can_access_tenant(Some(tenant)) => {
-            return Err(KeyError::UnknownTenant);
-        }
-        _ => {}
+    // Another tenant answers like an unknown one, so its existence does not leak.
+    if request.tenant_id.is_some() && !principal.can_access_tenant(request.tenant_id) {
+        return Err(KeyError::UnknownTenant);
     }
     if request.scopes.is_platform_admin() && request.tenant_id.is_some() {
         return Err(KeyError::Invalid {
@@ -257,20 +263,30 @@ pub async fn create(
                 .to_owned(),
         });
     }
-    if !principal.scopes.covers(&request.scopes) {
-        let missing: Vec<String> = request
-            .scopes
-            .iter()
-            .filter(|scope| !principal.allows(*scope))
-            .map(String::from)
-            .collect();
-        return Err(KeyError::Escalation(missing.join(", ")));
-    }
+    grant::may_grant(
+        principal,
+        &KeyReach {
+            tenant_id: request.tenant_id,
+            scopes: &request.scopes,
+            product: request.product.as_deref(),
+            expires_at: request.expires_at,
+        },
+    )?;
     if let Some(tenant) = request.tenant_id
         && !storage::tenants::exists(pool, tenant).await?
     {
         return Err(KeyError::UnknownTenant);
     }
+    issue(pool, &actor.into(), env, request).await
+}
+
+/// Stores a new key already authorized, with its audit record, and returns its secret.
+async fn issue(
+    pool: &PgPool,
+    recorded: &Recorded<'_>,
+    env: &str,
+    request: CreateKey,
+) -> Result<IssuedKey, KeyError> {
     let env = env.to_owned();
     let generated = tokio::task::spawn_blocking(move || generate(&env))
         .await
@@ -290,7 +306,7 @@ pub async fn create(
         },
     )
     .await?;
-    audit(&mut transaction, actor, &record, "api_key.created", 'c').await?;
+    audit(&mut transaction, recorded, &record, "api_key.created", 'c').await?;
     transaction.commit().await?;
     Ok(IssuedKey {
         record,
@@ -298,25 +314,20 @@ pub async fn create(
     })
 }
 
-/// Creates a platform admin key with no caller: the bootstrap of a fresh install.
+/// The actor id the bootstrap command is audited under: a kind of its own, which no API
+/// key (`api_key:…`) or OIDC user (`oidc:…`) can take.
+pub fn bootstrap_actor_id(name: &str) -> String {
+    format!("bootstrap:{}", name.trim())
+}
+
+/// Creates a platform admin key with no caller: the bootstrap of a fresh install, by
+/// whoever can reach the database. Audited as [`bootstrap_actor_id`] of `name`.
 pub async fn create_bootstrap_admin(
     pool: &PgPool,
     env: &str,
     name: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IssuedKey, KeyError> {
-    let bootstrap = Principal {
-        kind: crate::PrincipalKind::PlatformKey,
-        tenant_id: None,
-        scopes: [Scope::PlatformAdmin].into_iter().collect(),
-        key_id: None,
-        subject: Some("bootstrap".to_owned()),
-        product: None,
-    };
-    let actor = Actor {
-        principal: &bootstrap,
-        source_ip: None,
-    };
     let request = CreateKey {
         name: name.to_owned(),
         tenant_id: None,
@@ -324,12 +335,17 @@ pub async fn create_bootstrap_admin(
         expires_at,
         product: None,
     };
-    create(pool, &actor, env, request).await
+    validate_create(&request, Utc::now())?;
+    let recorded = Recorded {
+        actor_id: bootstrap_actor_id(name),
+        source_ip: None,
+    };
+    issue(pool, &recorded, env, request).await
 }
 
 async fn audit(
     conn: &mut PgConnection,
-    actor: &Actor<'_>,
+    recorded: &Recorded<'_>,
     record: &ApiKeyRecord,
     action: &str,
     crud: char,
@@ -342,8 +358,8 @@ async fn audit(
             tenant_id: record.tenant_id,
             action: action.to_owned(),
             crud,
-            actor_id: Some(actor.principal.actor_id()),
-            source_ip: actor.source_ip.clone(),
+            actor_id: Some(recorded.actor_id.clone()),
+            source_ip: recorded.source_ip.map(str::to_owned),
             target_id: Some(record.id.to_string()),
             target_type: Some("api_key".to_owned()),
             target_name: Some(record.name.clone()),
@@ -380,26 +396,54 @@ pub async fn list(
     Ok(api_keys::list(pool, &filter).await?)
 }
 
-/// Revokes a key the caller may see (idempotent).
+/// A key the caller may see and could have granted: what rotating or revoking it needs.
+async fn get_grantable(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    id: Uuid,
+) -> Result<ApiKeyRecord, KeyError> {
+    let record = get(pool, actor, id).await?;
+    let scopes = Scopes::known_from(record.scopes.iter().map(String::as_str));
+    grant::may_grant(
+        actor.principal,
+        &KeyReach {
+            tenant_id: record.tenant_id,
+            scopes: &scopes,
+            product: record.product.as_deref(),
+            expires_at: record.expires_at,
+        },
+    )?;
+    Ok(record)
+}
+
+/// Revokes a key the caller may see and could have granted (idempotent).
 pub async fn revoke(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<ApiKeyRecord, KeyError> {
-    get(pool, actor, id).await?;
+    get_grantable(pool, actor, id).await?;
     let mut transaction = pool.begin().await?;
     let record = api_keys::revoke(&mut transaction, id)
         .await?
         .ok_or(KeyError::NotFound)?;
-    audit(&mut transaction, actor, &record, "api_key.revoked", 'u').await?;
+    audit(
+        &mut transaction,
+        &actor.into(),
+        &record,
+        "api_key.revoked",
+        'u',
+    )
+    .await?;
     transaction.commit().await?;
     Ok(record)
 }
 
-/// Gives a live key a new secret; the old one stops working everywhere at commit.
+/// Gives a live key the caller could have granted a new secret; the old one stops working
+/// everywhere at commit.
 pub async fn rotate(
     pool: &PgPool,
     actor: &Actor<'_>,
     env: &str,
     id: Uuid,
 ) -> Result<IssuedKey, KeyError> {
-    let current = get(pool, actor, id).await?;
+    let current = get_grantable(pool, actor, id).await?;
     if current.revoked_at.is_some() {
         return Err(KeyError::RevokedKey);
     }
@@ -411,7 +455,14 @@ pub async fn rotate(
     let record = api_keys::rotate(&mut transaction, id, &generated.prefix, &generated.hash)
         .await?
         .ok_or(KeyError::NotFound)?;
-    audit(&mut transaction, actor, &record, "api_key.rotated", 'u').await?;
+    audit(
+        &mut transaction,
+        &actor.into(),
+        &record,
+        "api_key.rotated",
+        'u',
+    )
+    .await?;
     transaction.commit().await?;
     Ok(IssuedKey {
         record,

@@ -1,8 +1,10 @@
 //! Who is calling and what they may do: principals and scopes, API keys (format, argon2id
 //! hashing, a verification cache invalidated across replicas by LISTEN/NOTIFY, and their
-//! management rules), OIDC bearer tokens, and the brake on repeated failures.
+//! management rules), the rule for what a principal may grant, OIDC bearer tokens, and the
+//! brake on repeated failures.
 
 mod failures;
+pub mod grant;
 pub mod keys;
 mod oidc;
 mod principal;

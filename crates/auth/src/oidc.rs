@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use chrono::DateTime;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -44,6 +45,7 @@ struct RealmAccess {
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    exp: i64,
     realm_access: Option<RealmAccess>,
     #[serde(flatten)]
     tenancy: TenantClaims,
@@ -118,6 +120,10 @@ impl OidcVerifier {
             .sub
             .filter(|sub| !sub.trim().is_empty())
             .ok_or_else(|| AuthError::Token("the token has no subject (sub)".to_owned()))?;
+        // `exp` is required and checked by the validation; the principal carries it so that
+        // nothing it grants outlives the token.
+        let expires_at = DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AuthError::Token("the token's exp is out of range".to_owned()))?;
         let is_admin = claims
             .realm_access
             .as_ref()
@@ -130,6 +136,7 @@ impl OidcVerifier {
                 key_id: None,
                 subject: Some(subject),
                 product: None,
+                expires_at: Some(expires_at),
             });
         }
         let tenant_id = tenant_claims::resolve(&claims.tenancy, &self.config.issuer, pool).await?;
@@ -152,6 +159,7 @@ impl OidcVerifier {
             key_id: None,
             subject: Some(subject),
             product: None,
+            expires_at: Some(expires_at),
         })
     }
 

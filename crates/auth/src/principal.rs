@@ -1,5 +1,6 @@
 //! The authenticated caller.
 
+use chrono::{DateTime, Utc};
 use domain::{Scope, Scopes};
 use serde::Serialize;
 use uuid::Uuid;
@@ -42,6 +43,9 @@ pub struct Principal {
     pub subject: Option<String>,
     /// The product the API key belongs to, if it names one.
     pub product: Option<String>,
+    /// When the caller's own credential stops working (the API key's `expires_at`, the
+    /// token's `exp`); `None` for a key that never expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -63,6 +67,25 @@ impl Principal {
     /// its own id.
     pub fn product(&self) -> String {
         self.product.clone().unwrap_or_else(|| self.actor_id())
+    }
+
+    /// Whether the caller is bound to no tenant.
+    pub fn is_platform(&self) -> bool {
+        self.tenant_id.is_none()
+    }
+
+    /// Who owns what this caller leaves behind across requests (idempotency records): kind,
+    /// tenant and key id or OIDC subject. `None` when the credential names nobody (a token
+    /// without `sub`), which must then not share anything.
+    pub fn owner_id(&self) -> Option<String> {
+        let holder = match self.kind {
+            PrincipalKind::PlatformKey | PrincipalKind::TenantKey => self.key_id?.to_string(),
+            PrincipalKind::OidcUser => self.subject.clone()?,
+        };
+        let tenant = self
+            .tenant_id
+            .map_or_else(|| "platform".to_owned(), |id| id.to_string());
+        Some(format!("{}:{tenant}:{holder}", self.kind.as_str()))
     }
 
     /// A short identifier for audit records and logs.
@@ -87,6 +110,7 @@ mod tests {
             key_id: None,
             subject: None,
             product: None,
+            expires_at: None,
         }
     }
 
@@ -107,5 +131,35 @@ mod tests {
         let caller = principal(None, &[Scope::PlatformAdmin]);
         assert!(caller.can_access_tenant(Some(Uuid::new_v4())));
         assert!(caller.allows(Scope::AuditWrite));
+    }
+
+    #[test]
+    fn owners_differ_by_kind_tenant_and_holder_and_a_token_without_subject_has_none() {
+        let tenant = Uuid::new_v4();
+        let key = Principal {
+            key_id: Some(Uuid::new_v4()),
+            ..principal(Some(tenant), &[Scope::TenantsRead])
+        };
+        let user = Principal {
+            kind: PrincipalKind::OidcUser,
+            subject: Some("alice".to_owned()),
+            ..principal(Some(tenant), &[Scope::TenantsRead])
+        };
+        let same_user_elsewhere = Principal {
+            tenant_id: Some(Uuid::new_v4()),
+            ..user.clone()
+        };
+        let owners = [&key, &user, &same_user_elsewhere].map(|p| p.owner_id().expect("owner"));
+        assert_eq!(
+            owners[0],
+            format!("tenant_key:{tenant}:{}", key.key_id.expect("id"))
+        );
+        assert_eq!(owners[1], format!("oidc_user:{tenant}:alice"));
+        assert_ne!(owners[1], owners[2], "the tenant is part of the owner");
+        let anonymous = Principal {
+            subject: None,
+            ..user
+        };
+        assert_eq!(anonymous.owner_id(), None);
     }
 }

@@ -116,6 +116,7 @@ impl ApiKeyVerifier {
                 key_id: Some(credential.id),
                 subject: None,
                 product: credential.product,
+                expires_at: credential.expires_at,
             },
             expires_at: credential.expires_at,
         })

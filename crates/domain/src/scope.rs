@@ -129,9 +129,9 @@ impl Scopes {
         self.0.contains(&Scope::PlatformAdmin) || self.0.contains(&scope)
     }
 
-    /// Whether every scope of `other` is allowed by `self`: no escalation when granting.
-    pub fn covers(&self, other: &Scopes) -> bool {
-        other.0.iter().all(|scope| self.allows(*scope))
+    /// The scopes of `wanted` that `self` does not allow: what granting them would add.
+    pub fn lacking(&self, wanted: &Scopes) -> Vec<Scope> {
+        wanted.iter().filter(|scope| !self.allows(*scope)).collect()
     }
 
     /// Whether this set includes `platform:admin`.
@@ -196,18 +196,23 @@ mod tests {
         let admin: Scopes = [Scope::PlatformAdmin].into_iter().collect();
         assert!(Scope::ALL.iter().all(|scope| admin.allows(*scope)));
         let all: Scopes = Scope::ALL.iter().copied().collect();
-        assert!(admin.covers(&all));
+        assert_eq!(admin.lacking(&all), []);
     }
 
     #[test]
-    fn a_holder_covers_only_scopes_it_has() {
+    fn a_holder_lacks_every_scope_it_does_not_have() {
         let holder: Scopes = [Scope::TenantsRead, Scope::ApiKeysManage]
             .into_iter()
             .collect();
         let subset: Scopes = [Scope::TenantsRead].into_iter().collect();
-        let escalation: Scopes = [Scope::TenantsWrite].into_iter().collect();
-        assert!(holder.covers(&subset));
-        assert!(!holder.covers(&escalation));
+        let escalation: Scopes = [Scope::TenantsRead, Scope::TenantsWrite, Scope::IdpWrite]
+            .into_iter()
+            .collect();
+        assert_eq!(holder.lacking(&subset), []);
+        assert_eq!(
+            holder.lacking(&escalation),
+            [Scope::TenantsWrite, Scope::IdpWrite]
+        );
         assert!(!holder.allows(Scope::PlatformAdmin));
     }
 

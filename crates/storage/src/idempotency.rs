@@ -1,4 +1,6 @@
-//! Stored first responses to POSTs that carried an `Idempotency-Key`, replayed for 24 h.
+//! Stored first responses to POSTs that carried an `Idempotency-Key`, one record per
+//! principal, method, path and key, replayed for 24 h and then swept. The body arrives here
+//! already sealed: this module never sees a response in clear.
 
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -8,6 +10,20 @@ pub const RETENTION_HOURS: i32 = 24;
 /// How long a claim may stay without a response before it counts as abandoned (well over
 /// any request timeout).
 pub const ABANDONED_AFTER_SECS: f64 = 300.0;
+
+/// Which record a request claims: the same key from another principal, or on another
+/// method or path, is another record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordId<'a> {
+    /// The owner (`Principal::owner_id`): kind, tenant and key id or OIDC subject.
+    pub principal: &'a str,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The request path, without the query (which is part of the request digest).
+    pub path: &'a str,
+    /// The `Idempotency-Key` header.
+    pub key: &'a str,
+}
 
 /// What a new request with a key finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +36,8 @@ pub enum Claim {
         status: u16,
         /// Headers worth replaying (name → value).
         headers: serde_json::Map<String, serde_json::Value>,
-        /// Body.
-        body: Vec<u8>,
+        /// The body as [`complete`] stored it (sealed).
+        sealed_body: Vec<u8>,
     },
     /// The key was used for a different request.
     Mismatch,
@@ -34,36 +50,51 @@ struct StoredResponse {
     request_hash: String,
     status: Option<i16>,
     headers: Json<serde_json::Map<String, serde_json::Value>>,
-    body: Option<Vec<u8>>,
+    sealed_body: Option<Vec<u8>>,
 }
 
-/// Claims `key` for `principal` and the request digest `request_hash`.
+const WHERE_RECORD: &str = "principal = $1 AND method = $2 AND path = $3 AND key = $4";
+
+fn bind_id<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    id: &RecordId<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(id.principal)
+        .bind(id.method)
+        .bind(id.path)
+        .bind(id.key)
+}
+
+/// Claims record `id` for the request digest `request_hash`.
 pub async fn claim(
     pool: &PgPool,
-    principal: &str,
-    key: &str,
+    id: &RecordId<'_>,
     request_hash: &str,
 ) -> Result<Claim, sqlx::Error> {
     let mut transaction = pool.begin().await?;
-    // An expired record, or a claim whose request died without completing (a crashed
-    // replica), frees the key.
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2
-           AND (created_at < now() - make_interval(hours => $3)
-                OR (status IS NULL AND created_at < now() - make_interval(secs => $4)))",
+    // An expired record not swept yet, or a claim whose request died without completing (a
+    // crashed replica), frees the key.
+    bind_id(
+        sqlx::query(&format!(
+            "DELETE FROM idempotency_records WHERE {WHERE_RECORD}
+               AND (created_at < now() - make_interval(hours => $5)
+                    OR (status IS NULL AND created_at < now() - make_interval(secs => $6)))"
+        )),
+        id,
     )
-    .bind(principal)
-    .bind(key)
     .bind(RETENTION_HOURS)
     .bind(ABANDONED_AFTER_SECS)
     .execute(&mut *transaction)
     .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3)
-         ON CONFLICT (principal, key) DO NOTHING",
+    let inserted = bind_id(
+        sqlx::query(
+            "INSERT INTO idempotency_records (principal, method, path, key, request_hash)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT ON CONSTRAINT idempotency_records_pkey DO NOTHING",
+        ),
+        id,
     )
-    .bind(principal)
-    .bind(key)
     .bind(request_hash)
     .execute(&mut *transaction)
     .await?
@@ -71,62 +102,77 @@ pub async fn claim(
     let claim = if inserted == 1 {
         Claim::Fresh
     } else {
-        let stored: StoredResponse = sqlx::query_as(
-            "SELECT request_hash, status, headers, body FROM idempotency_keys
-                 WHERE principal = $1 AND key = $2",
-        )
-        .bind(principal)
-        .bind(key)
+        let stored: StoredResponse = sqlx::query_as(&format!(
+            "SELECT request_hash, status, headers, sealed_body FROM idempotency_records
+             WHERE {WHERE_RECORD}"
+        ))
+        .bind(id.principal)
+        .bind(id.method)
+        .bind(id.path)
+        .bind(id.key)
         .fetch_one(&mut *transaction)
         .await?;
-        let StoredResponse {
-            request_hash: stored_hash,
-            status,
-            headers,
-            body,
-        } = stored;
-        match status {
-            _ if stored_hash != request_hash => Claim::Mismatch,
-            None => Claim::InProgress,
-            Some(status) => Claim::Replay {
+        match (stored.status, stored.sealed_body) {
+            _ if stored.request_hash != request_hash => Claim::Mismatch,
+            (Some(status), Some(sealed_body)) => Claim::Replay {
                 status: u16::try_from(status).unwrap_or(500),
-                headers: headers.0,
-                body: body.unwrap_or_default(),
+                headers: stored.headers.0,
+                sealed_body,
             },
+            _ => Claim::InProgress,
         }
     };
     transaction.commit().await?;
     Ok(claim)
 }
 
-/// Stores the response of the request that claimed `key`.
+/// Stores the response of the request that claimed `id`, its body sealed by the caller.
 pub async fn complete(
     pool: &PgPool,
-    principal: &str,
-    key: &str,
+    id: &RecordId<'_>,
     status: u16,
     headers: &serde_json::Map<String, serde_json::Value>,
-    body: &[u8],
+    sealed_body: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE principal = $1 AND key = $2",
+    bind_id(
+        sqlx::query(&format!(
+            "UPDATE idempotency_records SET status = $5, headers = $6, sealed_body = $7
+             WHERE {WHERE_RECORD}"
+        )),
+        id,
     )
-    .bind(principal)
-    .bind(key)
     .bind(i16::try_from(status).unwrap_or(500))
     .bind(Json(headers))
-    .bind(body)
+    .bind(sealed_body)
     .execute(pool)
     .await
     .map(drop)
 }
 
 /// Forgets a claim whose request failed in a way worth retrying (a 5xx).
-pub async fn release(pool: &PgPool, principal: &str, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status IS NULL")
-        .bind(principal)
-        .bind(key)
-        .execute(pool)
-        .await
-        .map(drop)
+pub async fn release(pool: &PgPool, id: &RecordId<'_>) -> Result<(), sqlx::Error> {
+    bind_id(
+        sqlx::query(&format!(
+            "DELETE FROM idempotency_records WHERE {WHERE_RECORD} AND status IS NULL"
+        )),
+        id,
+    )
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Deletes at most `batch` records made more than [`RETENTION_HOURS`] ago; returns how many.
+pub async fn prune_expired(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM idempotency_records WHERE ctid = ANY (ARRAY(
+             SELECT ctid FROM idempotency_records
+             WHERE created_at < now() - make_interval(hours => $1)
+             LIMIT $2))",
+    )
+    .bind(RETENTION_HOURS)
+    .bind(batch)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
 }

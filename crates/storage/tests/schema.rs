@@ -378,30 +378,49 @@ async fn updated_at_moves_on_update_in_every_table() {
 
 #[tokio::test]
 async fn an_abandoned_idempotency_claim_frees_its_key() {
-    use storage::idempotency::{self, Claim};
+    use storage::idempotency::{self, Claim, RecordId};
     let db = TestDb::migrated().await;
     let pool = db.pool();
-    assert_eq!(
-        idempotency::claim(pool, "p", "k", "h1")
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
-    assert_eq!(
-        idempotency::claim(pool, "p", "k", "h1")
-            .await
-            .expect("claim"),
-        Claim::InProgress
-    );
-    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '10 minutes'")
+    let id = RecordId {
+        principal: "tenant_key:t:k",
+        method: "POST",
+        path: "/v1/things",
+        key: "k",
+    };
+    let claim = || async { idempotency::claim(pool, &id, "h1").await.expect("claim") };
+    assert_eq!(claim().await, Claim::Fresh);
+    assert_eq!(claim().await, Claim::InProgress);
+    sqlx::query("UPDATE idempotency_records SET created_at = now() - interval '10 minutes'")
         .execute(pool)
         .await
         .expect("ageing the claim");
     assert_eq!(
-        idempotency::claim(pool, "p", "k", "h1")
-            .await
-            .expect("claim"),
+        claim().await,
         Claim::Fresh,
         "a claim whose request never completed does not block the key forever"
     );
+}
+
+#[tokio::test]
+async fn an_idempotency_record_never_belongs_to_a_shared_name() {
+    use storage::idempotency::{self, RecordId};
+    let db = TestDb::migrated().await;
+    for principal in ["anonymous", "", "oidc_user:platform:", "api_key:1234"] {
+        let id = RecordId {
+            principal,
+            method: "POST",
+            path: "/v1/things",
+            key: "k",
+        };
+        let error = idempotency::claim(db.pool(), &id, "h")
+            .await
+            .expect_err(principal);
+        assert_eq!(
+            error
+                .as_database_error()
+                .and_then(|error| error.constraint()),
+            Some("idempotency_records_principal_format"),
+            "{principal:?}"
+        );
+    }
 }

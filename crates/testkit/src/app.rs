@@ -167,6 +167,7 @@ fn platform_admin() -> Principal {
         key_id: None,
         subject: Some("testkit".to_owned()),
         product: None,
+        expires_at: None,
     }
 }
 

@@ -1,0 +1,212 @@
+//! Idempotency records belong to their principal, method and path; stored responses are
+//! sealed; unauthenticated requests never reach the store; records expire after a day.
+
+use axum::http::{Method, StatusCode};
+use chrono::{Duration, Utc};
+use domain::Scope;
+use serde_json::{Value, json};
+use testkit::oidc::TestIssuer;
+use testkit::{TestApp, TestResponse};
+use uuid::Uuid;
+
+async fn post_with_key(
+    app: &TestApp,
+    credential: &str,
+    path: &str,
+    idempotency_key: &str,
+    body: &Value,
+) -> TestResponse {
+    app.request(Method::POST, path)
+        .bearer(credential)
+        .header("idempotency-key", idempotency_key)
+        .json(body)
+        .send()
+        .await
+}
+
+async fn records(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("count")
+}
+
+fn secret(response: &TestResponse) -> String {
+    response.json()["key"]
+        .as_str()
+        .expect("a key in the response")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn another_tenants_user_replaying_the_same_key_gets_a_fresh_response_not_the_secret() {
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::with_settings(api::Settings {
+        oidc: Some(issuer.config()),
+        ..testkit::settings()
+    })
+    .await;
+    let x = app.tenant("xco").await;
+    app.tenant("yco").await;
+    let z = app.tenant("zco").await;
+    // Same subject in both tenants: the tenant is part of who owns a record.
+    let user = |tenant: &str| {
+        issuer.token(json!({"sub": "same-sub", "tenant": tenant,
+                            "scope": "api_keys:manage tenants:read"}))
+    };
+    let (user_x, user_y, user_z) = (user("xco"), user("yco"), user("zco"));
+    let expires_at = Utc::now() + Duration::minutes(1);
+    let body = |tenant: Uuid| json!({"name": "sync", "tenant_id": tenant, "scopes": ["tenants:read"], "expires_at": expires_at});
+
+    let first = post_with_key(&app, &user_x, "/v1/api-keys", "k-1", &body(x)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let x_secret = secret(&first);
+
+    let same_request = post_with_key(&app, &user_y, "/v1/api-keys", "k-1", &body(x)).await;
+    assert_eq!(
+        same_request.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "tenant x does not exist for y: {}",
+        String::from_utf8_lossy(&same_request.body)
+    );
+    assert!(!String::from_utf8_lossy(&same_request.body).contains(&x_secret));
+
+    let own_request = post_with_key(&app, &user_z, "/v1/api-keys", "k-1", &body(z)).await;
+    assert_eq!(own_request.status, StatusCode::CREATED);
+    assert_eq!(own_request.header("idempotent-replayed"), None);
+    assert_ne!(secret(&own_request), x_secret);
+
+    let replay = post_with_key(&app, &user_x, "/v1/api-keys", "k-1", &body(x)).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(secret(&replay), x_secret, "the owner still gets its replay");
+}
+
+#[tokio::test]
+async fn a_stored_response_is_sealed_and_opens_only_for_its_own_record() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let (other_id, other_admin) = app.key(None, &[Scope::PlatformAdmin]).await;
+    let body = json!({"name": "sealed", "scopes": ["tenants:read"]});
+    let created = post_with_key(&app, &admin, "/v1/api-keys", "seal-1", &body).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let plain = secret(&created);
+
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed_body FROM idempotency_records")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("one record");
+    let secret_part = plain.rsplit('_').next().expect("secret part").as_bytes();
+    assert!(
+        !sealed
+            .windows(secret_part.len())
+            .any(|window| window == secret_part),
+        "the stored body holds the plain secret"
+    );
+    assert!(
+        !sealed.windows(6).any(|window| window == b"sealed"),
+        "the stored body is not in clear at all"
+    );
+    let replay = post_with_key(&app, &admin, "/v1/api-keys", "seal-1", &body).await;
+    assert_eq!(secret(&replay), plain, "its owner's replay opens it");
+
+    // Someone with write access to the table moves the record to another principal.
+    sqlx::query("UPDATE idempotency_records SET principal = $1")
+        .bind(format!("platform_key:platform:{other_id}"))
+        .execute(app.db.pool())
+        .await
+        .expect("moved");
+    let stolen = post_with_key(&app, &other_admin, "/v1/api-keys", "seal-1", &body).await;
+    assert_eq!(stolen.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!String::from_utf8_lossy(&stolen.body).contains(&plain));
+}
+
+fn credential_checks(app: &TestApp) -> u64 {
+    let text = app.app.state.metrics.render(app.db.pool());
+    text.lines()
+        .find_map(|line| line.strip_prefix("tenant_registry_auth_credential_checks_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no credential check counter in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_bad_key_with_an_idempotency_key_leaves_no_record_and_is_checked_once() {
+    let app = TestApp::new().await;
+    let body = json!({"name": "x", "scopes": ["tenants:read"]});
+    let forged = format!("tr_dev_{}_{}", "0".repeat(16), "1".repeat(64));
+    let before = credential_checks(&app);
+    let refused = post_with_key(&app, &forged, "/v1/api-keys", "k-1", &body).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        credential_checks(&app),
+        before + 1,
+        "one check for the whole request"
+    );
+
+    let anonymous = app
+        .request(Method::POST, "/v1/api-keys")
+        .header("idempotency-key", "k-2")
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(credential_checks(&app), before + 1, "nothing to check");
+    assert_eq!(records(&app).await, 0, "the store was never touched");
+}
+
+#[tokio::test]
+async fn the_same_key_on_another_path_is_another_record() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let tenant_body = json!({"slug": "acme", "name": "Acme", "plan": "pro"});
+    let key_body = json!({"name": "x", "scopes": ["tenants:read"]});
+    let tenant = post_with_key(&app, &admin, "/v1/tenants", "shared", &tenant_body).await;
+    let key = post_with_key(&app, &admin, "/v1/api-keys", "shared", &key_body).await;
+    assert_eq!(tenant.status, StatusCode::CREATED);
+    assert_eq!(
+        key.status,
+        StatusCode::CREATED,
+        "not a mismatch with the tenant request: {}",
+        String::from_utf8_lossy(&key.body)
+    );
+    let key_replay = post_with_key(&app, &admin, "/v1/api-keys", "shared", &key_body).await;
+    assert_eq!(key_replay.body, key.body);
+    let tenant_replay = post_with_key(&app, &admin, "/v1/tenants", "shared", &tenant_body).await;
+    assert_eq!(tenant_replay.body, tenant.body);
+    assert_eq!(records(&app).await, 2);
+}
+
+#[tokio::test]
+async fn records_expire_after_a_day_and_are_swept() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let body = json!({"name": "x", "scopes": ["tenants:read"]});
+    let old = post_with_key(&app, &admin, "/v1/api-keys", "old", &body).await;
+    post_with_key(&app, &admin, "/v1/api-keys", "older", &body).await;
+    post_with_key(&app, &admin, "/v1/api-keys", "recent", &body).await;
+    sqlx::query(
+        "UPDATE idempotency_records SET created_at = now() - interval '25 hours'
+         WHERE key IN ('old', 'older')",
+    )
+    .execute(app.db.pool())
+    .await
+    .expect("aged");
+
+    let again = post_with_key(&app, &admin, "/v1/api-keys", "old", &body).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(
+        again.header("idempotent-replayed"),
+        None,
+        "expired: not replayed"
+    );
+    assert_ne!(secret(&again), secret(&old));
+
+    let swept = api::idempotency::sweep_expired(app.db.pool())
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1, "only 'older' was left expired");
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_records ORDER BY key")
+        .fetch_all(app.db.pool())
+        .await
+        .expect("keys");
+    assert_eq!(left, ["old", "recent"]);
+}
