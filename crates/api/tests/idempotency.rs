@@ -47,14 +47,14 @@ async fn another_tenants_user_replaying_the_same_key_gets_a_fresh_response_not_t
     })
     .await;
     let x = app.tenant("xco").await;
-    app.tenant("yco").await;
+    let y = app.tenant("yco").await;
     let z = app.tenant("zco").await;
     // Same subject in both tenants: the tenant is part of who owns a record.
-    let user = |tenant: &str| {
-        issuer.token(json!({"sub": "same-sub", "tenant": tenant,
+    let user = |tenant: Uuid| {
+        issuer.token(json!({"sub": "same-sub", "tenant_id": tenant,
                             "scope": "api_keys:manage tenants:read"}))
     };
-    let (user_x, user_y, user_z) = (user("xco"), user("yco"), user("zco"));
+    let (user_x, user_y, user_z) = (user(x), user(y), user(z));
     let expires_at = Utc::now() + Duration::minutes(1);
     let body = |tenant: Uuid| json!({"name": "sync", "tenant_id": tenant, "scopes": ["tenants:read"], "expires_at": expires_at});
 

@@ -396,15 +396,17 @@ pub async fn list(
     Ok(api_keys::list(pool, &filter).await?)
 }
 
-/// A key the caller may see and could have granted: what rotating or revoking it needs.
+/// A key the caller may see and that `rule` lets it act on ([`grant::may_grant`] to rotate,
+/// [`grant::may_revoke`] to revoke).
 async fn get_grantable(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: Uuid,
+    rule: fn(&Principal, &KeyReach<'_>) -> Result<(), grant::GrantRefused>,
 ) -> Result<ApiKeyRecord, KeyError> {
     let record = get(pool, actor, id).await?;
     let scopes = Scopes::known_from(record.scopes.iter().map(String::as_str));
-    grant::may_grant(
+    rule(
         actor.principal,
         &KeyReach {
             tenant_id: record.tenant_id,
@@ -418,7 +420,7 @@ async fn get_grantable(
 
 /// Revokes a key the caller may see and could have granted (idempotent).
 pub async fn revoke(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<ApiKeyRecord, KeyError> {
-    get_grantable(pool, actor, id).await?;
+    get_grantable(pool, actor, id, grant::may_revoke).await?;
     let mut transaction = pool.begin().await?;
     let record = api_keys::revoke(&mut transaction, id)
         .await?
@@ -443,7 +445,7 @@ pub async fn rotate(
     env: &str,
     id: Uuid,
 ) -> Result<IssuedKey, KeyError> {
-    let current = get_grantable(pool, actor, id).await?;
+    let current = get_grantable(pool, actor, id, grant::may_grant).await?;
     if current.revoked_at.is_some() {
         return Err(KeyError::RevokedKey);
     }
