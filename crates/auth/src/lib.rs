@@ -5,7 +5,7 @@
 mod failures;
 pub mod invalidations;
 pub mod keys;
-mod oidc;
+pub mod oidc;
 mod principal;
 mod verifier;
 
