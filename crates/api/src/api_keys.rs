@@ -294,7 +294,7 @@ pub(crate) async fn revoke(
     let record = keys::revoke(&state.pool, &caller.actor(), parse_id(&id)?)
         .await
         .map_err(key_error)?;
-    state.verifier.invalidate_all();
+    state.verifier.forget_key(record.id);
     Ok(Json(record.into()))
 }
 
@@ -327,6 +327,6 @@ pub(crate) async fn rotate(
     )
     .await
     .map_err(key_error)?;
-    state.verifier.invalidate_all();
+    state.verifier.forget_key(issued.record.id);
     Ok(Json(issued.into()))
 }

@@ -230,7 +230,7 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
                 AuthError::Missing => ApiError::unauthorized(
                     "send an API key or an OIDC access token as Authorization: Bearer …",
                 ),
-                AuthError::Revoked | AuthError::Expired => {
+                AuthError::Revoked | AuthError::Expired | AuthError::TenantArchived => {
                     ApiError::unauthorized(error.to_string())
                 }
                 AuthError::OidcDisabled => ApiError::unauthorized(error.to_string()),

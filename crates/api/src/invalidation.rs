@@ -1,12 +1,13 @@
-//! One listener per replica for every cache-invalidating notification: API key changes
-//! empty the key verification cache, entitlement changes the entitlement cache, tenant
-//! changes drop the tenant from the tenant cache. A reconnect empties them all, since
-//! notifications sent while the listener was away are lost.
+//! One listener per replica for every cache-invalidating notification, each forgetting only
+//! what it names: a key change that key's verifications (a tenant's status change all its
+//! keys'), a tenant change that tenant's lookups and entitlement answers, a published product
+//! that product's entitlement answers. A reconnect empties everything, since notifications
+//! sent while the listener was away are lost; so does a payload this build cannot read.
 
 use std::time::Duration;
 
 use storage::PgPool;
-use storage::api_keys::CHANGES_CHANNEL as KEYS_CHANNEL;
+use storage::api_keys::{CHANGES_CHANNEL as KEYS_CHANNEL, KeyChange};
 use storage::products::ENTITLEMENTS_CHANNEL;
 use storage::tenants::{CHANGES_CHANNEL as TENANTS_CHANNEL, TenantChange};
 use tokio::task::JoinHandle;
@@ -17,6 +18,28 @@ fn empty_everything(state: &AppState) {
     state.verifier.invalidate_all();
     state.entitlements.invalidate_all();
     state.tenants.invalidate_all();
+}
+
+async fn forget(state: &AppState, channel: &str, payload: &str) {
+    match channel {
+        KEYS_CHANNEL => match KeyChange::parse(payload) {
+            Some(KeyChange::KeyId(id)) => state.verifier.forget_key(id),
+            Some(KeyChange::TenantId(id)) => state.verifier.forget_tenant(id),
+            None => state.verifier.invalidate_all(),
+        },
+        TENANTS_CHANNEL => match TenantChange::parse(payload) {
+            Some(change) => {
+                state.entitlements.forget_tenant(change.id);
+                state.tenants.forget(&change).await;
+            }
+            None => {
+                state.entitlements.invalidate_all();
+                state.tenants.invalidate_all();
+            }
+        },
+        _ if payload.is_empty() => state.entitlements.invalidate_all(),
+        _ => state.entitlements.forget_product(payload),
+    }
 }
 
 const CHANNELS: [&str; 3] = [KEYS_CHANNEL, ENTITLEMENTS_CHANNEL, TENANTS_CHANNEL];
@@ -31,14 +54,9 @@ pub async fn spawn(pool: &PgPool, state: AppState) -> Result<JoinHandle<()>, sql
     Ok(tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => match notification.channel() {
-                    KEYS_CHANNEL => state.verifier.invalidate_all(),
-                    TENANTS_CHANNEL => match TenantChange::parse(notification.payload()) {
-                        Some(change) => state.tenants.forget(&change).await,
-                        None => state.tenants.invalidate_all(),
-                    },
-                    _ => state.entitlements.invalidate_all(),
-                },
+                Ok(Some(notification)) => {
+                    forget(&state, notification.channel(), notification.payload()).await;
+                }
                 Ok(None) | Err(_) => {
                     tracing::warn!("change listener lost its connection; resubscribing");
                     empty_everything(&state);

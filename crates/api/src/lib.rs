@@ -125,7 +125,7 @@ impl AppState {
     /// it at once, the others when the notification reaches them. `slugs` are the slugs the
     /// tenant had before and after the change.
     pub(crate) async fn tenant_changed(&self, id: uuid::Uuid, slugs: &[&str]) {
-        self.entitlements.invalidate_all();
+        self.entitlements.forget_tenant(id);
         self.tenants
             .forget(&storage::tenants::TenantChange {
                 id,

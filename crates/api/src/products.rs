@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth::Invalidations;
+use auth::invalidations::Stamp;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,31 +28,89 @@ use crate::problem::{ApiError, FieldError, Problem};
 use crate::subscriptions::{self, SubscriptionRequest};
 use crate::trail::{self, Target};
 
-/// How long a feature check is trusted without asking the database again; changes on any
-/// replica empty the cache sooner (LISTEN/NOTIFY).
+/// How long a feature check is trusted without asking the database again; a change to the
+/// tenant or the product on any replica makes it stale sooner (LISTEN/NOTIFY).
 pub const CHECK_TTL: Duration = Duration::from_secs(60);
 
 type CheckKey = (Uuid, String, String);
 
-/// Cached answers of the feature-check hot path.
+/// What a cached feature check depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CheckScope {
+    Tenant(Uuid),
+    Product(String),
+}
+
+struct CachedCheck {
+    answer: Arc<FeatureCheck>,
+    read: Stamp,
+}
+
+/// Cached answers of the feature-check hot path. A change to a tenant (its row or its
+/// subscriptions) makes only that tenant's answers stale, a published manifest only that
+/// product's; an answer whose reads began before such a change was heard is never served,
+/// even when it is stored afterwards (see [`auth::invalidations`]).
 #[derive(Clone)]
-pub struct EntitlementCache(Cache<CheckKey, Arc<FeatureCheck>>);
+pub struct EntitlementCache {
+    answers: Cache<CheckKey, Arc<CachedCheck>>,
+    invalidations: Arc<Invalidations<CheckScope>>,
+}
 
 impl Default for EntitlementCache {
     fn default() -> Self {
-        Self(
-            Cache::builder()
+        Self {
+            answers: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(CHECK_TTL)
                 .build(),
-        )
+            invalidations: Arc::new(Invalidations::new(CHECK_TTL)),
+        }
     }
 }
 
 impl EntitlementCache {
+    /// The answer for `key`: cached while current, else from `resolve` (read now) and cached.
+    async fn answer(
+        &self,
+        key: CheckKey,
+        resolve: impl Future<Output = Result<FeatureCheck, ApiError>>,
+    ) -> Result<Arc<FeatureCheck>, ApiError> {
+        let scopes = [
+            CheckScope::Tenant(key.0),
+            CheckScope::Product(key.1.clone()),
+        ];
+        if let Some(hit) = self.answers.get(&key).await
+            && self.invalidations.is_current(&hit.read, &scopes)
+        {
+            return Ok(Arc::clone(&hit.answer));
+        }
+        let read = self.invalidations.stamp();
+        let answer = Arc::new(resolve.await?);
+        if self.invalidations.is_current(&read, &scopes) {
+            let cached = CachedCheck {
+                answer: Arc::clone(&answer),
+                read,
+            };
+            self.answers.insert(key, Arc::new(cached)).await;
+        }
+        Ok(answer)
+    }
+
+    /// Makes tenant `id`'s answers stale: its row or its subscriptions changed.
+    pub fn forget_tenant(&self, id: Uuid) {
+        self.invalidations.invalidate(CheckScope::Tenant(id));
+    }
+
+    /// Makes product `id`'s answers stale: its manifest changed.
+    pub fn forget_product(&self, id: &str) {
+        self.invalidations
+            .invalidate(CheckScope::Product(id.to_owned()));
+    }
+
     /// Forgets every cached answer.
     pub fn invalidate_all(&self) {
-        self.0.invalidate_all();
+        self.invalidations.invalidate_all();
+        self.answers.invalidate_all();
     }
 }
 
@@ -272,7 +332,7 @@ pub(crate) async fn put_product(
     .await?;
     transaction.commit().await?;
     // This replica forgets at once; the others when the notification reaches them.
-    state.entitlements.invalidate_all();
+    state.entitlements.forget_product(&row.id);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -566,7 +626,7 @@ async fn resolve_check(
 }
 
 /// The hot path for products: may this tenant use this feature, and how much? Cached per
-/// replica and emptied on any change, on any replica.
+/// replica until the tenant or the product changes, on any replica.
 #[utoipa::path(get, path = "/v1/tenants/{id}/entitlements/{product}/{feature}", operation_id = "check_feature", tag = "products",
     security(("bearer" = ["products:read"])),
     params(("id" = Uuid, Path, description = "The tenant's id"), ("product" = String, Path, description = "Product id"),
@@ -593,14 +653,10 @@ pub(crate) async fn check(
         return Err(ApiError::not_found("the product has no such feature"));
     }
     let key = (tenant, product.clone(), feature.clone());
-    let answer = match state.entitlements.0.get(&key).await {
-        Some(hit) => hit,
-        None => {
-            let resolved = Arc::new(resolve_check(&state, tenant, &product, &feature).await?);
-            state.entitlements.0.insert(key, resolved.clone()).await;
-            resolved
-        }
-    };
+    let answer = state
+        .entitlements
+        .answer(key, resolve_check(&state, tenant, &product, &feature))
+        .await?;
     Ok(Json(FeatureCheckView {
         allowed: answer.allowed,
         limit: answer.limit,

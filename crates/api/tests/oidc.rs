@@ -1,5 +1,7 @@
 //! OIDC bearer tokens from a real issuer on loopback: who they make, and what is refused.
 
+use std::time::{Duration, Instant};
+
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use testkit::TestApp;
@@ -239,4 +241,75 @@ async fn a_mapped_keycloak_organization_makes_its_users_the_tenants() {
     }
     let disagreeing = issuer.token(json!({"organization": ["globex"], "tenant_id": acme}));
     assert_eq!(me(&app, &disagreeing).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_expired_longer_ago_than_the_leeway_is_refused() {
+    let (app, issuer) = setup().await;
+    let admin = json!({"realm_access": {"roles": ["platform-admin"]}});
+    let now = chrono::Utc::now().timestamp();
+    let leeway = i64::try_from(auth::oidc::LEEWAY.as_secs()).expect("a few seconds");
+    let mut skewed = admin.clone();
+    skewed["exp"] = json!(now - 1);
+    assert!(leeway >= 2, "a second of clock skew is tolerated");
+    assert_eq!(me(&app, &issuer.token(skewed)).await.0, StatusCode::OK);
+    let mut expired = admin;
+    expired["exp"] = json!(now - 30);
+    let (status, body) = me(&app, &issuer.token(expired)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test]
+async fn unknown_key_ids_cost_a_failing_issuer_one_fetch_at_a_time_with_backoff() {
+    let (app, issuer) = setup().await;
+    issuer.fail_discovery(true);
+    let forged = issuer.token_with_kid(
+        "rotated-away",
+        json!({"realm_access": {"roles": ["platform-admin"]}}),
+    );
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_millis(3_500) {
+        let wave = futures::future::join_all((0..50).map(|_| me(&app, &forged))).await;
+        for (status, body) in wave {
+            assert!(
+                [StatusCode::SERVICE_UNAVAILABLE, StatusCode::UNAUTHORIZED].contains(&status),
+                "{status}: {body}"
+            );
+        }
+        requests += 50;
+        // Paces the waves; the backoff is measured by the issuer, not by this loop.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let fetches = issuer.discovery_fetches();
+    assert_eq!(issuer.most_concurrent_discovery_fetches(), 1);
+    assert!(
+        (2..=4).contains(&fetches.len()),
+        "{} fetches for {requests} requests over 3.5 s",
+        fetches.len()
+    );
+    let mut backoff = auth::oidc::FIRST_BACKOFF;
+    for pair in fetches.windows(2) {
+        let waited = pair[1].started.duration_since(pair[0].ended);
+        assert!(
+            waited >= backoff,
+            "the issuer was asked again {waited:?} after a failure; the backoff was {backoff:?}"
+        );
+        backoff = (backoff * 2).min(auth::oidc::MAX_BACKOFF);
+    }
+
+    issuer.fail_discovery(false);
+    let valid = issuer.token(json!({"realm_access": {"roles": ["platform-admin"]}}));
+    let deadline = Instant::now() + backoff + Duration::from_secs(2);
+    loop {
+        let (status, body) = me(&app, &valid).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the backoff: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -5,13 +5,15 @@
 
 mod failures;
 pub mod grant;
+pub mod invalidations;
 pub mod keys;
-mod oidc;
+pub mod oidc;
 mod principal;
 mod tenant_claims;
 mod verifier;
 
 pub use failures::FailureLimiter;
+pub use invalidations::Invalidations;
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use principal::{Principal, PrincipalKind};
 pub use verifier::ApiKeyVerifier;
@@ -35,6 +37,9 @@ pub enum AuthError {
     /// The key is past its expiry.
     #[error("the API key has expired")]
     Expired,
+    /// The key's tenant is archived: it can do nothing until a platform principal restores it.
+    #[error("the API key's tenant is archived")]
+    TenantArchived,
     /// A bearer token failed validation; the reason goes to the log, not the client.
     #[error("invalid token: {0}")]
     Token(String),
@@ -55,6 +60,7 @@ impl AuthError {
             Self::Invalid => "invalid",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
+            Self::TenantArchived => "tenant_archived",
             Self::Token(_) => "invalid_token",
             Self::OidcDisabled => "oidc_disabled",
             Self::Unavailable(_) => "unavailable",

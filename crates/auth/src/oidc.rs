@@ -1,6 +1,12 @@
 //! OIDC bearer tokens from the configured issuer (Keycloak): discovery, a JWKS cache that
-//! refreshes on an unknown `kid` (at most once per [`REFRESH_INTERVAL`]), and validation of
-//! `iss`, `aud`, `exp` and `nbf` with RS256 or ES256 only.
+//! refreshes on an unknown `kid`, and validation of `iss`, `aud`, `exp` and `nbf` (with
+//! [`LEEWAY`] for clock skew) with RS256 or ES256 only.
+//!
+//! Tokens naming an unknown `kid` cost at most one fetch at a time, whoever sends them: one
+//! fetch is in flight at once (the others wait for its outcome), none follows a successful
+//! one for [`REFRESH_INTERVAL`], and after a failure none follows for a backoff that starts
+//! at [`FIRST_BACKOFF`] and doubles with each further failure up to [`MAX_BACKOFF`]. Tokens
+//! with a known `kid` never wait for a fetch.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,8 +22,18 @@ use crate::tenant_claims::{self, TenantClaims};
 use crate::{AuthError, Principal, PrincipalKind};
 use domain::{Scope, Scopes};
 
-/// The shortest time between two JWKS fetches triggered by unknown key ids.
+/// The shortest time between a successful JWKS fetch and the next one.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// After a failed fetch, how long until the next may be tried.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait after repeated failed fetches.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How far past `exp` (or before `nbf`) a token is still accepted: clock skew between the
+/// issuer and this server, not a grace period.
+pub const LEEWAY: Duration = Duration::from_secs(5);
 
 /// Where tokens come from and what makes a platform admin.
 #[derive(Debug, Clone)]
@@ -52,9 +68,37 @@ struct Claims {
     scope: Option<String>,
 }
 
-struct KeySet {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
-    fetched: Instant,
+type KeySet = HashMap<String, (DecodingKey, Algorithm)>;
+
+/// When the next key fetch may happen, after the outcomes of the previous ones.
+#[derive(Debug, Default)]
+struct FetchSchedule {
+    failures: u32,
+    next: Option<Instant>,
+}
+
+impl FetchSchedule {
+    fn is_due(&self, now: Instant) -> bool {
+        self.next.is_none_or(|next| now >= next)
+    }
+
+    fn succeeded(&mut self, now: Instant) {
+        self.failures = 0;
+        self.next = Some(now + REFRESH_INTERVAL);
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + backoff(self.failures));
+    }
+}
+
+/// The wait after `failures` consecutive failed fetches (at least one).
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
 }
 
 /// Validates bearer tokens; shared by clones of the app state through an `Arc`.
@@ -62,7 +106,8 @@ pub struct OidcVerifier {
     config: OidcConfig,
     http: reqwest::Client,
     keys: RwLock<Option<KeySet>>,
-    refresh: Mutex<()>,
+    /// Held while fetching, so one fetch is in flight at a time.
+    schedule: Mutex<FetchSchedule>,
 }
 
 fn unavailable(what: &str) -> impl FnOnce(reqwest::Error) -> AuthError + '_ {
@@ -80,7 +125,7 @@ impl OidcVerifier {
             config,
             http,
             keys: RwLock::new(None),
-            refresh: Mutex::new(()),
+            schedule: Mutex::new(FetchSchedule::default()),
         })
     }
 
@@ -103,6 +148,7 @@ impl OidcVerifier {
             ));
         }
         let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY.as_secs();
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
@@ -167,16 +213,26 @@ impl OidcVerifier {
         if let Some(found) = self.cached_key(kid).await {
             return Ok(found);
         }
-        let _single_flight = self.refresh.lock().await;
-        let recently_fetched = self
-            .keys
-            .read()
-            .await
-            .as_ref()
-            .is_some_and(|set| set.fetched.elapsed() < REFRESH_INTERVAL);
-        if !recently_fetched {
-            let fetched = self.fetch_keys().await?;
-            *self.keys.write().await = Some(fetched);
+        let mut schedule = self.schedule.lock().await;
+        if let Some(found) = self.cached_key(kid).await {
+            return Ok(found);
+        }
+        if schedule.is_due(Instant::now()) {
+            match self.fetch_keys().await {
+                Ok(fetched) => {
+                    *self.keys.write().await = Some(fetched);
+                    schedule.succeeded(Instant::now());
+                }
+                Err(error) => {
+                    schedule.failed(Instant::now());
+                    return Err(error);
+                }
+            }
+        } else if self.keys.read().await.is_none() {
+            return Err(AuthError::Unavailable(
+                "the issuer's keys could not be fetched; the next try waits for a backoff"
+                    .to_owned(),
+            ));
         }
         self.cached_key(kid)
             .await
@@ -184,7 +240,7 @@ impl OidcVerifier {
     }
 
     async fn cached_key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
-        self.keys.read().await.as_ref()?.keys.get(kid).cloned()
+        self.keys.read().await.as_ref()?.get(kid).cloned()
     }
 
     async fn fetch_keys(&self) -> Result<KeySet, AuthError> {
@@ -218,7 +274,7 @@ impl OidcVerifier {
             .json()
             .await
             .map_err(unavailable("JWKS document"))?;
-        let keys = set
+        Ok(set
             .keys
             .iter()
             .filter_map(|jwk| {
@@ -235,10 +291,35 @@ impl OidcVerifier {
                 let key = DecodingKey::from_jwk(jwk).ok()?;
                 Some((kid, (key, algorithm)))
             })
-            .collect();
-        Ok(KeySet {
-            keys,
-            fetched: Instant::now(),
-        })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_the_first_wait_up_to_the_cap() {
+        assert_eq!(backoff(1), FIRST_BACKOFF);
+        assert_eq!(backoff(2), FIRST_BACKOFF * 2);
+        assert_eq!(backoff(3), FIRST_BACKOFF * 4);
+        assert_eq!(backoff(7), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn no_fetch_is_due_during_a_backoff_and_success_resets_it() {
+        let start = Instant::now();
+        let mut schedule = FetchSchedule::default();
+        assert!(schedule.is_due(start));
+        schedule.failed(start);
+        schedule.failed(start);
+        assert!(!schedule.is_due(start + FIRST_BACKOFF));
+        assert!(schedule.is_due(start + FIRST_BACKOFF * 2));
+        schedule.succeeded(start);
+        assert!(!schedule.is_due(start + REFRESH_INTERVAL / 2));
+        schedule.failed(start);
+        assert!(schedule.is_due(start + FIRST_BACKOFF));
     }
 }

@@ -1,8 +1,22 @@
 //! API key verification with an in-process cache.
 //!
 //! A successful verification is cached for at most [`CACHE_TTL`], keyed by a SHA-256 of the
-//! presented key (never the key itself). Whoever hears of a revocation or rotation (the
-//! api crate's change listener) calls [`ApiKeyVerifier::invalidate_all`].
+//! presented key (never the key itself). Whoever hears that a key changed (the api crate's
+//! change listener, or the handler that revoked or rotated it) calls
+//! [`ApiKeyVerifier::forget_key`]; that a tenant's status changed or it was deleted,
+//! [`ApiKeyVerifier::forget_tenant`]; that notifications may have been missed,
+//! [`ApiKeyVerifier::invalidate_all`]. An archived tenant's keys authenticate nothing (it can
+//! only be restored, by a platform principal), so a verification reads the tenant's status
+//! along with the key.
+//!
+//! Forgetting is exact. A verification that read the key before a revocation committed may
+//! still be hashing when the revocation is heard; if it stored its result afterwards, the
+//! revoked key would be accepted until the entry expired. So each entry carries a
+//! [`Stamp`] taken before its database read, and an entry is served only while no
+//! invalidation of its key, its tenant or everything has been heard since that stamp
+//! ([`Invalidations`]). A stale entry is dropped and the key verified again, by the request
+//! that found it, with a read of its own. Other keys' entries are untouched, so revoking keys
+//! costs no bystander an argon2 hash.
 //!
 //! Concurrent requests with the same uncached key share one verification, and at most one
 //! argon2 hash per core runs at a time: each takes 19 MiB and a few milliseconds of CPU, so
@@ -13,7 +27,7 @@ use std::thread::available_parallelism;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::Scopes;
+use domain::{Scopes, TenantStatus};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use storage::PgPool;
@@ -21,6 +35,7 @@ use storage::api_keys;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use crate::invalidations::{Invalidations, Stamp};
 use crate::keys::{self, PresentedKey};
 use crate::{AuthError, Principal, PrincipalKind};
 
@@ -35,10 +50,26 @@ static DECOY_HASH: LazyLock<String> = LazyLock::new(|| keys::decoy_hash().unwrap
 static HASHING: LazyLock<Semaphore> =
     LazyLock::new(|| Semaphore::new(available_parallelism().map_or(1, usize::from)));
 
-#[derive(Clone)]
+/// What a cached verification depends on: the key itself and, for a tenant key, its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyScope {
+    Key(Uuid),
+    Tenant(Uuid),
+}
+
 struct Verified {
     principal: Principal,
     expires_at: Option<DateTime<Utc>>,
+    read: Stamp,
+}
+
+impl Verified {
+    fn scopes(&self) -> [Option<KeyScope>; 2] {
+        [
+            self.principal.key_id.map(KeyScope::Key),
+            self.principal.tenant_id.map(KeyScope::Tenant),
+        ]
+    }
 }
 
 /// Verifies presented API keys; clone it freely (the cache is shared).
@@ -46,6 +77,7 @@ struct Verified {
 pub struct ApiKeyVerifier {
     pool: PgPool,
     cache: Cache<[u8; 32], Arc<Verified>>,
+    invalidations: Arc<Invalidations<KeyScope>>,
 }
 
 impl ApiKeyVerifier {
@@ -57,6 +89,7 @@ impl ApiKeyVerifier {
                 .max_capacity(100_000)
                 .time_to_live(CACHE_TTL)
                 .build(),
+            invalidations: Arc::new(Invalidations::new(CACHE_TTL)),
         }
     }
 
@@ -64,13 +97,22 @@ impl ApiKeyVerifier {
     pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
         let parsed = PresentedKey::parse(presented).ok_or(AuthError::Malformed)?;
         let digest: [u8; 32] = Sha256::digest(parsed.whole.as_bytes()).into();
-        let verified = self
+        let mut verified = self
             .cache
             .try_get_with(digest, async {
                 self.verify_uncached(&parsed).await.map(Arc::new)
             })
             .await
             .map_err(|error| AuthError::clone(&error))?;
+        if !self.is_current(&verified) {
+            // Read before a change this replica has heard of since (possibly by another
+            // request's verification that was still running): never served.
+            self.cache.invalidate(&digest).await;
+            verified = Arc::new(self.verify_uncached(&parsed).await?);
+            if self.is_current(&verified) {
+                self.cache.insert(digest, Arc::clone(&verified)).await;
+            }
+        }
         if verified.expires_at.is_some_and(|at| at <= Utc::now()) {
             self.cache.invalidate(&digest).await;
             return Err(AuthError::Expired);
@@ -78,7 +120,13 @@ impl ApiKeyVerifier {
         Ok(verified.principal.clone())
     }
 
+    fn is_current(&self, verified: &Verified) -> bool {
+        self.invalidations
+            .is_current(&verified.read, verified.scopes().iter().flatten())
+    }
+
     async fn verify_uncached(&self, parsed: &PresentedKey<'_>) -> Result<Verified, AuthError> {
+        let read = self.invalidations.stamp();
         let credential = api_keys::credential_by_prefix(&self.pool, parsed.prefix)
             .await
             .map_err(|error| AuthError::Unavailable(error.to_string()))?;
@@ -103,6 +151,9 @@ impl ApiKeyVerifier {
         if credential.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(AuthError::Expired);
         }
+        if credential.tenant_status.as_deref() == Some(TenantStatus::Archived.as_str()) {
+            return Err(AuthError::TenantArchived);
+        }
         self.record_use(credential.id);
         Ok(Verified {
             principal: Principal {
@@ -119,6 +170,7 @@ impl ApiKeyVerifier {
                 expires_at: credential.expires_at,
             },
             expires_at: credential.expires_at,
+            read,
         })
     }
 
@@ -133,8 +185,19 @@ impl ApiKeyVerifier {
         });
     }
 
+    /// Forgets key `id`'s cached verifications: it was revoked, rotated, changed or deleted.
+    pub fn forget_key(&self, id: Uuid) {
+        self.invalidations.invalidate(KeyScope::Key(id));
+    }
+
+    /// Forgets the cached verifications of tenant `id`'s keys: its status changed or it is gone.
+    pub fn forget_tenant(&self, id: Uuid) {
+        self.invalidations.invalidate(KeyScope::Tenant(id));
+    }
+
     /// Forgets every cached verification.
     pub fn invalidate_all(&self) {
+        self.invalidations.invalidate_all();
         self.cache.invalidate_all();
     }
 }

@@ -1,14 +1,35 @@
 //! The `api_keys` table: records, credentials for verification, revocation and rotation.
 //!
-//! Revocation and rotation notify [`CHANGES_CHANNEL`] inside the caller's transaction, so every
-//! replica's verification cache hears of it exactly when the change commits.
+//! Triggers (V11) announce on [`CHANGES_CHANNEL`] every committed change that can end a key's
+//! validity, whatever code or person made it: a key revoked, rotated, narrowed or deleted (a
+//! purge deletes its tenant's keys by cascade) names that key; a tenant whose status changed
+//! or that was deleted names that tenant. Every replica's verification cache hears it when
+//! the change commits.
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The LISTEN/NOTIFY channel that carries the id of a revoked or rotated key.
+/// The LISTEN/NOTIFY channel that names a changed key, or a tenant whose keys' standing
+/// changed (V11).
 pub const CHANGES_CHANNEL: &str = "api_keys_changed";
+
+/// What a [`CHANGES_CHANNEL`] notification names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyChange {
+    /// One key was revoked, rotated, changed or deleted.
+    KeyId(Uuid),
+    /// A tenant's status changed or it was deleted: all its keys are concerned.
+    TenantId(Uuid),
+}
+
+impl KeyChange {
+    /// Reads a notification's payload; `None` when it is not one of ours.
+    pub fn parse(payload: &str) -> Option<Self> {
+        serde_json::from_str(payload).ok()
+    }
+}
 
 /// What may be shown of a key: everything but its hash.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -54,6 +75,8 @@ pub struct ApiKeyCredential {
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The status of the key's tenant (`None` for a platform key).
+    pub tenant_status: Option<String>,
 }
 
 /// A key to insert; the secret itself never reaches this crate, only its hash.
@@ -145,27 +168,20 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<ApiKeyRecord
     .await
 }
 
-/// The credential behind a prefix, for verification.
+/// The credential behind a prefix, with its tenant's status, for verification.
 pub async fn credential_by_prefix(
     pool: &PgPool,
     prefix: &str,
 ) -> Result<Option<ApiKeyCredential>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, tenant_id, hash, scopes, product, expires_at, revoked_at FROM api_keys
-         WHERE prefix = $1",
+        "SELECT k.id, k.tenant_id, k.hash, k.scopes, k.product, k.expires_at, k.revoked_at,
+                t.status::text AS tenant_status
+         FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
+         WHERE k.prefix = $1",
     )
     .bind(prefix)
     .fetch_optional(pool)
     .await
-}
-
-async fn notify_change(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANGES_CHANNEL)
-        .bind(id.to_string())
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 /// Revokes a key (keeping the first revocation time when repeated); `None` if no such key.
@@ -173,17 +189,13 @@ pub async fn revoke(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
-    let record: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
          WHERE id = $1 RETURNING {RECORD_COLUMNS}"
     ))
     .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if record.is_some() {
-        notify_change(conn, id).await?;
-    }
-    Ok(record)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Replaces a live key's prefix and hash (its secret); `None` if no such key.
@@ -193,19 +205,15 @@ pub async fn rotate(
     prefix: &str,
     hash: &str,
 ) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
-    let record: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "UPDATE api_keys SET prefix = $2, hash = $3, last_used_at = NULL
          WHERE id = $1 RETURNING {RECORD_COLUMNS}"
     ))
     .bind(id)
     .bind(prefix)
     .bind(hash)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if record.is_some() {
-        notify_change(conn, id).await?;
-    }
-    Ok(record)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Records a use, unless one was recorded less than a minute ago (by any replica).
@@ -218,4 +226,24 @@ pub async fn record_use(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     .execute(pool)
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_notification_names_a_key_or_a_tenant() {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            KeyChange::parse(&format!(r#"{{"key_id":"{id}"}}"#)),
+            Some(KeyChange::KeyId(id))
+        );
+        assert_eq!(
+            KeyChange::parse(&format!(r#"{{"tenant_id":"{id}"}}"#)),
+            Some(KeyChange::TenantId(id))
+        );
+        assert_eq!(KeyChange::parse(&id.to_string()), None);
+        assert_eq!(KeyChange::parse(r#"{"key_id":"nope"}"#), None);
+    }
 }

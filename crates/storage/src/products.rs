@@ -1,20 +1,23 @@
 //! The products catalog and the tenant ↔ product matrix.
 //!
-//! Every write notifies [`ENTITLEMENTS_CHANNEL`] in the caller's transaction, so each
-//! replica's entitlement cache is emptied when the change commits.
+//! Publishing a product notifies [`ENTITLEMENTS_CHANNEL`] with its id in the caller's
+//! transaction, so each replica's entitlement cache forgets that product's answers when the
+//! change commits. Changes to a tenant or its subscriptions are announced per tenant by the
+//! V8 trigger on `tenants_changed`.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The LISTEN/NOTIFY channel for anything that changes what a tenant is entitled to.
+/// The LISTEN/NOTIFY channel that names a product whose manifest changed.
 pub const ENTITLEMENTS_CHANNEL: &str = "entitlements_changed";
 
-/// Tells every replica that entitlements changed (delivered at commit).
-pub async fn notify_entitlements_changed(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
+/// Tells every replica that product `id` changed (delivered at commit).
+async fn notify_product_changed(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(ENTITLEMENTS_CHANNEL)
+        .bind(id)
         .execute(conn)
         .await
         .map(drop)
@@ -50,7 +53,7 @@ pub async fn upsert(
     .await?;
     // A new row has both timestamps from the same now(); a replaced one had updated_at moved.
     let inserted = row.created_at == row.updated_at;
-    notify_entitlements_changed(conn).await?;
+    notify_product_changed(conn, id).await?;
     Ok((row, inserted))
 }
 
@@ -98,7 +101,7 @@ pub async fn set_for_tenant(
     config: &serde_json::Value,
     overrides: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<TenantProductRow, sqlx::Error> {
-    let row = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "INSERT INTO tenant_products (tenant_id, product, enabled, config, feature_overrides)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tenant_id, product) DO UPDATE
@@ -111,10 +114,8 @@ pub async fn set_for_tenant(
     .bind(enabled)
     .bind(Json(config))
     .bind(Json(overrides))
-    .fetch_one(&mut *conn)
-    .await?;
-    notify_entitlements_changed(conn).await?;
-    Ok(row)
+    .fetch_one(conn)
+    .await
 }
 
 /// Changes only the config of a tenant's existing subscription; `None` when it has none.
@@ -124,17 +125,15 @@ pub async fn set_config_for_tenant(
     product: &str,
     config: &serde_json::Value,
 ) -> Result<Option<TenantProductRow>, sqlx::Error> {
-    let row = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "UPDATE tenant_products SET config = $3 WHERE tenant_id = $1 AND product = $2
          RETURNING {TENANT_PRODUCT_COLUMNS}"
     ))
     .bind(tenant_id)
     .bind(product)
     .bind(Json(config))
-    .fetch_optional(&mut *conn)
-    .await?;
-    notify_entitlements_changed(conn).await?;
-    Ok(row)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Removes a tenant's subscription; whether there was one.
@@ -143,15 +142,12 @@ pub async fn remove_for_tenant(
     tenant_id: Uuid,
     product: &str,
 ) -> Result<bool, sqlx::Error> {
-    let removed = sqlx::query("DELETE FROM tenant_products WHERE tenant_id = $1 AND product = $2")
+    let deleted = sqlx::query("DELETE FROM tenant_products WHERE tenant_id = $1 AND product = $2")
         .bind(tenant_id)
         .bind(product)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-        == 1;
-    notify_entitlements_changed(conn).await?;
-    Ok(removed)
+        .execute(conn)
+        .await?;
+    Ok(deleted.rows_affected() == 1)
 }
 
 /// A tenant's subscriptions, by product id.

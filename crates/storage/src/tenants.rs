@@ -533,7 +533,6 @@ pub async fn update(
     }
     query.push(" WHERE id = ").push_bind(id);
     query.build().execute(&mut *conn).await?;
-    crate::products::notify_entitlements_changed(conn).await?;
     Ok(get_on(conn, id)
         .await?
         .map_or(UpdateOutcome::NotFound, |row| {
@@ -566,7 +565,6 @@ pub async fn record_transition(
     .bind(actor_id)
     .execute(&mut *conn)
     .await?;
-    crate::products::notify_entitlements_changed(conn).await?;
     get_on(conn, id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
@@ -578,7 +576,6 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
         .await?
         .rows_affected()
         == 1;
-    crate::products::notify_entitlements_changed(conn).await?;
     Ok(deleted)
 }
 

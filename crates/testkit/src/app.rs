@@ -4,6 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
 use auth::keys::{Actor, CreateKey};
 use auth::{Principal, PrincipalKind};
 use axum::body::Body;
@@ -275,9 +277,57 @@ impl TestApp {
         (issued.record.id, auth::keys::reveal(&issued.key).to_owned())
     }
 
+    /// Like [`TestApp::key`], but inserted directly with a hash of about a millisecond's
+    /// argon2 work instead of tens (verification takes the cost from the stored hash): for
+    /// tests that need hundreds of keys. Records no audit event.
+    pub async fn cheap_key(&self, tenant_id: Option<Uuid>, scopes: &[Scope]) -> (Uuid, String) {
+        let prefix = Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        let key = format!("tr_dev_{prefix}_{secret}");
+        let salt = SaltString::encode_b64(Uuid::new_v4().as_bytes()).expect("a salt");
+        let params = Params::new(1024, 1, 1, None).expect("valid argon2 parameters");
+        let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(key.as_bytes(), &salt)
+            .expect("the key hashes")
+            .to_string();
+        let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        let mut conn = self.db.pool().acquire().await.expect("a connection");
+        let record = storage::api_keys::insert(
+            &mut conn,
+            &storage::api_keys::NewApiKey {
+                tenant_id,
+                name: "cheap test key",
+                prefix: &prefix,
+                hash: &hash,
+                scopes: &scopes,
+                expires_at: None,
+                product: None,
+            },
+        )
+        .await
+        .expect("the key is inserted");
+        (record.id, key)
+    }
+
     /// A platform admin key's secret.
     pub async fn admin_key(&self) -> String {
         self.key(None, &[Scope::PlatformAdmin]).await.1
+    }
+
+    /// Runs `sql` (with `id` as `$1`) with triggers off, so no change is announced: what a
+    /// replica answers afterwards shows whether it still serves from its caches.
+    pub async fn change_silently(&self, sql: &str, id: Uuid) {
+        let mut transaction = self.db.pool().begin().await.expect("a transaction");
+        sqlx::query("SET LOCAL session_replication_role = replica")
+            .execute(&mut *transaction)
+            .await
+            .expect("triggers off");
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&mut *transaction)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+        transaction.commit().await.expect("committed");
     }
 
     /// Revokes a key directly (no HTTP, no cache involved).

@@ -21,6 +21,22 @@ pub mod oidc;
 
 pub use app::{TestApp, TestResponse, settings};
 
+/// How long a change made on one replica may take to reach every other replica's caches.
+pub const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
+
+/// Polls `check` until it holds; panics naming `what` when it still does not after
+/// [`PROPAGATION_BOUND`].
+pub async fn within_a_second(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PROPAGATION_BOUND;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within {PROPAGATION_BOUND:?}");
+}
+
 /// Prefix of every database a test creates, so strays are easy to find.
 pub const TEST_DATABASE_PREFIX: &str = "tr_test_";
 const TEMPLATE_PREFIX: &str = "tr_template_";

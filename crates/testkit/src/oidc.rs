@@ -1,9 +1,15 @@
 //! A real OIDC issuer on loopback for tests: a discovery document and a JWKS with an ES256
 //! key pair made in the test and an RS256 key from the fixtures (ring cannot generate RSA
-//! keys; this one exists only for tests), and tokens signed with either.
+//! keys; this one exists only for tests), and tokens signed with either. It records every
+//! request for its discovery document and can be told to fail them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
@@ -19,6 +25,51 @@ pub const AUDIENCE: &str = "tenant-registry";
 /// The kid of the fixture RSA key.
 const RSA_KID: &str = "test-rsa";
 
+/// How long a failing discovery request takes, so that fetches a client fails to keep
+/// apart would overlap here.
+const FAILURE_DELAY: Duration = Duration::from_millis(20);
+
+/// One request for the discovery document, as the issuer saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryFetch {
+    /// When it arrived.
+    pub started: Instant,
+    /// When it was answered.
+    pub ended: Instant,
+}
+
+#[derive(Default)]
+struct DiscoveryLog {
+    failing: AtomicBool,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    fetches: Mutex<Vec<DiscoveryFetch>>,
+}
+
+impl DiscoveryLog {
+    async fn serve(&self, document: Value) -> Response {
+        let started = Instant::now();
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight
+            .fetch_max(now_in_flight, Ordering::SeqCst);
+        let response = if self.failing.load(Ordering::SeqCst) {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        } else {
+            Json(document).into_response()
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.fetches
+            .lock()
+            .expect("the fetch log")
+            .push(DiscoveryFetch {
+                started,
+                ended: Instant::now(),
+            });
+        response
+    }
+}
+
 /// An issuer serving its discovery document and keys until dropped.
 pub struct TestIssuer {
     /// The issuer URL (`http://127.0.0.1:<port>/realms/test`).
@@ -26,6 +77,7 @@ pub struct TestIssuer {
     kid: String,
     key: EncodingKey,
     rsa_key: EncodingKey,
+    discovery: Arc<DiscoveryLog>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -63,10 +115,16 @@ impl TestIssuer {
             "issuer": url,
             "jwks_uri": format!("http://{address}/realms/test/protocol/openid-connect/certs"),
         });
+        let log = Arc::new(DiscoveryLog::default());
+        let served = Arc::clone(&log);
         let router = Router::new()
             .route(
                 "/realms/test/.well-known/openid-configuration",
-                get(move || async move { Json(discovery) }),
+                get(move || {
+                    let served = Arc::clone(&served);
+                    let discovery = discovery.clone();
+                    async move { served.serve(discovery).await }
+                }),
             )
             .route(
                 "/realms/test/protocol/openid-connect/certs",
@@ -81,8 +139,28 @@ impl TestIssuer {
             key: EncodingKey::from_ec_der(pkcs8.as_ref()),
             rsa_key: EncodingKey::from_rsa_pem(include_bytes!("../fixtures/rs256-test-key.pem"))
                 .expect("the fixture RSA key parses"),
+            discovery: log,
             server,
         }
+    }
+
+    /// While `failing`, the discovery document answers 503 (after a short delay).
+    pub fn fail_discovery(&self, failing: bool) {
+        self.discovery.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Every request for the discovery document so far, in the order they were answered.
+    pub fn discovery_fetches(&self) -> Vec<DiscoveryFetch> {
+        self.discovery
+            .fetches
+            .lock()
+            .expect("the fetch log")
+            .clone()
+    }
+
+    /// The most discovery requests that were being answered at the same time.
+    pub fn most_concurrent_discovery_fetches(&self) -> usize {
+        self.discovery.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// The server's OIDC settings for this issuer.
