@@ -368,9 +368,14 @@ pub(crate) async fn ingest(
         return Err(ApiError::invalid(problems));
     }
     let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-    let mut transaction = state.pool.begin().await?;
-    let stored = audit::append(&mut transaction, rows).await?;
-    transaction.commit().await?;
+    let (pool, rows) = (&state.pool, &rows);
+    let stored = storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        let stored = audit::append(&mut transaction, rows.clone()).await?;
+        transaction.commit().await?;
+        Ok::<_, ApiError>(stored)
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(IngestResult {

@@ -73,8 +73,9 @@ pub async fn record(conn: &mut PgConnection, event: RegistryEvent) -> Result<(),
 /// is skipped. Times are kept to the microsecond, as PostgreSQL stores them. Returns how
 /// many were stored.
 ///
-/// The chain heads stay locked until the caller's transaction ends: appends to one tenant
-/// are chained in commit order, appends to different tenants do not wait for each other.
+/// Locks in the documented order: the events' tenant rows (key share), then their chain
+/// heads, both until the caller's transaction ends. Appends to one tenant are chained in
+/// commit order; appends to different tenants do not wait for each other.
 pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<u64, sqlx::Error> {
     let received = Utc::now().trunc_subsecs(6);
     for row in &mut rows {
@@ -87,6 +88,8 @@ pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<
             .map(|ip| ip.to_string());
         row.chain_key = Some(row.tenant_id.unwrap_or_else(Uuid::nil));
     }
+    let tenants: Vec<Uuid> = rows.iter().filter_map(|row| row.tenant_id).collect();
+    storage::audit::lock_tenants(conn, &tenants).await?;
     let keys: Vec<Uuid> = rows.iter().filter_map(|row| row.chain_key).collect();
     let heads = storage::audit::lock_chains(conn, &keys).await?;
     let rows = without_duplicates(conn, rows).await?;

@@ -98,6 +98,26 @@ pub struct ChainHead {
     pub pruned_hash: Vec<u8>,
 }
 
+/// Key-share locks on the rows of `tenants`, in id order, until the caller's transaction
+/// ends. Inserting an event that references a tenant takes this lock anyway (the foreign
+/// key check), but only after the chain head is locked; taken here first, it keeps the lock
+/// order of docs/security.md (tenant rows, then chain heads), so an append never holds a
+/// chain head while it waits for a tenant that a writer of that tenant holds while it waits
+/// for the chain head.
+pub async fn lock_tenants(conn: &mut PgConnection, tenants: &[Uuid]) -> Result<(), sqlx::Error> {
+    let mut tenants = tenants.to_vec();
+    tenants.sort_unstable();
+    tenants.dedup();
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR KEY SHARE")
+        .bind(&tenants)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// Locks the heads of `keys` until the caller's transaction ends, creating missing ones.
 /// Keys are locked in order, so two appends never deadlock.
 pub async fn lock_chains(

@@ -11,10 +11,12 @@ pub mod idps;
 pub mod migrations;
 pub mod products;
 pub mod projects;
+pub mod retry;
 pub mod tenants;
 
 use std::time::Duration;
 
+pub use retry::{Transient, with_retries};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use sqlx::{PgConnection, PgPool};
 
