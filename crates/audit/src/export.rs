@@ -1,6 +1,8 @@
 //! Events as the API shows them (Retraced's shape), and export as NDJSON or CSV, read a
 //! page at a time so memory stays flat whatever the number of events.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
@@ -221,11 +223,12 @@ pub const EXPORT_PAGE: i64 = 1000;
 
 /// The events matching `filter`, newest first, as chunks of `format` text. Each chunk is
 /// one page read with its own query (keyset pagination), so no transaction or cursor stays
-/// open while a slow client reads.
+/// open while a slow client reads; each query is cancelled after `statement_timeout`.
 pub fn export(
     pool: PgPool,
     filter: EventFilter,
     format: ExportFormat,
+    statement_timeout: Duration,
 ) -> impl Stream<Item = Result<String, sqlx::Error>> + Send + 'static {
     let start = (format == ExportFormat::Csv).then(|| CSV_HEADER.to_owned());
     let pages = futures::stream::try_unfold(Some(None), move |position| {
@@ -235,7 +238,8 @@ pub fn export(
             let Some(before) = position else {
                 return Ok(None);
             };
-            let rows = storage::audit::search(&pool, &filter, before, EXPORT_PAGE).await?;
+            let rows =
+                crate::search(&pool, &filter, before, EXPORT_PAGE, statement_timeout).await?;
             if rows.is_empty() {
                 return Ok(None);
             }

@@ -63,6 +63,25 @@ pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<PgPool, 
         .map_err(StorageError::Connect)
 }
 
+/// A read-only snapshot (repeatable read) whose every statement PostgreSQL cancels after
+/// `timeout` (SQLSTATE 57014), for reads whose cost depends on the caller's input: the work
+/// a request causes in the database ends when its budget does, whatever happens to the
+/// request. Dropping it ends it.
+pub async fn begin_bounded(
+    pool: &PgPool,
+    timeout: Duration,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *transaction)
+        .await?;
+    Ok(transaction)
+}
+
 /// Subscribes to PostgreSQL notifications on `channels`, over a connection of its own.
 pub async fn listen(
     pool: &PgPool,
