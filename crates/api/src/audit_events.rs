@@ -58,6 +58,7 @@ pub struct EventQuery {
     /// target.type:… product:… is_failure:true received:2026-01-01,2026-02-01
     /// created:…,…` plus free words or "quoted phrases", all of which must occur in the
     /// description. Dates are midnight UTC; ranges include the start and exclude the end.
+    /// At most 512 characters, 12 terms of at most 100 characters, 6 words or phrases.
     q: Option<String>,
     /// Search only: items per page, 1 to 200 (default 50).
     limit: Option<i64>,
@@ -89,6 +90,11 @@ impl EventQuery {
                 "/crud",
                 "must be one of c, r, u, d",
             ));
+        }
+        for (pointer, time) in [("/from", self.from), ("/to", self.to)] {
+            if time.is_some_and(|time| time < storage::earliest_timestamp()) {
+                return Err(ApiError::invalid_field(pointer, "must be after 4714 BC"));
+            }
         }
         let mut filter = EventFilter {
             tenant_id,

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -32,14 +32,6 @@ pub fn decode(cursor: &str) -> Result<Position, ApiError> {
     decode_as(cursor)
 }
 
-/// The earliest time PostgreSQL's `timestamptz` holds (4714-11-24 BC): a cursor naming an
-/// earlier one was not issued here, and binding it would fail in the database.
-fn earliest_storable() -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(-4713, 11, 24)
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .map_or(DateTime::<Utc>::MIN_UTC, |midnight| midnight.and_utc())
-}
-
 /// Reads a cursor made by [`encode`] whose id is a `T`; 422 on anything else.
 pub fn decode_as<T: std::str::FromStr>(cursor: &str) -> Result<(DateTime<Utc>, T), ApiError> {
     let invalid = || ApiError::invalid_field("/cursor", "not a cursor this service issued");
@@ -59,7 +51,8 @@ pub fn decode_as<T: std::str::FromStr>(cursor: &str) -> Result<(DateTime<Utc>, T
     };
     let time = since_epoch(time)
         .or_else(|| issued_before(time))
-        .filter(|time| *time >= earliest_storable())
+        // A time the database cannot hold was not issued here, and binding it would fail.
+        .filter(|time| *time >= storage::earliest_timestamp())
         .ok_or_else(invalid)?;
     let id = id.parse().map_err(|_| invalid())?;
     Ok((time, id))
@@ -151,7 +144,7 @@ mod tests {
     /// Every instant chrono holds from PostgreSQL's earliest on, leap seconds included.
     fn any_storable_time() -> impl Strategy<Value = DateTime<Utc>> {
         (
-            earliest_storable().timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp(),
+            storage::earliest_timestamp().timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp(),
             0u32..2_000_000_000,
         )
             .prop_filter_map("a time chrono holds", |(seconds, nanos)| {
@@ -168,7 +161,7 @@ mod tests {
         }
 
         #[test]
-        fn a_cursor_before_what_postgresql_stores_is_refused(seconds in i64::MIN..earliest_storable().timestamp()) {
+        fn a_cursor_before_what_postgresql_stores_is_refused(seconds in i64::MIN..storage::earliest_timestamp().timestamp()) {
             if let Some(at) = DateTime::from_timestamp(seconds, 0) {
                 prop_assert!(decode_as::<i64>(&encode(at, 1)).is_err());
             }

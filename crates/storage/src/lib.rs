@@ -63,6 +63,17 @@ pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<PgPool, 
         .map_err(StorageError::Connect)
 }
 
+/// The earliest instant PostgreSQL's `timestamptz` holds (4714-11-24 BC). Binding an
+/// earlier one fails in the database, so input times are checked against it first;
+/// chrono's latest instant (year 262142) is within PostgreSQL's range.
+pub fn earliest_timestamp() -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |midnight| {
+            midnight.and_utc()
+        })
+}
+
 /// A read-only snapshot (repeatable read) whose every statement PostgreSQL cancels after
 /// `timeout` (SQLSTATE 57014), for reads whose cost depends on the caller's input: the work
 /// a request causes in the database ends when its budget does, whatever happens to the
