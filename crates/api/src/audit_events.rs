@@ -58,6 +58,7 @@ pub struct EventQuery {
     /// target.type:… product:… is_failure:true received:2026-01-01,2026-02-01
     /// created:…,…` plus free words or "quoted phrases", all of which must occur in the
     /// description. Dates are midnight UTC; ranges include the start and exclude the end.
+    /// At most 512 characters, 12 terms of at most 100 characters, 6 words or phrases.
     q: Option<String>,
     /// Search only: items per page, 1 to 200 (default 50).
     limit: Option<i64>,
@@ -89,6 +90,11 @@ impl EventQuery {
                 "/crud",
                 "must be one of c, r, u, d",
             ));
+        }
+        for (pointer, time) in [("/from", self.from), ("/to", self.to)] {
+            if time.is_some_and(|time| time < storage::earliest_timestamp()) {
+                return Err(ApiError::invalid_field(pointer, "must be after 4714 BC"));
+            }
         }
         let mut filter = EventFilter {
             tenant_id,
@@ -157,7 +163,14 @@ pub(crate) async fn search(
         .as_deref()
         .map(pagination::decode_as::<i64>)
         .transpose()?;
-    let rows = audit::search(&state.pool, &filter, before, limit + 1).await?;
+    let rows = audit::search(
+        &state.pool,
+        &filter,
+        before,
+        limit + 1,
+        state.settings.statement_timeout(),
+    )
+    .await?;
     let (rows, next_cursor) = pagination::page(rows, limit, |row| (row.created_at, row.id));
     Ok(Json(EventPage {
         items: rows.into_iter().map(EventView::from).collect(),
@@ -196,7 +209,12 @@ pub(crate) async fn export(
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         format.extension()
     );
-    let body = Body::from_stream(audit::export(state.pool.clone(), filter, format));
+    let body = Body::from_stream(audit::export(
+        state.pool.clone(),
+        filter,
+        format,
+        state.settings.statement_timeout(),
+    ));
     Ok((
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),
@@ -220,14 +238,23 @@ pub struct VerifyQuery {
     /// default). A platform principal without it verifies the chain of events that belong
     /// to no tenant.
     group_id: Option<String>,
+    /// `incremental` (default): every checkpoint, then the events after the newest one.
+    /// `full`: every event from the retention anchor, at most 50,000 per request.
+    mode: Option<String>,
+    /// Full mode only: go on after this position (the previous answer's `next_after_seq`).
+    after_seq: Option<i64>,
 }
 
-/// Recomputes a tenant's audit hash chain and reports the first event where it breaks.
+/// Recomputes a tenant's audit hash chain and reports every broken range. Incremental by
+/// default (checkpoints, then the events after the newest); `mode=full` recomputes every
+/// event, a part at a time. At most two verifications run at once per replica; more are
+/// answered 503 with `Retry-After`.
 #[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit_chain", tag = "audit",
     security(("bearer" = ["audit:read"])), params(VerifyQuery),
-    responses((status = 200, description = "The outcome (ok false when tampering shows)", body = Verification),
-    (status = 403, description = "Missing audit:read, or another tenant's chain", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Unknown tenant", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The outcome (ok false when tampering shows, with every broken range)", body = Verification),
+    (status = 403, description = "Missing audit:read", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "No such tenant among those the caller may read (another tenant's answers alike), an unknown mode, or an after_seq that is not a checkpoint", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Two verifications are running already (see Retry-After), or the chain could not be read within the request's time", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
     caller: Caller,
@@ -235,28 +262,70 @@ pub(crate) async fn verify(
 ) -> Result<Json<Verification>, ApiError> {
     caller.require(Scope::AuditRead)?;
     let params: VerifyQuery = crate::extract::query(&uri)?;
-    let key = match (&params.group_id, caller.principal.tenant_id) {
-        (None, own) => own.unwrap_or_else(Uuid::nil),
-        (Some(group), _) => {
-            let tenant = resolve_tenant(&state, group).await?.ok_or_else(|| {
-                ApiError::invalid_field("/group_id", "no such tenant (by id or slug)")
-            })?;
-            if !caller.principal.can_access_tenant(Some(tenant)) {
-                return Err(ApiError::forbidden("a tenant verifies only its own chain"));
-            }
-            tenant
+    let mode = match params.mode.as_deref() {
+        None | Some("incremental") => audit::Mode::Incremental,
+        Some("full") => audit::Mode::Full,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "/mode",
+                "must be incremental or full",
+            ));
         }
     };
-    Ok(Json(audit::verify(&state.pool, key).await?))
+    if mode == audit::Mode::Incremental {
+        only_for(params.after_seq.as_ref(), "after_seq", "mode=full")?;
+    }
+    let key = match &params.group_id {
+        None => caller.principal.tenant_id.unwrap_or_else(Uuid::nil),
+        Some(group) => visible_tenant(&state, &caller, group)
+            .await?
+            .ok_or_else(|| ApiError::invalid_field("/group_id", NO_SUCH_TENANT))?,
+    };
+    let _permit = state.verifications.try_acquire().map_err(|_| {
+        ApiError::busy(
+            "other audit chain verifications are running; retry in a moment",
+            VERIFY_RETRY_AFTER_SECS,
+        )
+    })?;
+    audit::verify(
+        &state.pool,
+        key,
+        mode,
+        params.after_seq,
+        state.settings.statement_timeout(),
+    )
+    .await
+    .map(Json)
+    .map_err(|error| match error {
+        audit::VerifyError::NotACheckpoint => {
+            ApiError::invalid_field("/after_seq", error.to_string())
+        }
+        audit::VerifyError::Database(error) => ApiError::from(error),
+        audit::VerifyError::Hashing(error) => ApiError::internal(error),
+    })
 }
 
-async fn resolve_tenant(state: &AppState, id_or_slug: &str) -> Result<Option<Uuid>, ApiError> {
-    Ok(match id_or_slug.parse::<Uuid>() {
+/// The `Retry-After` of a verification refused because others are running.
+const VERIFY_RETRY_AFTER_SECS: u32 = 2;
+
+/// What a caller hears about a tenant it cannot use, whether it exists or not.
+const NO_SUCH_TENANT: &str = "no such tenant (by id or slug)";
+
+/// The tenant `id_or_slug` names, if it exists and `caller` may act on it. Another tenant's
+/// id or slug gives `None`, as an unknown one does, so a tenant principal cannot tell which
+/// tenants exist.
+async fn visible_tenant(
+    state: &AppState,
+    caller: &Caller,
+    id_or_slug: &str,
+) -> Result<Option<Uuid>, ApiError> {
+    let found = match id_or_slug.parse::<Uuid>() {
         Ok(id) => storage::tenants::exists(&state.pool, id)
             .await?
             .then_some(id),
         Err(_) => storage::tenants::id_by_slug(&state.pool, id_or_slug).await?,
-    })
+    };
+    Ok(found.filter(|tenant| caller.principal.can_access_tenant(Some(*tenant))))
 }
 
 /// What an ingest stored.
@@ -277,14 +346,15 @@ fn pointer(batch: bool, index: usize, field: &str) -> String {
 }
 
 /// Ingests events in Retraced's shape. A tenant key's events belong to its own tenant (a
-/// group naming another is refused); a platform key may name any tenant, by id or slug.
+/// group naming another is refused like an unknown one); a platform key may name any
+/// tenant, by id or slug.
 #[utoipa::path(post, path = "/v1/audit/events", operation_id = "ingest_audit_events", tag = "audit",
     security(("bearer" = ["audit:write"])),
     request_body(content = Object, description = "One Retraced event, or an array of up to 1,000"),
     responses((status = 201, description = "Stored (duplicates skipped)", body = IngestResult),
-    (status = 403, description = "Missing audit:write, or a group naming another tenant", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing audit:write", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "The same external_id arrived concurrently; retrying skips it", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Invalid events, each problem with its pointer; nothing stored", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Invalid events, each problem with its pointer (a group naming a tenant the key may not write to is an unknown one); nothing stored", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn ingest(
     State(state): State<AppState>,
     caller: Caller,
@@ -292,7 +362,8 @@ pub(crate) async fn ingest(
 ) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
     caller.require(Scope::AuditWrite)?;
     let batch = body.is_array();
-    let events = audit::parse_batch(body).map_err(|problems| {
+    let received = Utc::now();
+    let events = audit::parse_batch(body, received).map_err(|problems| {
         ApiError::invalid(
             problems
                 .into_iter()
@@ -304,34 +375,23 @@ pub(crate) async fn ingest(
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(events.len());
     let product = caller.principal.product();
-    let received = Utc::now();
     for (index, event) in events.into_iter().enumerate() {
         let group_id = event.group.as_ref().and_then(|group| group.id.clone());
         let tenant_id = match &group_id {
             None => caller.principal.tenant_id,
             Some(id) => {
                 if !resolved.contains_key(id) {
-                    let found = resolve_tenant(&state, id).await?;
+                    let found = visible_tenant(&state, &caller, id).await?;
                     resolved.insert(id.clone(), found);
                 }
-                match resolved.get(id).copied().flatten() {
-                    Some(tenant) if caller.principal.can_access_tenant(Some(tenant)) => {
-                        Some(tenant)
-                    }
-                    Some(_) => {
-                        return Err(ApiError::forbidden(format!(
-                            "{}: a tenant key writes only its own tenant's events",
-                            pointer(batch, index, "/group/id")
-                        )));
-                    }
-                    None => {
-                        problems.push(FieldError {
-                            pointer: pointer(batch, index, "/group/id"),
-                            detail: "no such tenant (by id or slug)".to_owned(),
-                        });
-                        None
-                    }
+                let found = resolved.get(id).copied().flatten();
+                if found.is_none() {
+                    problems.push(FieldError {
+                        pointer: pointer(batch, index, "/group/id"),
+                        detail: NO_SUCH_TENANT.to_owned(),
+                    });
                 }
+                found
             }
         };
         let actor = event.actor.unwrap_or_default();
@@ -368,9 +428,14 @@ pub(crate) async fn ingest(
         return Err(ApiError::invalid(problems));
     }
     let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-    let mut transaction = state.pool.begin().await?;
-    let stored = audit::append(&mut transaction, rows).await?;
-    transaction.commit().await?;
+    let (pool, rows) = (&state.pool, &rows);
+    let stored = storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        let stored = audit::append(&mut transaction, rows.clone()).await?;
+        transaction.commit().await?;
+        Ok::<_, ApiError>(stored)
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(IngestResult {

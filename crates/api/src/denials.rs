@@ -71,7 +71,11 @@ pub(crate) async fn record(
 }
 
 async fn append(state: &AppState, event: audit::RegistryEvent) -> Result<(), sqlx::Error> {
-    let mut transaction = state.pool.begin().await?;
-    audit::record(&mut transaction, event).await?;
-    transaction.commit().await
+    let (pool, event) = (&state.pool, &event);
+    storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        audit::record(&mut transaction, event.clone()).await?;
+        transaction.commit().await
+    })
+    .await
 }

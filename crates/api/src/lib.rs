@@ -85,7 +85,19 @@ impl Settings {
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
         })
     }
+
+    /// The longest one SQL statement of a search, an export page or a verification may run:
+    /// a second less than the request timeout (half of it when that is shorter), so the
+    /// database cancels it, and the caller hears why, before the request itself times out.
+    pub fn statement_timeout(&self) -> Duration {
+        self.request_timeout
+            .saturating_sub(Duration::from_secs(1))
+            .max(self.request_timeout / 2)
+    }
 }
+
+/// Chain verifications one replica runs at once; more are answered 503 with `Retry-After`.
+pub const CONCURRENT_VERIFICATIONS: usize = 2;
 
 /// What every handler can reach; every middleware and handler holds a clone, so cloning is
 /// one reference count.
@@ -118,6 +130,8 @@ pub struct Shared {
     pub entitlements: products::EntitlementCache,
     /// Tenants by id and slug, for the lookup hot path.
     pub tenants: tenant_cache::TenantCache,
+    /// Permits for audit chain verifications ([`CONCURRENT_VERIFICATIONS`]).
+    pub verifications: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -187,6 +201,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
         tenants,
+        verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
     }));
     let mut tasks = vec![
         invalidation::spawn(&state.pool, state.clone()).await?,

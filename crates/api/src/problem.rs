@@ -56,6 +56,11 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     allowed: Option<Vec<String>>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u32>,
+    /// Whether it comes from a deadlock or serialization failure, so the transaction that
+    /// failed may run again (see `storage::retry`).
+    transient: bool,
 }
 
 impl ApiError {
@@ -72,6 +77,8 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             allowed: None,
+            retry_after: None,
+            transient: false,
         }
     }
 
@@ -254,6 +261,26 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: the server is busy with this kind of work; try again later.
+    pub fn busy(detail: impl Into<String>, retry_after_secs: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::unavailable(detail)
+        }
+    }
+
+    /// 503: a query ran into its statement timeout (the request's budget) and was
+    /// cancelled by the database.
+    pub fn query_timeout() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "query-timeout",
+            "Query took too long",
+            "the database work for this request took longer than the server allows and was \
+             cancelled; narrow it (a time range, fewer or longer words)",
+        )
+    }
+
     /// 500: logged in full here, opaque on the wire.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
@@ -286,7 +313,29 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(format!("database: {error}"))
+        let code = error
+            .as_database_error()
+            .and_then(|database| database.code())
+            .map(|code| code.into_owned());
+        match code.as_deref() {
+            // Statement timeouts bound searches, exports and verifications.
+            Some("57014") => ApiError::query_timeout(),
+            // Answered only when every retry collided too (`storage::retry`).
+            Some(code) if storage::retry::is_transient_code(code) => {
+                tracing::warn!(%error, "transaction collided with concurrent ones");
+                Self {
+                    transient: true,
+                    ..ApiError::busy("the change collided with concurrent changes; retry it", 1)
+                }
+            }
+            _ => ApiError::internal(format!("database: {error}")),
+        }
+    }
+}
+
+impl storage::Transient for ApiError {
+    fn is_transient(&self) -> bool {
+        self.transient
     }
 }
 
@@ -297,6 +346,11 @@ impl IntoResponse for ApiError {
         }
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut response = self.status.into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

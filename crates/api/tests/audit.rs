@@ -119,7 +119,19 @@ async fn a_tenant_key_writes_only_its_own_tenants_events() {
         json!({"action": "doc.read", "crud": "r", "group": {"id": "globex"}}),
     )
     .await;
-    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert_eq!(foreign.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(foreign.pointers(), vec!["/group/id"]);
+    let unknown = ingest(
+        &app,
+        &key,
+        json!({"action": "doc.read", "crud": "r", "group": {"id": "initech"}}),
+    )
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.json()["errors"].clone()),
+        (foreign.status, foreign.json()["errors"].clone()),
+        "another tenant's slug answers as an unknown one does"
+    );
     let implicit = ingest(&app, &key, json!({"action": "doc.read", "crud": "r"})).await;
     assert_eq!(implicit.status, StatusCode::CREATED);
     let tenant: Option<uuid::Uuid> =
@@ -556,7 +568,9 @@ async fn a_chain_verifies_until_a_row_is_changed_in_sql() {
     assert_eq!(intact.status, StatusCode::OK);
     assert_eq!(
         intact.json(),
-        json!({"ok": true, "events_checked": 6, "first_broken_event": null}),
+        json!({"ok": true, "mode": "incremental", "from_seq": 1, "through_seq": 6,
+               "events_checked": 6, "checkpoints_checked": 0, "broken": [],
+               "next_after_seq": null}),
         "the tenant's creation and five ingested events"
     );
     let tampered: i64 = sqlx::query_scalar(
@@ -568,10 +582,13 @@ async fn a_chain_verifies_until_a_row_is_changed_in_sql() {
     .expect("tampered");
     let report = verify(&app, &admin, "?group_id=acme").await.json();
     assert_eq!(report["ok"], false);
-    assert_eq!(report["events_checked"], 3);
     assert_eq!(
-        report["first_broken_event"],
-        json!({"id": tampered, "sequence": 4, "reason": "content_changed"})
+        report["events_checked"], 6,
+        "checking goes on past the break"
+    );
+    assert_eq!(
+        report["broken"],
+        json!([{"from_seq": 4, "to_seq": 4, "first_id": tampered, "reason": "content_changed"}])
     );
 }
 
@@ -587,17 +604,21 @@ async fn deleting_a_row_or_the_newest_rows_in_sql_breaks_the_chain() {
         .await
         .expect("deleted");
     let report = verify(&app, &admin, "?group_id=acme").await.json();
-    assert_eq!(report["first_broken_event"]["sequence"], 4);
-    assert_eq!(report["first_broken_event"]["reason"], "missing_events");
+    assert_eq!(
+        report["broken"],
+        json!([{"from_seq": 3, "to_seq": 3, "first_id": null, "reason": "missing_events"}])
+    );
     sqlx::query("DELETE FROM audit_log WHERE chain_key = $1 AND chain_seq >= 5")
         .bind(tail)
         .execute(app.db.pool())
         .await
         .expect("deleted");
     let report = verify(&app, &admin, "?group_id=globex").await.json();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["events_checked"], 4);
     assert_eq!(
-        report,
-        json!({"ok": false, "events_checked": 4, "first_broken_event": {"id": null, "sequence": 5, "reason": "tail_missing"}})
+        report["broken"],
+        json!([{"from_seq": 5, "to_seq": 6, "first_id": null, "reason": "tail_missing"}])
     );
 }
 
@@ -643,9 +664,13 @@ async fn a_tenant_verifies_only_its_own_chain() {
             .as_u64()
             .is_some_and(|checked| checked >= 3)
     );
+    let foreign = verify(&app, &reader, "?group_id=globex").await;
+    let unknown = verify(&app, &reader, "?group_id=initech").await;
+    assert_eq!(foreign.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        verify(&app, &reader, "?group_id=globex").await.status,
-        StatusCode::FORBIDDEN
+        (foreign.status, foreign.json()["errors"].clone()),
+        (unknown.status, unknown.json()["errors"].clone()),
+        "another tenant's slug answers as an unknown one does"
     );
     assert_eq!(
         verify(&app, &admin, "?group_id=nobody").await.pointers(),
@@ -677,10 +702,13 @@ async fn retention_deletes_expired_events_in_batches_and_the_rest_still_verifies
     .await
     .expect("remaining");
     assert_eq!(remaining, vec![4, 5, 6]);
-    let report = verify(&app, &admin, "?group_id=acme").await.json();
+    let report = verify(&app, &admin, "?group_id=acme&mode=full")
+        .await
+        .json();
+    assert_eq!(report["ok"], true, "{report}");
     assert_eq!(
-        report,
-        json!({"ok": true, "events_checked": 3, "first_broken_event": null})
+        (&report["from_seq"], &report["events_checked"]),
+        (&json!(4), &json!(3))
     );
     assert_eq!(
         audit::prune_expired(app.db.pool(), chrono::Duration::days(30))

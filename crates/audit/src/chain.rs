@@ -1,20 +1,35 @@
 //! Tamper evidence: every event's hash covers its canonical content and the previous event's
 //! hash in its tenant's chain, so changing, removing or reordering a stored event breaks the
-//! chain from that event on.
+//! chain from that event on. Checking a chain is in `verify`.
 
-use serde::Serialize;
+use std::net::IpAddr;
+
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
-use storage::audit::{ChainHead, EventRow, GENESIS};
-use utoipa::ToSchema;
-use uuid::Uuid;
+use storage::audit::EventRow;
+
+/// The canonical text of an IP address: RFC 5952 for IPv6 (std's `Display` is documented
+/// to follow it; IPv4-mapped addresses keep their dotted tail), dotted quads for IPv4.
+/// `None` when `text` is not an address.
+///
+/// Every textual form of one address has the same canonical text, so the hash does not
+/// depend on how an address was sent or how PostgreSQL prints it back (`::1.2.3.4` is
+/// stored as `inet` and read back in PostgreSQL's notation, which is not Rust's).
+pub fn canonical_ip(text: &str) -> Option<String> {
+    text.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+}
 
 /// The hash of `row` chained after `previous`: SHA-256 over the previous hash and the
-/// canonical JSON of the row's content (keys sorted, timestamps in microseconds). The id
-/// and the current tenant reference are left out: the id is assigned by the database and
-/// the tenant reference is cleared when a tenant is deleted, while its history stays.
+/// canonical JSON of the row's content (keys sorted, timestamps in microseconds, the
+/// source address in its canonical text), so the hash covers the stored values, not the
+/// notation they were sent or read back in. The id and the current tenant reference are
+/// left out: the id is assigned by the database and the tenant reference is cleared when a
+/// tenant is deleted, while its history stays.
 pub fn hash(previous: &[u8], row: &EventRow) -> Vec<u8> {
+    let source_ip = row
+        .source_ip
+        .as_deref()
+        .map(|ip| canonical_ip(ip).unwrap_or_else(|| ip.to_owned()));
     let content = json!({
         "chain": [row.chain_key, row.chain_seq],
         "group": [row.group_id, row.group_name],
@@ -24,7 +39,7 @@ pub fn hash(previous: &[u8], row: &EventRow) -> Vec<u8> {
         "actor": [row.actor_id, row.actor_name, row.actor_href, row.actor_fields.0],
         "target": [row.target_id, row.target_name, row.target_type, row.target_href,
                    row.target_fields.0],
-        "source_ip": row.source_ip,
+        "source_ip": source_ip,
         "description": row.description,
         "flags": [row.is_failure, row.is_anonymous],
         "fields": row.fields.0,
@@ -74,100 +89,15 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// The first event at which a chain does not verify.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Break {
-    /// The stored event where the break shows (null when the chain's last events are gone).
-    pub id: Option<i64>,
-    /// Its position in the chain.
-    pub sequence: i64,
-    /// What does not match: `missing_events`, `previous_hash_mismatch`, `content_changed`
-    /// or `tail_missing`.
-    pub reason: &'static str,
-}
-
-/// The outcome of recomputing a chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Verification {
-    /// Whether the whole chain verified.
-    pub ok: bool,
-    /// Events recomputed before the first break (all of them when ok).
-    pub events_checked: u64,
-    /// Where it breaks, if it does.
-    pub first_broken_event: Option<Break>,
-}
-
-/// Events read per round trip while verifying.
-const PAGE: i64 = 2000;
-
-/// Recomputes the chain of `key` (a tenant id, or the nil uuid for events of no tenant)
-/// from its retention anchor to its head.
-pub async fn verify(pool: &PgPool, key: Uuid) -> Result<Verification, sqlx::Error> {
-    let head = storage::audit::chain_head(pool, key)
-        .await?
-        .unwrap_or(ChainHead {
-            chain_key: key,
-            last_seq: 0,
-            last_hash: GENESIS.to_vec(),
-            pruned_seq: 0,
-            pruned_hash: GENESIS.to_vec(),
-        });
-    let mut expected_seq = head.pruned_seq + 1;
-    let mut previous = head.pruned_hash;
-    let mut checked = 0;
-    let broken = |id, sequence, reason, checked| Verification {
-        ok: false,
-        events_checked: checked,
-        first_broken_event: Some(Break {
-            id,
-            sequence,
-            reason,
-        }),
-    };
-    loop {
-        let rows =
-            storage::audit::chain_page(pool, key, expected_seq - 1, head.last_seq, PAGE).await?;
-        let last_page = i64::try_from(rows.len()).unwrap_or(i64::MAX) < PAGE;
-        for row in rows {
-            let sequence = row.chain_seq.unwrap_or_default();
-            if sequence != expected_seq {
-                return Ok(broken(Some(row.id), sequence, "missing_events", checked));
-            }
-            if row.prev_hash.as_deref() != Some(previous.as_slice()) {
-                return Ok(broken(
-                    Some(row.id),
-                    sequence,
-                    "previous_hash_mismatch",
-                    checked,
-                ));
-            }
-            let stored = row.hash.clone().unwrap_or_default();
-            if hash(&previous, &row) != stored {
-                return Ok(broken(Some(row.id), sequence, "content_changed", checked));
-            }
-            previous = stored;
-            expected_seq += 1;
-            checked += 1;
-        }
-        if last_page {
-            break;
-        }
-    }
-    if expected_seq - 1 != head.last_seq || previous != head.last_hash {
-        return Ok(broken(None, expected_seq, "tail_missing", checked));
-    }
-    Ok(Verification {
-        ok: true,
-        events_checked: checked,
-        first_broken_event: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
     use sqlx::types::Json;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use storage::audit::GENESIS;
+    use uuid::Uuid;
 
     fn row() -> EventRow {
         EventRow {
@@ -203,5 +133,84 @@ mod tests {
         assert_ne!(original, hash(&GENESIS, &moved));
         assert_ne!(original, hash(&[1; 32], &row()));
         assert_eq!(original.len(), 32);
+    }
+
+    /// Ways to write one IPv6 address that a client may send or PostgreSQL may print.
+    fn spellings(ip: Ipv6Addr) -> Vec<String> {
+        let groups = ip.segments();
+        let expanded: Vec<String> = groups.iter().map(|group| format!("{group:04x}")).collect();
+        let short: Vec<String> = groups.iter().map(|group| format!("{group:x}")).collect();
+        let tail = Ipv4Addr::from((u128::from(ip) & 0xffff_ffff) as u32);
+        let dotted = format!("{}:{tail}", short[..6].join(":"));
+        let mut all = vec![
+            ip.to_string(),
+            ip.to_string().to_uppercase(),
+            expanded.join(":"),
+            expanded.join(":").to_uppercase(),
+            dotted,
+        ];
+        if groups[..5] == [0; 5] && matches!(groups[5], 0 | 0xffff) {
+            let prefix = if groups[5] == 0 { "::" } else { "::ffff:" };
+            all.push(format!("{prefix}{tail}"));
+        }
+        all
+    }
+
+    fn with_ip(ip: &str) -> EventRow {
+        EventRow {
+            source_ip: Some(ip.to_owned()),
+            ..row()
+        }
+    }
+
+    #[test]
+    fn addresses_postgresql_prints_differently_hash_alike() {
+        for (sent, printed) in [
+            ("::1.2.3.4", "::102:304"),
+            ("::ffff:1.2.3.4", "::ffff:102:304"),
+            ("2001:DB8::1", "2001:db8::1"),
+            ("::2", "::0.0.0.2"),
+        ] {
+            assert_eq!(
+                hash(&GENESIS, &with_ip(sent)),
+                hash(&GENESIS, &with_ip(printed)),
+                "{sent} and {printed}"
+            );
+        }
+        assert_ne!(
+            hash(&GENESIS, &with_ip("::1.2.3.4")),
+            hash(&GENESIS, &with_ip("1.2.3.4")),
+            "an IPv4 address and an IPv4-compatible IPv6 one are different addresses"
+        );
+    }
+
+    fn any_ipv6() -> impl Strategy<Value = Ipv6Addr> {
+        prop_oneof![
+            any::<u128>().prop_map(Ipv6Addr::from),
+            any::<u32>().prop_map(|low| Ipv6Addr::from(u128::from(low))),
+            any::<u32>().prop_map(|low| Ipv4Addr::from(low).to_ipv6_mapped()),
+            (any::<u16>(), any::<u16>())
+                .prop_map(|(high, low)| Ipv6Addr::new(high, 0, 0, 0, 0, 0, 0, low)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_spelling_of_an_address_is_accepted_and_hashes_alike(ip in any_ipv6()) {
+            let canonical = hash(&GENESIS, &with_ip(&ip.to_string()));
+            for spelling in spellings(ip) {
+                let event = crate::Event {
+                    source_ip: Some(spelling.clone()),
+                    ..serde_json::from_value(json!({"action": "a", "crud": "c"})).unwrap()
+                };
+                prop_assert!(event.problems(Utc::now()).is_empty(), "{spelling} is refused");
+                prop_assert_eq!(&hash(&GENESIS, &with_ip(&spelling)), &canonical, "{}", spelling);
+            }
+        }
+
+        #[test]
+        fn an_ipv4_address_hashes_as_its_dotted_quad(ip in any::<u32>().prop_map(Ipv4Addr::from)) {
+            prop_assert_eq!(canonical_ip(&ip.to_string()), Some(ip.to_string()));
+        }
     }
 }

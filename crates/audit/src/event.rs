@@ -5,12 +5,20 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 1000;
+
+/// The earliest `created` accepted: the Unix epoch. Older times are mistakes (year 0, a
+/// negative year), and a time far outside the years people write breaks every consumer of
+/// RFC 3339 text.
+pub const EARLIEST_CREATED: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+/// How far after its arrival an event's `created` may be: a day of clock skew.
+pub const CREATED_AHEAD: TimeDelta = TimeDelta::days(1);
 
 /// Retraced's group: the tenant.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -92,9 +100,12 @@ pub struct Event {
     pub version: Option<String>,
 }
 
-/// Reads the body of an ingest request: one event or an array of up to [`MAX_BATCH`].
-/// Returns the events, or every problem as `(pointer, detail)`.
-pub fn parse_batch(body: Value) -> Result<Vec<Event>, Vec<(String, String)>> {
+/// Reads the body of an ingest request that arrived at `received`: one event or an array
+/// of up to [`MAX_BATCH`]. Returns the events, or every problem as `(pointer, detail)`.
+pub fn parse_batch(
+    body: Value,
+    received: DateTime<Utc>,
+) -> Result<Vec<Event>, Vec<(String, String)>> {
     let (items, prefix): (Vec<Value>, fn(usize) -> String) = match body {
         Value::Array(items) => (items, |index| format!("/{index}")),
         single @ Value::Object(_) => (vec![single], |_| String::new()),
@@ -127,7 +138,7 @@ pub fn parse_batch(body: Value) -> Result<Vec<Event>, Vec<(String, String)>> {
             Ok(event) => {
                 problems.extend(
                     event
-                        .problems()
+                        .problems(received)
                         .into_iter()
                         .map(|(field, detail)| (format!("{at}{field}"), detail)),
                 );
@@ -183,8 +194,9 @@ fn too_long(value: Option<&String>, limit: usize) -> bool {
 }
 
 impl Event {
-    /// The rules one event breaks, as `(pointer within the event, detail)`.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// The rules one event arriving at `received` breaks, as `(pointer within the event,
+    /// detail)`.
+    pub fn problems(&self, received: DateTime<Utc>) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut problem =
             |field: &str, detail: &str| problems.push((field.to_owned(), detail.to_owned()));
@@ -200,6 +212,15 @@ impl Event {
             .is_some_and(|ip| ip.parse::<IpAddr>().is_err())
         {
             problem("/source_ip", "must be an IPv4 or IPv6 address");
+        }
+        if self
+            .created
+            .is_some_and(|created| created < EARLIEST_CREATED || created > received + CREATED_AHEAD)
+        {
+            problem(
+                "/created",
+                "must be from 1970-01-01T00:00:00Z to 24 hours after the event is received",
+            );
         }
         if too_long(self.description.as_ref(), 4096) {
             problem("/description", "must be at most 4096 characters");
@@ -235,6 +256,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn parse_batch_now(body: Value) -> Result<Vec<Event>, Vec<(String, String)>> {
+        parse_batch(body, Utc::now())
+    }
+
     fn pointers(result: Result<Vec<Event>, Vec<(String, String)>>) -> Vec<String> {
         result
             .err()
@@ -246,16 +271,17 @@ mod tests {
 
     #[test]
     fn one_event_or_a_batch_is_accepted() {
-        let one = parse_batch(json!({"action": "doc.read", "crud": "r"})).expect("one event");
+        let one = parse_batch_now(json!({"action": "doc.read", "crud": "r"})).expect("one event");
         assert_eq!(one.len(), 1);
-        let many = parse_batch(json!([{"action": "a", "crud": "c"}, {"action": "b", "crud": "d"}]))
-            .expect("a batch");
+        let many =
+            parse_batch_now(json!([{"action": "a", "crud": "c"}, {"action": "b", "crud": "d"}]))
+                .expect("a batch");
         assert_eq!(many.len(), 2);
     }
 
     #[test]
     fn every_bad_event_of_a_batch_is_pointed_at() {
-        let result = parse_batch(json!([
+        let result = parse_batch_now(json!([
             {"action": "ok", "crud": "c"},
             {"action": "", "crud": "x", "source_ip": "nope"},
             {"crud": "r"},
@@ -269,7 +295,7 @@ mod tests {
 
     #[test]
     fn rejects_nul_characters_anywhere_in_an_event() {
-        let result = parse_batch(json!([
+        let result = parse_batch_now(json!([
             {"action": "ok", "crud": "c"},
             {"action": "a\0b", "crud": "c", "fields": {"k": "v\0"}}
         ]));
@@ -281,8 +307,36 @@ mod tests {
         let too_many: Vec<Value> = (0..=MAX_BATCH)
             .map(|_| json!({"action": "a", "crud": "c"}))
             .collect();
-        assert_eq!(pointers(parse_batch(Value::Array(too_many))), vec!["/"]);
-        assert_eq!(pointers(parse_batch(json!([]))), vec!["/"]);
-        assert_eq!(pointers(parse_batch(json!("event"))), vec!["/"]);
+        assert_eq!(pointers(parse_batch_now(Value::Array(too_many))), vec!["/"]);
+        assert_eq!(pointers(parse_batch_now(json!([]))), vec!["/"]);
+        assert_eq!(pointers(parse_batch_now(json!("event"))), vec!["/"]);
+    }
+
+    #[test]
+    fn created_is_bounded_to_the_epoch_and_a_day_ahead() {
+        let received = Utc::now();
+        let event = |created: &str| json!({"action": "a", "crud": "c", "created": created});
+        for refused in [
+            "0000-01-01T00:00:00Z",
+            "-0001-01-01T00:00:00Z",
+            "+262142-12-31T23:59:59Z",
+            "1969-12-31T23:59:59.999999Z",
+        ] {
+            let result = parse_batch(event(refused), received);
+            assert_eq!(pointers(result), vec!["/created"], "{refused}");
+        }
+        let tomorrow = (received + TimeDelta::hours(23)).to_rfc3339();
+        for accepted in [
+            "1970-01-01T00:00:00Z",
+            "2026-03-01T10:00:00.123456789+02:00",
+            &tomorrow,
+        ] {
+            assert!(parse_batch(event(accepted), received).is_ok(), "{accepted}");
+        }
+        let too_far = (received + TimeDelta::hours(25)).to_rfc3339();
+        assert_eq!(
+            pointers(parse_batch(event(&too_far), received)),
+            vec!["/created"]
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Events as the API shows them (Retraced's shape), and export as NDJSON or CSV, read a
 //! page at a time so memory stays flat whatever the number of events.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
@@ -201,18 +203,41 @@ impl ExportFormat {
     }
 }
 
-/// A CSV cell: quoted when it holds a separator, a quote or a line break; prefixed with `'`
-/// when a spreadsheet would read it as a formula (CSV injection).
+/// Characters that make a spreadsheet read a cell as a formula (with their full-width
+/// forms, which some locales treat alike).
+const FORMULA_STARTS: [char; 8] = [
+    '=', '+', '-', '@', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+];
+
+/// Where a spreadsheet may split one CSV cell into several: list separators of every
+/// locale (`,` and `;`), tabs and line breaks.
+const SEPARATORS: [char; 5] = [',', ';', '\t', '\r', '\n'];
+
+/// Whether `text` starts a formula once leading blanks (spaces, tabs, line breaks, other
+/// control characters), which spreadsheets skip, are left out.
+fn starts_formula(text: &str) -> bool {
+    text.trim_start_matches(|c: char| c.is_whitespace() || c.is_control())
+        .starts_with(FORMULA_STARTS)
+}
+
+/// A CSV cell a spreadsheet shows as text (CSV injection): every part that would start a
+/// formula gets a `'` in front, the cell itself and each part after a separator (a `;`
+/// locale splits `a;=1+1` into `a` and a formula, even inside quotes for some importers);
+/// then the cell is quoted when it holds a separator, a quote or a line break.
 fn csv_cell(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
+    let mut defused = String::with_capacity(value.len() + 2);
+    let mut part_starts = true;
+    for (index, character) in value.char_indices() {
+        if part_starts && starts_formula(&value[index..]) {
+            defused.push('\'');
+        }
+        defused.push(character);
+        part_starts = SEPARATORS.contains(&character);
+    }
+    if defused.contains(SEPARATORS) || defused.contains('"') {
+        format!("\"{}\"", defused.replace('"', "\"\""))
     } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
+        defused
     }
 }
 
@@ -221,11 +246,12 @@ pub const EXPORT_PAGE: i64 = 1000;
 
 /// The events matching `filter`, newest first, as chunks of `format` text. Each chunk is
 /// one page read with its own query (keyset pagination), so no transaction or cursor stays
-/// open while a slow client reads.
+/// open while a slow client reads; each query is cancelled after `statement_timeout`.
 pub fn export(
     pool: PgPool,
     filter: EventFilter,
     format: ExportFormat,
+    statement_timeout: Duration,
 ) -> impl Stream<Item = Result<String, sqlx::Error>> + Send + 'static {
     let start = (format == ExportFormat::Csv).then(|| CSV_HEADER.to_owned());
     let pages = futures::stream::try_unfold(Some(None), move |position| {
@@ -235,7 +261,8 @@ pub fn export(
             let Some(before) = position else {
                 return Ok(None);
             };
-            let rows = storage::audit::search(&pool, &filter, before, EXPORT_PAGE).await?;
+            let rows =
+                crate::search(&pool, &filter, before, EXPORT_PAGE, statement_timeout).await?;
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -257,12 +284,34 @@ mod tests {
 
     #[test]
     fn csv_cells_are_quoted_and_defused() {
-        assert_eq!(csv_cell("plain"), "plain");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
-        assert_eq!(csv_cell("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_cell("@cmd"), "'@cmd");
+        for (cell, written) in [
+            ("plain", "plain"),
+            ("", ""),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("line\nbreak", "\"line\nbreak\""),
+            ("=SUM(A1)", "'=SUM(A1)"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@cmd", "'@cmd"),
+            (" =1+1", "' =1+1"),
+            ("   @SUM(A1)", "'   @SUM(A1)"),
+            ("\t=1", "\"'\t'=1\""),
+            ("\n=1", "\"'\n'=1\""),
+            ("\r\n+1", "\"'\r'\n'+1\""),
+            ("\u{b}=1", "'\u{b}=1"),
+            ("\u{a0}=1", "'\u{a0}=1"),
+            ("\u{ff1d}1+1", "'\u{ff1d}1+1"),
+            ("a;=1+1", "\"a;'=1+1\""),
+            ("a; =HYPERLINK(x)", "\"a;' =HYPERLINK(x)\""),
+            ("a,-2", "\"a,'-2\""),
+            ("x;y", "\"x;y\""),
+            ("a=b", "a=b"),
+            ("a - b", "a - b"),
+            ("e-mail@example.com", "e-mail@example.com"),
+        ] {
+            assert_eq!(csv_cell(cell), written, "{cell:?}");
+        }
     }
 
     #[test]

@@ -8,22 +8,30 @@ mod export;
 mod query;
 mod recorder;
 mod retention;
+mod verify;
 
-pub use chain::{Break, Verification, hash, verify};
-pub use event::{Actor, Event, Group, MAX_BATCH, Target, parse_batch};
+pub use chain::{canonical_ip, hash};
+pub use event::{
+    Actor, CREATED_AHEAD, EARLIEST_CREATED, Event, Group, MAX_BATCH, Target, parse_batch,
+};
 pub use export::{EXPORT_PAGE, EventView, ExportFormat, export};
 pub use query::{QueryError, apply_query};
 pub use recorder::{PRODUCT, RegistryEvent, append, record};
 pub use retention::{prune_expired, spawn_retention};
 pub use storage::audit::{EventFilter, EventRow};
+pub use verify::{
+    BrokenRange, CHECKPOINT_EVERY, FULL_PAGE, Mode, Reason, Verification, VerifyError, verify,
+};
 
 /// Events matching `filter` strictly older than the `(created, id)` position `before`,
-/// newest first, at most `limit`.
+/// newest first, at most `limit`; the query is cancelled after `statement_timeout`.
 pub async fn search(
     pool: &storage::PgPool,
     filter: &EventFilter,
     before: Option<(chrono::DateTime<chrono::Utc>, i64)>,
     limit: i64,
+    statement_timeout: std::time::Duration,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    storage::audit::search(pool, filter, before, limit).await
+    let mut snapshot = storage::begin_bounded(pool, statement_timeout).await?;
+    storage::audit::search(&mut snapshot, filter, before, limit).await
 }

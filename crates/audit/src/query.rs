@@ -12,12 +12,50 @@ pub struct QueryError(String);
 const KEYS: &str = "action, crud, actor.id, target.id, target.type, product, is_failure, \
                     received, created";
 
+/// The longest search string, in characters.
+pub const MAX_Q_CHARS: usize = 512;
+/// The most terms (`key:value` terms, words and phrases together) in a search string.
+pub const MAX_TERMS: usize = 12;
+/// The most words and phrases (each one more `ILIKE` per candidate row).
+pub const MAX_WORDS: usize = 6;
+/// The longest term, word or phrase, in characters.
+pub const MAX_TERM_CHARS: usize = 100;
+
 /// Narrows `filter` by the search string `q`. Values may be quoted (`actor.id:"a b"`);
 /// words and quoted phrases outside a term must all occur in the description. A term naming
 /// a filter that is already set (by a query parameter or an earlier term) is refused rather
 /// than silently overriding it.
+///
+/// The work a search string can cause is bounded: at most [`MAX_Q_CHARS`] characters,
+/// [`MAX_TERMS`] terms of at most [`MAX_TERM_CHARS`] characters each, and [`MAX_WORDS`]
+/// words or phrases (the one part that cannot use an index).
 pub fn apply_query(q: &str, filter: &mut EventFilter) -> Result<(), QueryError> {
-    for token in tokens(q)? {
+    if q.chars().count() > MAX_Q_CHARS {
+        return Err(QueryError(format!("at most {MAX_Q_CHARS} characters")));
+    }
+    let tokens = tokens(q)?;
+    if tokens.len() > MAX_TERMS {
+        return Err(QueryError(format!("at most {MAX_TERMS} terms")));
+    }
+    if let Some(long) = tokens
+        .iter()
+        .find(|token| token.text.chars().count() > MAX_TERM_CHARS)
+    {
+        let start: String = long.text.chars().take(20).collect();
+        return Err(QueryError(format!(
+            "{start:?}…: a term is at most {MAX_TERM_CHARS} characters"
+        )));
+    }
+    let words = tokens
+        .iter()
+        .filter(|token| token.quoted || !token.text.contains(':'))
+        .count();
+    if words > MAX_WORDS {
+        return Err(QueryError(format!(
+            "at most {MAX_WORDS} words or phrases to find in the description"
+        )));
+    }
+    for token in tokens {
         let Some((key, value)) = token.text.split_once(':').filter(|_| !token.quoted) else {
             filter.text.push(token.text);
             continue;
@@ -98,16 +136,21 @@ fn range(key: &str, value: &str) -> Result<Bounds, QueryError> {
         if text.is_empty() {
             return Ok(None);
         }
-        if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-            return Ok(Some(time.with_timezone(&Utc)));
-        }
-        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        DateTime::parse_from_rfc3339(text)
+            .map(|time| time.with_timezone(&Utc))
             .ok()
-            .and_then(|date| date.and_hms_opt(0, 0, 0))
-            .map(|midnight| Some(midnight.and_utc()))
+            .or_else(|| {
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|date| date.and_hms_opt(0, 0, 0))
+                    .map(|midnight| midnight.and_utc())
+            })
+            .filter(|time| *time >= storage::earliest_timestamp())
+            .map(Some)
             .ok_or_else(|| {
                 QueryError(format!(
-                    "{key}: {text:?} is neither a date (2026-01-31) nor an RFC 3339 time"
+                    "{key}: {text:?} is neither a date (2026-01-31) nor an RFC 3339 time \
+                     after 4714 BC"
                 ))
             })
     };
@@ -224,6 +267,27 @@ mod tests {
             let error = parsed(q).expect_err(q).to_string();
             assert!(error.contains(expected), "{q}: {error}");
         }
+    }
+
+    #[test]
+    fn search_strings_are_bounded() {
+        let words = |count: usize| vec!["word"; count].join(" ");
+        let terms = |count: usize| vec!["crud:r"; count].join(" ");
+        for (q, expected) in [
+            ("x ".repeat(300), "at most 512 characters"),
+            (terms(13), "at most 12 terms"),
+            (words(7), "at most 6 words"),
+            (format!("\"{}\"", "a ".repeat(60)), "at most 100 characters"),
+            (
+                format!("actor.id:{}", "a".repeat(100)),
+                "at most 100 characters",
+            ),
+        ] {
+            let error = parsed(&q).expect_err(&q).to_string();
+            assert!(error.contains(expected), "{q}: {error}");
+        }
+        assert!(parsed(&words(6)).is_ok());
+        assert!(parsed(&"a".repeat(100)).is_ok());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! through [`append`], on the caller's connection, so they commit with the caller's change.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 
 use chrono::{SubsecRound, Utc};
 use serde_json::{Map, Value};
@@ -73,20 +72,20 @@ pub async fn record(conn: &mut PgConnection, event: RegistryEvent) -> Result<(),
 /// is skipped. Times are kept to the microsecond, as PostgreSQL stores them. Returns how
 /// many were stored.
 ///
-/// The chain heads stay locked until the caller's transaction ends: appends to one tenant
-/// are chained in commit order, appends to different tenants do not wait for each other.
+/// Every [`crate::CHECKPOINT_EVERY`]th event of a chain is also recorded as a checkpoint.
+/// Locks in the documented order: the events' tenant rows (key share), then their chain
+/// heads, both until the caller's transaction ends. Appends to one tenant are chained in
+/// commit order; appends to different tenants do not wait for each other.
 pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<u64, sqlx::Error> {
     let received = Utc::now().trunc_subsecs(6);
     for row in &mut rows {
         row.received_at = received;
         row.created_at = row.created_at.trunc_subsecs(6);
-        row.source_ip = row
-            .source_ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-            .map(|ip| ip.to_string());
+        row.source_ip = row.source_ip.as_deref().and_then(crate::canonical_ip);
         row.chain_key = Some(row.tenant_id.unwrap_or_else(Uuid::nil));
     }
+    let tenants: Vec<Uuid> = rows.iter().filter_map(|row| row.tenant_id).collect();
+    storage::audit::lock_tenants(conn, &tenants).await?;
     let keys: Vec<Uuid> = rows.iter().filter_map(|row| row.chain_key).collect();
     let heads = storage::audit::lock_chains(conn, &keys).await?;
     let rows = without_duplicates(conn, rows).await?;
@@ -111,7 +110,17 @@ pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<
     if chained.is_empty() {
         return Ok(0);
     }
+    let checkpoints: Vec<(Uuid, i64, Vec<u8>)> = chained
+        .iter()
+        .filter_map(|row| {
+            let seq = row
+                .chain_seq
+                .filter(|seq| seq % crate::CHECKPOINT_EVERY == 0)?;
+            Some((row.chain_key?, seq, row.hash.clone()?))
+        })
+        .collect();
     storage::audit::insert(conn, &chained).await?;
+    storage::audit::insert_checkpoints(conn, &checkpoints).await?;
     let moved: Vec<(Uuid, i64, Vec<u8>)> = tails
         .into_iter()
         .map(|(key, (seq, hash))| (key, seq, hash))

@@ -98,6 +98,26 @@ pub struct ChainHead {
     pub pruned_hash: Vec<u8>,
 }
 
+/// Key-share locks on the rows of `tenants`, in id order, until the caller's transaction
+/// ends. Inserting an event that references a tenant takes this lock anyway (the foreign
+/// key check), but only after the chain head is locked; taken here first, it keeps the lock
+/// order of docs/security.md (tenant rows, then chain heads), so an append never holds a
+/// chain head while it waits for a tenant that a writer of that tenant holds while it waits
+/// for the chain head.
+pub async fn lock_tenants(conn: &mut PgConnection, tenants: &[Uuid]) -> Result<(), sqlx::Error> {
+    let mut tenants = tenants.to_vec();
+    tenants.sort_unstable();
+    tenants.dedup();
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR KEY SHARE")
+        .bind(&tenants)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// Locks the heads of `keys` until the caller's transaction ends, creating missing ones.
 /// Keys are locked in order, so two appends never deadlock.
 pub async fn lock_chains(
@@ -222,20 +242,23 @@ pub async fn advance_chains(
 }
 
 /// A chain's head, if the chain exists.
-pub async fn chain_head(pool: &PgPool, key: Uuid) -> Result<Option<ChainHead>, sqlx::Error> {
+pub async fn chain_head(
+    conn: &mut PgConnection,
+    key: Uuid,
+) -> Result<Option<ChainHead>, sqlx::Error> {
     sqlx::query_as(
         "SELECT chain_key, last_seq, last_hash, pruned_seq, pruned_hash FROM audit_chains
          WHERE chain_key = $1",
     )
     .bind(key)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 
 /// Up to `limit` events of chain `key` after position `after` and at most `through`, in
 /// chain order.
 pub async fn chain_page(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     key: Uuid,
     after: i64,
     through: i64,
@@ -250,13 +273,78 @@ pub async fn chain_page(
     .bind(after)
     .bind(through)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(conn)
+    .await
+}
+
+/// Records checkpoints: `(chain key, position, hash of the event at that position)`.
+pub async fn insert_checkpoints(
+    conn: &mut PgConnection,
+    checkpoints: &[(Uuid, i64, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (chain_key, chain_seq, hash)
+         SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[])",
+    )
+    .bind(checkpoints.iter().map(|point| point.0).collect::<Vec<_>>())
+    .bind(checkpoints.iter().map(|point| point.1).collect::<Vec<_>>())
+    .bind(
+        checkpoints
+            .iter()
+            .map(|point| point.2.clone())
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// A checkpoint position of a chain, with what was recorded there and what is stored there
+/// now (either may be missing).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckpointState {
+    /// The position.
+    pub chain_seq: i64,
+    /// The hash the checkpoint recorded.
+    pub recorded: Option<Vec<u8>>,
+    /// The id of the event stored at the position.
+    pub event_id: Option<i64>,
+    /// That event's stored hash.
+    pub stored: Option<Vec<u8>>,
+}
+
+/// The checkpoints of chain `key` at every `every`-th position after `after` through
+/// `through`, each with the event stored there, in order; every position appears, so a
+/// deleted checkpoint or event shows as a missing side.
+pub async fn checkpoints(
+    conn: &mut PgConnection,
+    key: Uuid,
+    every: i64,
+    after: i64,
+    through: i64,
+) -> Result<Vec<CheckpointState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position AS chain_seq, c.hash AS recorded, l.id AS event_id, l.hash AS stored
+         FROM generate_series(($3 / $2 + 1) * $2, $4, $2) AS position
+         LEFT JOIN audit_checkpoints c ON c.chain_key = $1 AND c.chain_seq = position
+         LEFT JOIN audit_log l ON l.chain_key = $1 AND l.chain_seq = position
+         ORDER BY position",
+    )
+    .bind(key)
+    .bind(every)
+    .bind(after)
+    .bind(through)
+    .fetch_all(conn)
     .await
 }
 
 /// Deletes up to about `batch` events received before `cutoff`, oldest first, in one short
 /// transaction; returns how many went. Each chain loses a prefix only, and its anchor moves
-/// to the last deleted event, so what remains still verifies.
+/// to the last deleted event (its checkpoints up to there go too), so what remains still
+/// verifies.
 pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
     let mut transaction = pool.begin().await?;
     let ends: Vec<(Uuid, i64)> = sqlx::query_as(
@@ -282,6 +370,9 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> Result<u
              anchored AS (
                  UPDATE audit_chains c SET pruned_seq = last.chain_seq, pruned_hash = last.hash
                  FROM last WHERE c.chain_key = $1 AND last.chain_seq > c.pruned_seq
+                 RETURNING 1),
+             outdated AS (
+                 DELETE FROM audit_checkpoints WHERE chain_key = $1 AND chain_seq <= $2
                  RETURNING 1)
              SELECT count(*) FROM gone",
         )
@@ -344,7 +435,7 @@ fn like_escaped(text: &str) -> String {
 /// Events matching `filter` strictly older than the `(created_at, id)` position `before`,
 /// newest first, at most `limit`.
 pub async fn search(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     filter: &EventFilter,
     before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
@@ -410,5 +501,5 @@ pub async fn search(
     query
         .push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit);
-    query.build_query_as().fetch_all(pool).await
+    query.build_query_as().fetch_all(conn).await
 }

@@ -11,11 +11,13 @@ pub mod idps;
 pub mod migrations;
 pub mod products;
 pub mod projects;
+pub mod retry;
 pub mod tenant_names;
 pub mod tenants;
 
 use std::time::Duration;
 
+pub use retry::{Transient, with_retries};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use sqlx::{PgConnection, PgPool};
 
@@ -60,6 +62,36 @@ pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<PgPool, 
         .connect_with(options.application_name("tenant-registry"))
         .await
         .map_err(StorageError::Connect)
+}
+
+/// The earliest instant PostgreSQL's `timestamptz` holds (4714-11-24 BC). Binding an
+/// earlier one fails in the database, so input times are checked against it first;
+/// chrono's latest instant (year 262142) is within PostgreSQL's range.
+pub fn earliest_timestamp() -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |midnight| {
+            midnight.and_utc()
+        })
+}
+
+/// A read-only snapshot (repeatable read) whose every statement PostgreSQL cancels after
+/// `timeout` (SQLSTATE 57014), for reads whose cost depends on the caller's input: the work
+/// a request causes in the database ends when its budget does, whatever happens to the
+/// request. Dropping it ends it.
+pub async fn begin_bounded(
+    pool: &PgPool,
+    timeout: Duration,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *transaction)
+        .await?;
+    Ok(transaction)
 }
 
 /// Subscribes to PostgreSQL notifications on `channels`, over a connection of its own.

@@ -60,20 +60,25 @@ pub async fn create(
     if let Some(email) = &request.contact_email {
         tenant.contact_email_encrypted = Some(seal_email(keyring, tenant.id, email)?);
     }
-    let mut transaction = pool.begin().await?;
-    if !tenant_names::reserve(&mut transaction, tenant.id, tenant.slug.as_str()).await? {
-        return Err(slug_unavailable());
-    }
-    let row = tenants::insert(&mut transaction, &tenant)
-        .await
-        .map_err(constraints::map)?;
-    let fields = field_map(&[
-        ("status", row.status.to_string()),
-        ("kind", row.kind.to_string()),
-        ("plan", row.plan.clone()),
-    ]);
-    audit(&mut transaction, actor, &row, "tenant.created", 'c', fields).await?;
-    transaction.commit().await?;
+    let tenant = &tenant;
+    let row = storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        if !tenant_names::reserve(&mut transaction, tenant.id, tenant.slug.as_str()).await? {
+            return Err(slug_unavailable());
+        }
+        let row = tenants::insert(&mut transaction, tenant)
+            .await
+            .map_err(constraints::map)?;
+        let fields = field_map(&[
+            ("status", row.status.to_string()),
+            ("kind", row.kind.to_string()),
+            ("plan", row.plan.clone()),
+        ]);
+        audit(&mut transaction, actor, &row, "tenant.created", 'c', fields).await?;
+        transaction.commit().await?;
+        Ok::<_, ApiError>(row)
+    })
+    .await?;
     tracing::info!(
         tenant_id = %row.id,
         slug = %row.slug,
@@ -140,29 +145,33 @@ pub async fn update(
                 .transpose()?,
         );
     }
-    let mut transaction = pool.begin().await?;
-    let current = tenants::lock(&mut transaction, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
-    super::permit(current.status, write)?;
-    check_trial_end(current.status, changes.trial_ends_at, Utc::now())?;
-    let row = match tenants::update(&mut transaction, id, expected_version, &changes)
-        .await
-        .map_err(constraints::map)?
-    {
-        UpdateOutcome::Updated(row) => *row,
-        UpdateOutcome::NotFound => return Err(ApiError::not_found("no such tenant")),
-        UpdateOutcome::VersionMismatch { current } => {
-            return Err(ApiError::precondition_failed(format!(
-                "the tenant is at version \"{current}\"; read it again and retry"
-            )));
-        }
-        UpdateOutcome::SlugUnavailable => return Err(slug_unavailable()),
-    };
-    let fields = field_map(&[("fields", changes.field_names().join(","))]);
-    audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
-    transaction.commit().await?;
-    Ok(row)
+    let changes = &changes;
+    storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        let current = tenants::lock(&mut transaction, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+        super::permit(current.status, write)?;
+        check_trial_end(current.status, changes.trial_ends_at, Utc::now())?;
+        let row = match tenants::update(&mut transaction, id, expected_version, changes)
+            .await
+            .map_err(constraints::map)?
+        {
+            UpdateOutcome::Updated(row) => *row,
+            UpdateOutcome::NotFound => return Err(ApiError::not_found("no such tenant")),
+            UpdateOutcome::VersionMismatch { current } => {
+                return Err(ApiError::precondition_failed(format!(
+                    "the tenant is at version \"{current}\"; read it again and retry"
+                )));
+            }
+            UpdateOutcome::SlugUnavailable => return Err(slug_unavailable()),
+        };
+        let fields = field_map(&[("fields", changes.field_names().join(","))]);
+        audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
+        transaction.commit().await?;
+        Ok(row)
+    })
+    .await
 }
 
 /// Moves a tenant along its lifecycle, recording who, when and why.
@@ -172,38 +181,43 @@ pub async fn transition(
     id: Uuid,
     request: Transition,
 ) -> Result<TenantRow, ApiError> {
-    let mut transaction = pool.begin().await?;
-    let current = tenants::lock(&mut transaction, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
-    let to = current.status.transition_to(request.to).map_err(|error| {
-        ApiError::illegal_transition(
-            error.to_string(),
-            error.allowed.iter().map(ToString::to_string).collect(),
+    let request = &request;
+    storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        let current = tenants::lock(&mut transaction, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+        let to = current.status.transition_to(request.to).map_err(|error| {
+            ApiError::illegal_transition(
+                error.to_string(),
+                error.allowed.iter().map(ToString::to_string).collect(),
+            )
+        })?;
+        let row = tenants::record_transition(
+            &mut transaction,
+            id,
+            current.status,
+            to,
+            &request.reason,
+            &actor.principal.actor_id(),
         )
-    })?;
-    let row = tenants::record_transition(
-        &mut transaction,
-        id,
-        current.status,
-        to,
-        &request.reason,
-        &actor.principal.actor_id(),
-    )
-    .await?;
-    let action = if to == TenantStatus::Archived {
-        "tenant.archived"
-    } else {
-        "tenant.transitioned"
-    };
-    let fields = field_map(&[
-        ("from", current.status.to_string()),
-        ("to", to.to_string()),
-        ("reason", request.reason),
-    ]);
-    audit(&mut transaction, actor, &row, action, 'u', fields).await?;
-    transaction.commit().await?;
-    Ok(row)
+        .await?;
+        let action = if to == TenantStatus::Archived {
+            "tenant.archived"
+        } else {
+            "tenant.transitioned"
+        };
+        let fields = field_map(&[
+            ("from", current.status.to_string()),
+            ("to", to.to_string()),
+            ("reason", request.reason.clone()),
+        ]);
+        audit(&mut transaction, actor, &row, action, 'u', fields).await?;
+        transaction.commit().await?;
+
+        Ok(row)
+    })
+    .await
 }
 
 /// Archives a tenant (soft delete); archiving an archived tenant changes nothing.
@@ -266,27 +280,30 @@ pub async fn release_former_slug(
 
 /// Deletes an archived tenant and everything it owns; its audit trail stays, unlinked.
 pub async fn purge(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<(), ApiError> {
-    let mut transaction = pool.begin().await?;
-    let current = tenants::lock(&mut transaction, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
-    if current.status != TenantStatus::Archived {
-        return Err(ApiError::conflict(format!(
-            "only an archived tenant can be purged; this one is {}",
-            current.status
-        )));
-    }
-    let fields = field_map(&[("slug", current.slug.clone())]);
-    audit(
-        &mut transaction,
-        actor,
-        &current,
-        "tenant.purged",
-        'd',
-        fields,
-    )
-    .await?;
-    tenants::delete(&mut transaction, id).await?;
-    transaction.commit().await?;
-    Ok(())
+    storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        let current = tenants::lock(&mut transaction, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+        if current.status != TenantStatus::Archived {
+            return Err(ApiError::conflict(format!(
+                "only an archived tenant can be purged; this one is {}",
+                current.status
+            )));
+        }
+        let fields = field_map(&[("slug", current.slug.clone())]);
+        audit(
+            &mut transaction,
+            actor,
+            &current,
+            "tenant.purged",
+            'd',
+            fields,
+        )
+        .await?;
+        tenants::delete(&mut transaction, id).await?;
+        transaction.commit().await?;
+        Ok(())
+    })
+    .await
 }
