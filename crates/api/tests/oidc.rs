@@ -67,6 +67,27 @@ async fn a_tenant_id_claim_makes_a_tenant_principal_with_known_scopes() {
 }
 
 #[tokio::test]
+async fn an_archived_tenants_users_are_refused_until_it_is_restored() {
+    let (app, issuer) = setup().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let user = issuer.token(json!({"sub": "jane", "tenant_id": tenant, "scope": "tenants:read"}));
+    assert_eq!(me(&app, &user).await.0, StatusCode::OK);
+    let move_to = |status: &'static str| {
+        app.request(Method::POST, &format!("/v1/tenants/{tenant}/transitions"))
+            .bearer(&admin)
+            .json(&json!({"to": status, "reason": "test"}))
+            .send()
+    };
+    assert_eq!(move_to("archived").await.status, StatusCode::OK);
+    let (status, body) = me(&app, &user).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["detail"].to_string().contains("archived"), "{body}");
+    assert_eq!(move_to("frozen").await.status, StatusCode::OK, "restored");
+    assert_eq!(me(&app, &user).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn invalid_tokens_are_refused() {
     let (app, issuer) = setup().await;
     let acme = app.tenant("acme").await;

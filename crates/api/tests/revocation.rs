@@ -320,7 +320,7 @@ async fn archiving_a_tenant_ends_its_keys_on_every_replica_until_it_is_restored(
         .send()
         .await
         .json();
-    assert_eq!(refusal["detail"], "the API key's tenant is archived");
+    assert_eq!(refusal["detail"], "the credential's tenant is archived");
 
     let restore = json!({"to": "frozen", "reason": "restored"});
     let transitions = format!("{path}/transitions");

@@ -37,8 +37,9 @@ pub enum AuthError {
     /// The key is past its expiry.
     #[error("the API key has expired")]
     Expired,
-    /// The key's tenant is archived: it can do nothing until a platform principal restores it.
-    #[error("the API key's tenant is archived")]
+    /// The credential's tenant is archived: it can do nothing until a platform principal
+    /// restores it.
+    #[error("the credential's tenant is archived")]
     TenantArchived,
     /// A bearer token failed validation; the reason goes to the log, not the client.
     #[error("invalid token: {0}")]

@@ -4,6 +4,7 @@
 //! (`tenants.oidc_issuer`, `tenants.oidc_organization`). A `tenant` claim holding a slug maps
 //! nothing: slugs are renamed, and a former slug could pass to another tenant.
 
+use domain::TenantStatus;
 use serde::Deserialize;
 use serde_json::Value;
 use storage::PgPool;
@@ -116,24 +117,26 @@ pub(crate) async fn resolve(
             }
         }
     };
-    match (stated, mapped) {
-        (Some(stated), Some(mapped)) if stated != mapped => Err(AuthError::Token(
-            "the token's tenant id and its organization's tenant differ".to_owned(),
-        )),
-        (Some(stated), _) => {
-            if storage::tenants::exists(pool, stated)
-                .await
-                .map_err(unavailable)?
-            {
-                Ok(stated)
-            } else {
-                Err(AuthError::Token(format!(
-                    "the token's tenant {stated} does not exist"
-                )))
-            }
+    let tenant = match (stated, mapped) {
+        (Some(stated), Some(mapped)) if stated != mapped => {
+            return Err(AuthError::Token(
+                "the token's tenant id and its organization's tenant differ".to_owned(),
+            ));
         }
-        (None, Some(mapped)) => Ok(mapped),
-        (None, None) => Err(AuthError::Token(claims.nothing_maps())),
+        (Some(tenant), _) | (None, Some(tenant)) => tenant,
+        (None, None) => return Err(AuthError::Token(claims.nothing_maps())),
+    };
+    // An archived tenant's users end with it, as its API keys do.
+    match storage::tenants::get(pool, tenant)
+        .await
+        .map_err(unavailable)?
+        .map(|row| row.status)
+    {
+        None => Err(AuthError::Token(format!(
+            "the token's tenant {tenant} does not exist"
+        ))),
+        Some(TenantStatus::Archived) => Err(AuthError::TenantArchived),
+        Some(_) => Ok(tenant),
     }
 }
 

@@ -83,20 +83,22 @@ impl Keyring {
             }
             if keys.iter().any(|named: &NamedKey| named.kid == kid) {
                 return Err(KeyringError::Config(format!(
-                    "key id {kid:?} appears twice"
+                    "entry {number}: its key id appears twice"
                 )));
             }
-            let bytes = STANDARD
-                .decode(encoded)
-                .map_err(|_| KeyringError::Config(format!("key {kid:?} is not base64")))?;
+            let bytes = STANDARD.decode(encoded).map_err(|_| {
+                KeyringError::Config(format!("entry {number}: the key is not base64"))
+            })?;
             if bytes.len() != KEY_LEN {
                 return Err(KeyringError::Config(format!(
-                    "key {kid:?} is {} bytes; AES-256 needs {KEY_LEN}",
+                    "entry {number}: the key is {} bytes; AES-256 needs {KEY_LEN}",
                     bytes.len()
                 )));
             }
             let unbound = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| {
-                KeyringError::Config(format!("key {kid:?} is not a valid AES-256 key"))
+                KeyringError::Config(format!(
+                    "entry {number}: the key is not a valid AES-256 key"
+                ))
             })?;
             keys.push(NamedKey {
                 kid: kid.to_owned(),
@@ -278,9 +280,11 @@ mod tests {
     #[test]
     fn a_malformed_entry_is_named_by_position_never_by_its_text() {
         let key = "c2VjcmV0LWtleS1tYXRlcmlhbC0wMTIzNDU2Nzg5YWI=";
+        let unpadded = key.trim_end_matches('=');
         for spec in [
             key.to_owned(),
             format!("{key}:k1"),
+            format!("{unpadded}:prod"),
             format!("{},{key}", Keyring::generate_spec("k").expect("spec")),
         ] {
             let error = Keyring::parse(&spec).expect_err("malformed").to_string();
