@@ -5,10 +5,12 @@
 mod api_keys;
 mod audit_events;
 mod blocking;
+mod config_schema;
 mod constraints;
 mod denials;
 pub mod dns;
 mod domains;
+mod entitlement_cache;
 pub mod extract;
 mod fields;
 pub mod idempotency;

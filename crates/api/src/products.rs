@@ -1,11 +1,6 @@
 //! The products catalog (`/v1/products`), tenants' subscriptions
 //! (`/v1/tenants/{id}/products`) and what they resolve to (`/v1/tenants/{id}/entitlements`).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use auth::Invalidations;
-use auth::invalidations::Stamp;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +9,6 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::product::{self, FeatureCheck, Manifest, Subscription};
 use domain::{Scope, Slug, TenantWrite};
-use moka::future::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use storage::products::{ProductRow, TenantProductRow};
@@ -22,97 +16,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::blocking::{self, Overrun};
+use crate::config_schema::{SchemaVerdict, check_against_schema};
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::subscriptions::{self, SubscriptionRequest};
 use crate::trail::{self, Target};
 
-/// How long a feature check is trusted without asking the database again; a change to the
-/// tenant or the product on any replica makes it stale sooner (LISTEN/NOTIFY).
-pub const CHECK_TTL: Duration = Duration::from_secs(60);
-
-type CheckKey = (Uuid, String, String);
-
-/// What a cached feature check depends on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum CheckScope {
-    Tenant(Uuid),
-    Product(String),
-}
-
-struct CachedCheck {
-    answer: Arc<FeatureCheck>,
-    read: Stamp,
-}
-
-/// Cached answers of the feature-check hot path. A change to a tenant (its row or its
-/// subscriptions) makes only that tenant's answers stale, a published manifest only that
-/// product's; an answer whose reads began before such a change was heard is never served,
-/// even when it is stored afterwards (see [`auth::invalidations`]).
-#[derive(Clone)]
-pub struct EntitlementCache {
-    answers: Cache<CheckKey, Arc<CachedCheck>>,
-    invalidations: Arc<Invalidations<CheckScope>>,
-}
-
-impl Default for EntitlementCache {
-    fn default() -> Self {
-        Self {
-            answers: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(CHECK_TTL)
-                .build(),
-            invalidations: Arc::new(Invalidations::new(CHECK_TTL)),
-        }
-    }
-}
-
-impl EntitlementCache {
-    /// The answer for `key`: cached while current, else from `resolve` (read now) and cached.
-    async fn answer(
-        &self,
-        key: CheckKey,
-        resolve: impl Future<Output = Result<FeatureCheck, ApiError>>,
-    ) -> Result<Arc<FeatureCheck>, ApiError> {
-        let scopes = [
-            CheckScope::Tenant(key.0),
-            CheckScope::Product(key.1.clone()),
-        ];
-        if let Some(hit) = self.answers.get(&key).await
-            && self.invalidations.is_current(&hit.read, &scopes)
-        {
-            return Ok(Arc::clone(&hit.answer));
-        }
-        let read = self.invalidations.stamp();
-        let answer = Arc::new(resolve.await?);
-        if self.invalidations.is_current(&read, &scopes) {
-            let cached = CachedCheck {
-                answer: Arc::clone(&answer),
-                read,
-            };
-            self.answers.insert(key, Arc::new(cached)).await;
-        }
-        Ok(answer)
-    }
-
-    /// Makes tenant `id`'s answers stale: its row or its subscriptions changed.
-    pub fn forget_tenant(&self, id: Uuid) {
-        self.invalidations.invalidate(CheckScope::Tenant(id));
-    }
-
-    /// Makes product `id`'s answers stale: its manifest changed.
-    pub fn forget_product(&self, id: &str) {
-        self.invalidations
-            .invalidate(CheckScope::Product(id.to_owned()));
-    }
-
-    /// Forgets every cached answer.
-    pub fn invalidate_all(&self) {
-        self.invalidations.invalidate_all();
-        self.answers.invalidate_all();
-    }
-}
+pub use crate::entitlement_cache::{CHECK_TTL, EntitlementCache};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -233,43 +143,6 @@ fn product_id(raw: &str) -> Result<String, ApiError> {
 
 fn manifest_of(row: &ProductRow) -> Result<Manifest, ApiError> {
     serde_json::from_value(row.manifest.0.clone()).map_err(ApiError::internal)
-}
-
-/// What a config schema says of an instance.
-enum SchemaVerdict {
-    /// The schema does not compile (draft 2020-12).
-    NotASchema(String),
-    /// What is wrong with the instance, a pointer each under the prefix given.
-    Problems(Vec<FieldError>),
-}
-
-/// Compiles `schema` and checks `instance` against it on the blocking pool: a schema or an
-/// instance can be costly (deep nesting, backtracking patterns), and the runtime's workers
-/// must stay free.
-async fn check_against_schema(
-    schema: Value,
-    instance: Value,
-    prefix: &'static str,
-) -> Result<SchemaVerdict, ApiError> {
-    blocking::run(
-        move || match jsonschema::draft202012::options().build(&schema) {
-            Err(error) => SchemaVerdict::NotASchema(error.to_string()),
-            Ok(validator) => SchemaVerdict::Problems(
-                validator
-                    .iter_errors(&instance)
-                    .map(|error| FieldError {
-                        pointer: format!("{prefix}{}", error.instance_path()),
-                        detail: error.to_string(),
-                    })
-                    .collect(),
-            ),
-        },
-    )
-    .await
-    .map_err(|overrun| match overrun {
-        Overrun::TooSlow => ApiError::invalid_field(prefix, blocking::too_costly()),
-        other => other.into(),
-    })
 }
 
 /// Publishes a product manifest (creates or replaces it).
