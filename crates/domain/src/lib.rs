@@ -12,6 +12,7 @@ mod scope;
 mod slug;
 pub mod subscription;
 pub mod tenant;
+pub mod webhook;
 pub mod xml_shape;
 
 pub use enums::{IdpKind, ProjectStatus, TenantKind, TenantStatus, TransitionError, UnknownLabel};

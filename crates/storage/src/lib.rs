@@ -14,6 +14,7 @@ pub mod projects;
 pub mod retry;
 pub mod tenant_names;
 pub mod tenants;
+pub mod webhooks;
 
 use std::time::Duration;
 
