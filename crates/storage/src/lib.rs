@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod domains;
+pub mod events;
 pub mod idempotency;
 pub mod idps;
 pub mod migrations;
