@@ -131,11 +131,17 @@ async fn settle(
         Some(reason) => {
             let disabled =
                 deliveries::disable_endpoint(&mut transaction, leased.endpoint_id, reason).await?;
-            if disabled {
-                crate::announce::endpoint_disabled(&mut transaction, leased.endpoint_id, reason, now)
-                    .await?;
+            if let Some(tenant_id) = disabled {
+                crate::announce::endpoint_disabled(
+                    &mut transaction,
+                    leased.endpoint_id,
+                    tenant_id,
+                    reason,
+                    now,
+                )
+                .await?;
             }
-            disabled
+            disabled.is_some()
         }
         None => false,
     };

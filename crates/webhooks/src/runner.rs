@@ -20,6 +20,12 @@ use crate::fanout;
 /// Channels that wake the runner.
 pub const WAKE_CHANNELS: [&str; 2] = [fanout::EVENTS_CHANNEL, "webhook_deliveries_due"];
 
+/// How soon fan-out looks again at events held back behind a running transaction.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
+
+/// How long the runner waits after its listener lost the database.
+const LISTENER_BACKOFF: Duration = Duration::from_secs(1);
+
 /// How the runner paces itself.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -157,9 +163,13 @@ impl Runner {
         let mut in_flight = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            if let Err(error) = fanout::fan_out(&self.pool, self.clock.now()).await {
-                tracing::warn!(%error, "webhook fan-out failed; trying again on the next wake-up");
-            }
+            let held_back = match fanout::fan_out(&self.pool, self.clock.now()).await {
+                Ok(fanned) => fanned.held_back,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook fan-out failed; trying again on the next wake-up");
+                    false
+                }
+            };
             let free = slots.available_permits();
             if free > 0 {
                 match self.lease(i64::try_from(free).unwrap_or(1)).await {
@@ -178,12 +188,19 @@ impl Runner {
                     Err(error) => tracing::warn!(%error, "leasing webhook deliveries failed"),
                 }
             }
-            let sleep = self.until_next_due().await;
+            let mut sleep = self.until_next_due().await;
+            if held_back {
+                // Events committed behind a transaction still running, which announces
+                // nothing if it writes no event of its own.
+                sleep = sleep.min(HELD_BACK_RECHECK);
+            }
             tokio::select! {
                 () = &mut shutdown => break,
                 notification = listener.try_recv() => {
                     if let Err(error) = notification {
                         tracing::warn!(%error, "the webhook runner's listener failed; reconnecting");
+                        // The database is away: wait before asking it again.
+                        tokio::time::sleep(LISTENER_BACKOFF).await;
                     }
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}

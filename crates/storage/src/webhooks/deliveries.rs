@@ -235,22 +235,22 @@ pub async fn endpoint_failed(
     .map(Option::flatten)
 }
 
-/// Disables endpoint `id` for `reason`; returns whether it was enabled until now.
+/// Disables endpoint `id` for `reason`. Returns `Some(tenant filter)` when it was enabled
+/// until now, `None` when it already was disabled or is gone.
 pub async fn disable_endpoint(
     conn: &mut PgConnection,
     id: Uuid,
     reason: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query(
+) -> Result<Option<Option<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,
              version = version + 1, updated_at = now()
-         WHERE id = $1 AND enabled",
+         WHERE id = $1 AND enabled RETURNING tenant_id",
     )
     .bind(id)
     .bind(reason)
-    .execute(conn)
+    .fetch_optional(conn)
     .await
-    .map(|done| done.rows_affected() == 1)
 }
 
 /// When, after `now`, a pending delivery of an enabled endpoint next falls due or its lease
