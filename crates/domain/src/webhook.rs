@@ -97,7 +97,9 @@ pub fn endpoint_url(input: &str, allow_http: bool) -> Result<String, String> {
         return Err("must name a host".to_owned());
     }
     if authority.contains('@') {
-        return Err("must not carry credentials; the signature authenticates the sender".to_owned());
+        return Err(
+            "must not carry credentials; the signature authenticates the sender".to_owned(),
+        );
     }
     if input.contains('#') {
         return Err("must not have a fragment".to_owned());
@@ -113,7 +115,9 @@ pub fn endpoint_url(input: &str, allow_http: bool) -> Result<String, String> {
 pub fn description(input: &str) -> Result<String, String> {
     let trimmed = input.trim();
     if trimmed.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+        return Err(format!(
+            "must be at most {MAX_DESCRIPTION_CHARS} characters"
+        ));
     }
     if trimmed.chars().any(|c| c.is_control() && c != '\n') {
         return Err("must not contain control characters".to_owned());
@@ -133,9 +137,7 @@ mod tests {
     fn the_schedule_retries_after_5_s_5_min_30_min_2_h_5_h_10_h_10_h_then_stops() {
         let failed = at(1_000_000);
         let waits: Vec<i64> = (1..=7)
-            .map(|made| {
-                (next_attempt_at(made, failed).expect("scheduled") - failed).num_seconds()
-            })
+            .map(|made| (next_attempt_at(made, failed).expect("scheduled") - failed).num_seconds())
             .collect();
         assert_eq!(waits, [5, 300, 1800, 7200, 18000, 36000, 36000]);
         assert_eq!(next_attempt_at(8, failed), None);
@@ -149,14 +151,21 @@ mod tests {
         assert_eq!(AttemptOutcome::of_status(299), AttemptOutcome::Delivered);
         assert_eq!(AttemptOutcome::of_status(410), AttemptOutcome::Gone);
         for status in [100, 301, 302, 400, 404, 429, 500, 503] {
-            assert_eq!(AttemptOutcome::of_status(status), AttemptOutcome::Failed, "{status}");
+            assert_eq!(
+                AttemptOutcome::of_status(status),
+                AttemptOutcome::Failed,
+                "{status}"
+            );
         }
     }
 
     #[test]
     fn an_endpoint_failing_for_five_days_is_disabled() {
         let since = at(0);
-        assert!(!failing_too_long(since, since + TimeDelta::days(5) - TimeDelta::seconds(1)));
+        assert!(!failing_too_long(
+            since,
+            since + TimeDelta::days(5) - TimeDelta::seconds(1)
+        ));
         assert!(failing_too_long(since, since + TimeDelta::days(5)));
     }
 
@@ -169,8 +178,14 @@ mod tests {
             ("ftp://hooks.example.com", "must be an absolute https URL"),
             ("hooks.example.com/in", "must be an absolute https URL"),
             ("https:///in", "must name a host"),
-            ("https://user:pw@hooks.example.com/", "must not carry credentials"),
-            ("https://127.0.0.1:1@hooks.example.com/", "must not carry credentials"),
+            (
+                "https://user:pw@hooks.example.com/",
+                "must not carry credentials",
+            ),
+            (
+                "https://127.0.0.1:1@hooks.example.com/",
+                "must not carry credentials",
+            ),
             ("https://hooks.example.com/#top", "must not have a fragment"),
             ("https://hooks.example.com/a b", "must not contain spaces"),
         ] {
@@ -183,7 +198,10 @@ mod tests {
 
     #[test]
     fn descriptions_are_trimmed_and_bounded() {
-        assert_eq!(description("  billing sync \n").as_deref(), Ok("billing sync"));
+        assert_eq!(
+            description("  billing sync \n").as_deref(),
+            Ok("billing sync")
+        );
         assert!(description(&"x".repeat(MAX_DESCRIPTION_CHARS + 1)).is_err());
         assert!(description("bell\u{7}").is_err());
     }

@@ -87,10 +87,12 @@ pub async fn insert(
 
 /// One endpoint, if it exists.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<EndpointRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// One endpoint, locked for a change in the caller's transaction.

@@ -65,7 +65,10 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 
 async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let (status, delay) = {
-        let script = shared.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let script = shared
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (script.status, script.delay)
     };
     tokio::time::sleep(delay).await;

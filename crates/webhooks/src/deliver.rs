@@ -9,12 +9,7 @@ use storage::webhooks::deliveries::{self, AfterAttempt, AttemptRecord, Leased};
 use uuid::Uuid;
 
 use crate::send::{self, AttemptResult, Message};
-use crate::sign;
-
-/// Where an endpoint's secret is bound when sealed.
-pub fn secret_context(endpoint: Uuid) -> String {
-    format!("webhook_endpoints.secret:{endpoint}")
-}
+use crate::{secret, sign};
 
 /// Why a delivery could not be made or settled.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +42,7 @@ pub struct Delivered {
 
 fn open_secret(keyring: &Keyring, endpoint: Uuid, sealed: &[u8]) -> Result<String, DeliverError> {
     keyring
-        .open_str(&secret_context(endpoint), sealed)
+        .open_str(&secret::context(endpoint), sealed)
         .map_err(|error| DeliverError::Secret(error.to_string()))
 }
 
@@ -59,15 +54,20 @@ pub async fn deliver(
     leased: Leased,
     now: DateTime<Utc>,
 ) -> Result<Delivered, DeliverError> {
-    let mut secrets = vec![open_secret(keyring, leased.endpoint_id, &leased.secret_sealed)?];
+    let mut secrets = vec![open_secret(
+        keyring,
+        leased.endpoint_id,
+        &leased.secret_sealed,
+    )?];
     if let Some(previous) = &leased.previous_secret_sealed {
         secrets.push(open_secret(keyring, leased.endpoint_id, previous)?);
     }
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let body = leased.payload.0.to_string();
     let timestamp = now.timestamp();
-    let signature = sign::signature_header(&secrets, &leased.message_id, timestamp, body.as_bytes())
-        .map_err(|error| DeliverError::Secret(error.to_string()))?;
+    let signature =
+        sign::signature_header(&secrets, &leased.message_id, timestamp, body.as_bytes())
+            .map_err(|error| DeliverError::Secret(error.to_string()))?;
     let attempt = send::attempt(
         client,
         Message {
@@ -122,10 +122,12 @@ async fn settle(
             None
         }
         AttemptOutcome::Gone => Some(GONE_REASON),
-        AttemptOutcome::Failed => deliveries::endpoint_failed(&mut transaction, leased.endpoint_id, now)
-            .await?
-            .filter(|since| webhook::failing_too_long(*since, now))
-            .map(|_| FAILING_REASON),
+        AttemptOutcome::Failed => {
+            deliveries::endpoint_failed(&mut transaction, leased.endpoint_id, now)
+                .await?
+                .filter(|since| webhook::failing_too_long(*since, now))
+                .map(|_| FAILING_REASON)
+        }
     };
     let disabled = match disable_for {
         Some(reason) => {

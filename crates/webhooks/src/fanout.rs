@@ -73,7 +73,9 @@ pub async fn fan_out(pool: &PgPool, now: DateTime<Utc>) -> Result<FanOut, sqlx::
             Some(Ok(position)) => position,
             None => Position::START,
             Some(Err(_)) => {
-                tracing::error!("the stored fan-out position is not a feed cursor; starting from the current horizon");
+                tracing::error!(
+                    "the stored fan-out position is not a feed cursor; starting from the current horizon"
+                );
                 events::horizon(pool).await?
             }
         };

@@ -12,4 +12,4 @@ pub mod send;
 pub mod sign;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use runner::{Observer, Runner, RunnerConfig, RunnerError};
+pub use runner::{Observer, Pass, Runner, RunnerConfig, RunnerError};

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::deliver::{self, Delivered};
-use crate::fanout;
+use crate::fanout::{self, FanOut};
 
 /// Channels that wake the runner.
 pub const WAKE_CHANNELS: [&str; 2] = [fanout::EVENTS_CHANNEL, "webhook_deliveries_due"];
@@ -59,6 +59,15 @@ impl Default for RunnerConfig {
 pub trait Observer: Send + Sync + 'static {
     /// A delivery attempt finished.
     fn delivered(&self, delivered: &Delivered);
+}
+
+/// What one pass of [`Runner::run_once`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Pass {
+    /// The fan-out.
+    pub fanned: FanOut,
+    /// The deliveries attempted, in the order they finished.
+    pub delivered: Vec<Delivered>,
 }
 
 /// The runner's shared parts.
@@ -105,13 +114,18 @@ impl Runner {
 
     /// Fans out every new event, then makes every due delivery, waiting for each to settle.
     /// Tests call this with a hand-moved clock; the service loop is [`Runner::run`].
-    pub async fn run_once(&self) -> Result<Vec<Delivered>, RunnerError> {
-        fanout::fan_out(&self.pool, self.clock.now()).await?;
+    pub async fn run_once(&self) -> Result<Pass, RunnerError> {
+        let fanned = fanout::fan_out(&self.pool, self.clock.now()).await?;
         let mut finished = Vec::new();
         loop {
-            let leased = self.lease(i64::try_from(self.config.concurrency).unwrap_or(64)).await?;
+            let leased = self
+                .lease(i64::try_from(self.config.concurrency).unwrap_or(64))
+                .await?;
             if leased.is_empty() {
-                return Ok(finished);
+                return Ok(Pass {
+                    fanned,
+                    delivered: finished,
+                });
             }
             let mut in_flight = JoinSet::new();
             for delivery in leased {
@@ -139,8 +153,14 @@ impl Runner {
 
     async fn deliver(self, leased: deliveries::Leased) -> Option<Delivered> {
         let delivery = leased.id;
-        match deliver::deliver(&self.pool, &self.keyring, &self.client, leased, self.clock.now())
-            .await
+        match deliver::deliver(
+            &self.pool,
+            &self.keyring,
+            &self.client,
+            leased,
+            self.clock.now(),
+        )
+        .await
         {
             Ok(delivered) => {
                 self.observer.delivered(&delivered);
@@ -223,7 +243,10 @@ impl Runner {
 
     async fn until_next_due(&self) -> Duration {
         let now = self.clock.now();
-        let next = deliveries::next_due_after(&self.pool, now).await.ok().flatten();
+        let next = deliveries::next_due_after(&self.pool, now)
+            .await
+            .ok()
+            .flatten();
         next.map_or(self.config.idle_check, |due| {
             (due - now)
                 .to_std()

@@ -18,6 +18,12 @@ pub enum SecretError {
     Malformed,
 }
 
+/// Where an endpoint's secret is bound when sealed by the key ring, so a sealed secret
+/// copied to another endpoint's row does not open.
+pub fn context(endpoint: uuid::Uuid) -> String {
+    format!("webhook_endpoints.secret:{endpoint}")
+}
+
 /// A new secret, as shown once to the endpoint's owner.
 pub fn generate() -> Result<String, SecretError> {
     let mut bytes = [0_u8; SECRET_BYTES];

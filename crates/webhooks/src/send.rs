@@ -42,7 +42,10 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .timeout(Duration::from_secs(ATTEMPT_TIMEOUT_SECS))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .user_agent(concat!("tenant-registry-webhooks/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "tenant-registry-webhooks/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
 }
 

@@ -421,11 +421,9 @@ pub async fn requeue_events(
 pub async fn lock_fanout_position(
     conn: &mut PgConnection,
 ) -> Result<Option<Option<String>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT position FROM webhook_fanout_position FOR UPDATE SKIP LOCKED",
-    )
-    .fetch_optional(conn)
-    .await
+    sqlx::query_scalar("SELECT position FROM webhook_fanout_position FOR UPDATE SKIP LOCKED")
+        .fetch_optional(conn)
+        .await
 }
 
 /// Moves the fan-out position (under the lock of [`lock_fanout_position`]).
