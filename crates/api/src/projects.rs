@@ -15,13 +15,14 @@ use storage::tenants::TenantRow;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::extract::{ApiJson, Caller};
 use crate::fields::{self, Fields};
 use crate::pagination::{self, PageQuery};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::tenants::{visible_by_path, writable_by_path};
-use crate::trail::{self, Target};
-use crate::{AppState, constraints};
+use registry::constraints;
+use registry::trail::{self, Target};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -136,7 +137,7 @@ async fn audit(
         kind: "project",
         name: project.slug.clone(),
     };
-    trail::record(conn, &caller.actor(), target, action, crud, fields).await
+    Ok(trail::record(conn, &caller.actor(), target, action, crud, fields).await?)
 }
 
 fn project_id(raw: &str) -> Result<Uuid, ApiError> {
