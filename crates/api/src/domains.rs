@@ -20,7 +20,7 @@ use crate::extract::{ApiJson, Caller};
 use crate::fields::Fields;
 use crate::problem::{ApiError, Problem};
 use crate::tenants::{visible_by_path, writable_by_path};
-use crate::trail::{self, Target};
+use registry::trail::{self, Target};
 
 /// The label under the claimed domain where the TXT record goes.
 pub const CHALLENGE_LABEL: &str = "_tenant-registry";
@@ -148,7 +148,7 @@ async fn audit(
         kind: "domain",
         name: row.domain.clone(),
     };
-    trail::record(conn, &caller.actor(), target, action, crud, Map::new()).await
+    Ok(trail::record(conn, &caller.actor(), target, action, crud, Map::new()).await?)
 }
 
 fn domain_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -184,7 +184,7 @@ pub(crate) async fn claim(
     let mut transaction = state.pool.begin().await?;
     let row = domains::insert(&mut transaction, tenant.id, &domain, &token)
         .await
-        .map_err(crate::constraints::map)?;
+        .map_err(registry::constraints::map)?;
     audit(&mut transaction, &caller, &row, "domain.claimed", 'c').await?;
     transaction.commit().await?;
     let location = format!("/v1/tenants/{}/domains/{}", tenant.id, row.id);

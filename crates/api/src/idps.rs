@@ -25,7 +25,7 @@ use crate::fields::{self, Fields};
 use crate::outbound;
 use crate::problem::{ApiError, Problem};
 use crate::tenants::{visible_by_path, writable_by_path};
-use crate::trail::{self, Target};
+use registry::trail::{self, Target};
 
 const FIELDS: &[&str] = &[
     "kind",
@@ -374,7 +374,7 @@ async fn record(
         kind: "idp",
         name: row.name.clone(),
     };
-    trail::record(conn, &caller.actor(), target, action, crud, fields).await
+    Ok(trail::record(conn, &caller.actor(), target, action, crud, fields).await?)
 }
 
 fn idp_id(raw: &str) -> Result<Uuid, ApiError> {

@@ -20,7 +20,7 @@ use crate::config_schema::{SchemaVerdict, check_against_schema};
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::subscriptions::{self, SubscriptionRequest};
-use crate::trail::{self, Target};
+use registry::trail::{self, Target};
 
 pub use crate::entitlement_cache::{CHECK_TTL, EntitlementCache};
 

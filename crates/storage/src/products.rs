@@ -164,13 +164,16 @@ pub async fn for_tenant(
 }
 
 /// Whether the tenant has an enabled product whose manifest allows projects.
-pub async fn tenant_supports_projects(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn tenant_supports_projects(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM tenant_products tp JOIN products p ON p.id = tp.product
                         WHERE tp.tenant_id = $1 AND tp.enabled
                           AND (p.manifest->>'supports_projects')::boolean)",
     )
     .bind(tenant_id)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
 }
