@@ -14,6 +14,7 @@ mod lifecycle;
 pub mod projects;
 pub mod tenants;
 pub mod trail;
+pub mod webhooks;
 
 pub use auth::keys::Actor;
 pub use error::{FieldProblem, RegistryError};

@@ -95,6 +95,18 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<EndpointRow>, sqlx::E
     .await
 }
 
+/// The tenant filter of endpoint `id` (`Some(None)` for a platform endpoint), or `None`
+/// when there is no such endpoint; read before locking the tenant's row, then the endpoint's.
+pub async fn get_tenant(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Option<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT tenant_id FROM webhook_endpoints WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// One endpoint, locked for a change in the caller's transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<EndpointRow>, sqlx::Error> {
     sqlx::query_as(&format!(

@@ -61,6 +61,28 @@ pub async fn enqueue(
     .map(|done| done.rows_affected())
 }
 
+/// Queues one delivery due at `due_at` (a test message, which no other delivery can
+/// duplicate); returns its id.
+pub async fn enqueue_one(
+    conn: &mut PgConnection,
+    delivery: &NewDelivery,
+    due_at: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries
+             (id, endpoint_id, event_id, message_id, event_type, payload, next_attempt_at)
+         VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(delivery.endpoint_id)
+    .bind(delivery.event_id)
+    .bind(&delivery.message_id)
+    .bind(&delivery.event_type)
+    .bind(Json(&delivery.payload))
+    .bind(due_at)
+    .fetch_one(conn)
+    .await
+}
+
 /// A leased delivery with what sending it needs.
 #[derive(Debug, Clone, FromRow)]
 pub struct Leased {
