@@ -107,6 +107,11 @@ impl Fields {
         }
     }
 
+    /// Whether `field` is present and null.
+    pub fn is_null(&self, field: &str) -> bool {
+        self.map.get(field).is_some_and(Value::is_null)
+    }
+
     /// A boolean field: `None` when absent (or invalid, which is recorded).
     pub fn boolean(&mut self, field: &str) -> Option<bool> {
         match self.map.get(field)? {

@@ -29,6 +29,7 @@ pub mod server;
 mod subscriptions;
 mod tenant_cache;
 mod tenants;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,8 @@ pub struct Settings {
     pub audit_retention: Option<chrono::Duration>,
     /// Most tenants the lookup cache holds; 0 turns it off.
     pub tenant_cache_entries: u64,
+    /// Whether webhook endpoints may use plain http (development and tests only).
+    pub webhook_allow_http: bool,
 }
 
 impl Settings {
@@ -83,6 +86,7 @@ impl Settings {
             dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
             audit_retention: None,
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
+            webhook_allow_http: true,
         })
     }
 
@@ -230,6 +234,7 @@ pub fn router(state: AppState) -> Router {
         .merge(idps::router())
         .merge(domains::router())
         .merge(audit_events::router())
+        .merge(webhooks::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

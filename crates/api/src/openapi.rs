@@ -85,6 +85,16 @@ impl Modify for BearerScheme {
         crate::audit_events::search,
         crate::audit_events::export,
         crate::audit_events::verify,
+        crate::webhooks::create,
+        crate::webhooks::list,
+        crate::webhooks::get_one,
+        crate::webhooks::patch,
+        crate::webhooks::delete,
+        crate::webhooks::rotate_secret,
+        crate::webhooks::list_deliveries,
+        crate::webhooks::retry_delivery,
+        crate::webhooks::replay,
+        crate::webhooks::send_test,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme),
@@ -97,6 +107,7 @@ impl Modify for BearerScheme {
         (name = "projects", description = "Projects inside a tenant (sub-tenancy)"),
         (name = "sso", description = "Enterprise identity providers (OIDC, SAML)"),
         (name = "audit", description = "The Retraced-compatible audit log"),
+        (name = "webhooks", description = "Signed Standard Webhooks deliveries of the registry's events"),
     )
 )]
 pub struct ApiDoc;

@@ -38,6 +38,8 @@ pub enum Scope {
     AuditWrite,
     /// Read the event feed.
     EventsRead,
+    /// Create, change and delete webhook endpoints; read and retry their deliveries.
+    WebhooksManage,
 }
 
 impl Scope {
@@ -56,6 +58,7 @@ impl Scope {
         Scope::AuditRead,
         Scope::AuditWrite,
         Scope::EventsRead,
+        Scope::WebhooksManage,
     ];
 
     /// The scope as written in keys, tokens and JSON.
@@ -74,6 +77,7 @@ impl Scope {
             Scope::AuditRead => "audit:read",
             Scope::AuditWrite => "audit:write",
             Scope::EventsRead => "events:read",
+            Scope::WebhooksManage => "webhooks:manage",
         }
     }
 }

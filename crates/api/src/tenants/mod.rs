@@ -218,14 +218,14 @@ fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
     })
 }
 
-fn etag(version: i64) -> HeaderValue {
+pub(crate) fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 /// The version an `If-Match` asks for: `None` when absent or `*`; a version no tenant can
 /// have when it is not one of ours (so it fails as stale).
-fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<i64>, ApiError> {
+pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return if required {
             Err(ApiError::precondition_required(
