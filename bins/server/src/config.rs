@@ -212,6 +212,20 @@ pub struct Config {
     /// tenant-registry-migrate as an init container).
     #[arg(long, env = "MIGRATE_ON_START", global = true)]
     pub migrate: bool,
+
+    /// Run the background runner (webhook fan-out and delivery) in this process: `on`, or
+    /// `off` on replicas that should only serve requests. Safe to run on every replica.
+    #[arg(long, env = "WORKER", value_enum, default_value = "on", global = true)]
+    pub worker: Switch,
+}
+
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The configuration after its checks: what the server runs with.

@@ -113,6 +113,7 @@ async fn serve(
         dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
         tenant_cache_entries: config.tenant_cache_entries,
+        webhook_allow_http: config.app_env == config::AppEnv::Dev,
     };
     let application = api::build(pool, settings)
         .await
@@ -131,7 +132,20 @@ async fn serve(
             let _ = stopping.wait_for(|stop| *stop).await;
         }
     };
-    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), "serving");
+    let worker = if config.worker == config::Switch::On {
+        let runner = webhooks::Runner::new(
+            application.state.pool.clone(),
+            std::sync::Arc::clone(&application.state.settings.keyring),
+            webhooks::send::client().map_err(|error| error.to_string())?,
+            std::sync::Arc::new(webhooks::SystemClock),
+            webhooks::RunnerConfig::default(),
+            application.state.metrics.clone(),
+        );
+        Some(tokio::spawn(runner.run(stopped())))
+    } else {
+        None
+    };
+    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), worker = worker.is_some(), "serving");
     let limits = checked.connection_limits;
     let (api, admin) = tokio::join!(
         api::serve(listener, application.router.clone(), limits, stopped()),
@@ -144,6 +158,15 @@ async fn serve(
     );
     api.and(admin)
         .map_err(|error| format!("server error: {error}"))?;
+    if let Some(worker) = worker {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the background runner stopped with an error")
+            }
+            Err(error) => tracing::error!(%error, "the background runner panicked"),
+        }
+    }
     tracing::info!("stopped after draining in-flight requests");
     Ok(())
 }

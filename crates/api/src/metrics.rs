@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by method, route template and status, their latency, the
-//! pool's connections, credentials checked, and authentication failures by reason.
+//! pool's connections, credentials checked, authentication failures by reason, and webhook
+//! deliveries by outcome with the queue's depth and age.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +34,11 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 /// The service's metrics and the registry they are exposed from.
@@ -43,6 +49,9 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     credential_checks: Counter,
     pool_connections: Family<StateLabels, Gauge>,
+    webhook_attempts: Family<OutcomeLabels, Counter>,
+    webhook_queue_depth: Gauge,
+    webhook_oldest_pending: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -79,6 +88,24 @@ impl Default for Metrics {
             "Database pool connections by state (in_use, idle)",
             pool_connections.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        let webhook_queue_depth = Gauge::default();
+        let webhook_oldest_pending = Gauge::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome (delivered, gone, failed)",
+            webhook_attempts.clone(),
+        );
+        registry.register(
+            "webhook_queue_depth",
+            "Webhook deliveries waiting to be made (enabled endpoints)",
+            webhook_queue_depth.clone(),
+        );
+        registry.register(
+            "webhook_oldest_pending_seconds",
+            "Age of the oldest webhook delivery still waiting, 0 when none waits",
+            webhook_oldest_pending.clone(),
+        );
         Self {
             registry,
             requests,
@@ -86,6 +113,9 @@ impl Default for Metrics {
             auth_failures,
             credential_checks,
             pool_connections,
+            webhook_attempts,
+            webhook_queue_depth,
+            webhook_oldest_pending,
         }
     }
 }
@@ -103,6 +133,19 @@ impl Metrics {
     /// Counts a credential checked (at most once per request).
     pub fn credential_checked(&self) {
         self.credential_checks.inc();
+    }
+
+    /// Sets the webhook queue gauges from `depth`, read at `now`.
+    pub fn webhook_queue(
+        &self,
+        depth: &storage::webhooks::deliveries::QueueDepth,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.webhook_queue_depth.set(depth.pending);
+        let age = depth
+            .oldest_created_at
+            .map_or(0, |oldest| (now - oldest).num_seconds().max(0));
+        self.webhook_oldest_pending.set(age);
     }
 
     /// The metrics in the OpenMetrics text format, with the pool read now.
@@ -144,4 +187,14 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+impl webhooks::Observer for Metrics {
+    fn delivered(&self, delivered: &webhooks::deliver::Delivered) {
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabels {
+                outcome: delivered.attempt.outcome.label(),
+            })
+            .inc();
+    }
 }

@@ -60,8 +60,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<ProbeSt
     }
 }
 
-/// Prometheus metrics in the OpenMetrics text format (admin listener only).
+/// Prometheus metrics in the OpenMetrics text format (admin listener only). The webhook
+/// queue is read at scrape time; when the database does not answer, those gauges keep
+/// their last values and the rest is still served.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match storage::webhooks::deliveries::queue_depth(&state.pool).await {
+        Ok(depth) => state.metrics.webhook_queue(&depth, chrono::Utc::now()),
+        Err(error) => tracing::warn!(%error, "the webhook queue could not be read for metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,

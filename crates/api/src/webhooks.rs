@@ -27,7 +27,10 @@ use crate::tenants::{etag, if_match};
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/webhooks", post(create).get(list))
-        .route("/v1/webhooks/{id}", get(get_one).patch(patch).delete(delete))
+        .route(
+            "/v1/webhooks/{id}",
+            get(get_one).patch(patch).delete(delete),
+        )
         .route("/v1/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/v1/webhooks/{id}/deliveries", get(list_deliveries))
         .route(
@@ -227,7 +230,10 @@ pub struct ReplayAnswer {
 
 /// The body of a replay.
 #[derive(Debug, Deserialize, ToSchema)]
-#[expect(dead_code, reason = "documents the body for OpenAPI; it is read field by field")]
+#[expect(
+    dead_code,
+    reason = "documents the body for OpenAPI; it is read field by field"
+)]
 pub struct ReplayInput {
     /// Every retained event that occurred at or after this time is sent again.
     since: DateTime<Utc>,
@@ -312,7 +318,11 @@ pub(crate) async fn create(
     .await?;
     let location = format!("/v1/webhooks/{}", created.endpoint.id);
     let version = created.endpoint.version;
-    let mut response = with_etag(StatusCode::CREATED, WebhookWithSecret::from(created), version);
+    let mut response = with_etag(
+        StatusCode::CREATED,
+        WebhookWithSecret::from(created),
+        version,
+    );
     if let Ok(location) = location.parse() {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -459,7 +469,11 @@ pub(crate) async fn rotate_secret(
     )
     .await?;
     let version = rotated.endpoint.version;
-    Ok(with_etag(StatusCode::OK, WebhookWithSecret::from(rotated), version))
+    Ok(with_etag(
+        StatusCode::OK,
+        WebhookWithSecret::from(rotated),
+        version,
+    ))
 }
 
 /// The endpoint's deliveries, newest first, each with its attempts.
