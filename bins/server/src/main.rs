@@ -48,6 +48,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(warning) = &checked.keyring_warning {
         tracing::warn!("{warning}");
     }
+    if checked.outbound.allow_private && cli.config.app_env != config::AppEnv::Dev {
+        tracing::warn!(
+            "OUTBOUND_ALLOW_PRIVATE=true: URLs that callers give may reach this network's private addresses"
+        );
+    }
     if cli.config.migrate {
         let applied = storage::migrations::up(&checked.database_url, None)
             .await
@@ -113,6 +118,7 @@ async fn serve(
         dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
         tenant_cache_entries: config.tenant_cache_entries,
+        outbound: egress::Egress::new(checked.outbound).map_err(|error| error.to_string())?,
     };
     let application = api::build(pool, settings)
         .await
