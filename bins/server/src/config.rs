@@ -193,6 +193,13 @@ pub struct Config {
     #[arg(long, env = "DNS_RESOLVER_URL", default_value = api::DEFAULT_DOH_URL, global = true)]
     pub dns_resolver_url: String,
 
+    /// Whether fetches of URLs that callers give (an IdP's discovery document or SAML
+    /// metadata; webhook deliveries will follow the same policy) may reach loopback,
+    /// private, link-local and other internal addresses: true or false. Default: true in
+    /// dev, false in stage and prod. Plain http is allowed in dev only, whatever this says.
+    #[arg(long, env = "OUTBOUND_ALLOW_PRIVATE", global = true)]
+    pub outbound_allow_private: Option<bool>,
+
     /// Days audit events are kept after they arrive, 1 to 36500 (default: forever).
     /// Expired events are deleted in small batches every ten minutes.
     #[arg(long, env = "AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(i64).range(1..=36500), global = true)]
@@ -245,6 +252,8 @@ pub struct Checked {
     pub request_timeout: Duration,
     /// What each listener allows its connections.
     pub connection_limits: api::ConnectionLimits,
+    /// What fetches of caller-given URLs may reach.
+    pub outbound: egress::Policy,
 }
 
 impl Config {
@@ -255,6 +264,17 @@ impl Config {
         } else {
             LogFormat::Json
         })
+    }
+
+    /// The outbound destination policy: dev allows plain http and private addresses; stage
+    /// and prod allow https to public addresses only, unless `OUTBOUND_ALLOW_PRIVATE` says
+    /// otherwise about private addresses.
+    pub fn outbound_policy(&self) -> egress::Policy {
+        let dev = self.app_env == AppEnv::Dev;
+        egress::Policy {
+            allow_http: dev,
+            allow_private: self.outbound_allow_private.unwrap_or(dev),
+        }
     }
 
     /// Refuses configurations the service cannot or must not run with, in one line.
@@ -322,6 +342,7 @@ impl Config {
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             },
+            outbound: self.outbound_policy(),
         })
     }
 

@@ -48,6 +48,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(warning) = &checked.keyring_warning {
         tracing::warn!("{warning}");
     }
+    if checked.outbound.allow_private && cli.config.app_env != config::AppEnv::Dev {
+        tracing::warn!(
+            "OUTBOUND_ALLOW_PRIVATE=true: URLs that callers give may reach this network's private addresses"
+        );
+    }
     if cli.config.migrate {
         let applied = storage::migrations::up(&checked.database_url, None)
             .await
@@ -113,7 +118,7 @@ async fn serve(
         dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
         tenant_cache_entries: config.tenant_cache_entries,
-        webhook_allow_http: config.app_env == config::AppEnv::Dev,
+        outbound: egress::Egress::new(checked.outbound).map_err(|error| error.to_string())?,
     };
     let application = api::build(pool, settings)
         .await
@@ -136,7 +141,7 @@ async fn serve(
         let runner = webhooks::Runner::new(
             application.state.pool.clone(),
             std::sync::Arc::clone(&application.state.settings.keyring),
-            webhooks::send::client().map_err(|error| error.to_string())?,
+            application.state.settings.outbound.clone(),
             std::sync::Arc::new(webhooks::SystemClock),
             webhooks::RunnerConfig::default(),
             application.state.metrics.clone(),

@@ -126,7 +126,7 @@ pub struct IdpInput {
     name: String,
     /// Offered at sign-in (default true).
     enabled: Option<bool>,
-    /// OIDC: issuer URL (https; http only on loopback outside prod).
+    /// OIDC: issuer URL (https; plain http only where the server's outbound policy allows it).
     issuer: Option<String>,
     /// OIDC: client id.
     client_id: Option<String>,
@@ -153,11 +153,14 @@ fn secret_context(id: Uuid) -> String {
     format!("tenant_idp_config.oidc_client_secret:{id}")
 }
 
-async fn verify_issuer(issuer: &str) -> Result<(), String> {
-    let discovery = outbound::fetch_text(&format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    ))
+async fn verify_issuer(egress: &egress::Egress, issuer: &str) -> Result<(), String> {
+    let discovery = outbound::fetch_text(
+        egress,
+        &format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ),
+    )
     .await?;
     let named = serde_json::from_str::<Value>(&discovery)
         .ok()
@@ -186,7 +189,7 @@ async fn apply(
     verify: bool,
 ) -> Result<(), ApiError> {
     let keyring: &Keyring = &state.settings.keyring;
-    let allow_loopback = state.settings.key_env != "prod";
+    let egress = &state.settings.outbound;
     let mut fields = Fields::new(body, FIELDS)?;
     if creating {
         if let Some(kind) = fields.required("kind", fields::label::<IdpKind>) {
@@ -221,7 +224,7 @@ async fn apply(
     match values.kind {
         IdpKind::Oidc => {
             let url_rule = |text: &str| {
-                idp::check_url(text, allow_loopback).map(|()| text.trim_end_matches('/').to_owned())
+                outbound::check_url(egress, text).map(|()| text.trim_end_matches('/').to_owned())
             };
             let issuer = if creating {
                 fields.required("issuer", url_rule)
@@ -266,7 +269,7 @@ async fn apply(
             }
             if verify
                 && let Some(issuer) = values.oidc_issuer.clone()
-                && let Err(problem) = verify_issuer(&issuer).await
+                && let Err(problem) = verify_issuer(egress, &issuer).await
             {
                 fields.error("issuer", problem);
             }
@@ -277,7 +280,7 @@ async fn apply(
                 .flatten();
             let url = fields
                 .optional("metadata_url", |text| {
-                    idp::check_url(text, allow_loopback).map(|()| text.to_owned())
+                    outbound::check_url(egress, text).map(|()| text.to_owned())
                 })
                 .flatten();
             let source = match (xml, url) {
@@ -289,7 +292,7 @@ async fn apply(
                     None
                 }
                 (Some(xml), None) => Some(("metadata_xml", xml, None)),
-                (None, Some(url)) => match outbound::fetch_text(&url).await {
+                (None, Some(url)) => match outbound::fetch_text(egress, &url).await {
                     Ok(xml) => Some(("metadata_url", xml, Some(url))),
                     Err(problem) => {
                         fields.error("metadata_url", problem);

@@ -67,13 +67,14 @@ pub struct Settings {
     pub audit_retention: Option<chrono::Duration>,
     /// Most tenants the lookup cache holds; 0 turns it off.
     pub tenant_cache_entries: u64,
-    /// Whether webhook endpoints may use plain http (development and tests only).
-    pub webhook_allow_http: bool,
+    /// Fetches documents from URLs callers give, under the outbound destination policy.
+    pub outbound: egress::Egress,
 }
 
 impl Settings {
     /// Development settings around `keyring`: API keys only, no CORS, 30 s timeout, 14-day
-    /// trials, `If-Match` honoured but optional, DNS over HTTPS at `DEFAULT_DOH_URL`.
+    /// trials, `If-Match` honoured but optional, DNS over HTTPS at `DEFAULT_DOH_URL`,
+    /// outbound fetches under the development policy (plain http, private addresses).
     pub fn with_keyring(keyring: Keyring) -> Result<Self, String> {
         Ok(Self {
             key_env: "dev".to_owned(),
@@ -86,7 +87,8 @@ impl Settings {
             dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
             audit_retention: None,
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
-            webhook_allow_http: true,
+            outbound: egress::Egress::new(egress::Policy::DEVELOPMENT)
+                .map_err(|error| error.to_string())?,
         })
     }
 

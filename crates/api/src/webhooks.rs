@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::Scope;
-use registry::webhooks::{EndpointInput, EndpointPatch, UrlPolicy, WithSecret};
+use registry::webhooks::{EndpointInput, EndpointPatch, WithSecret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::webhooks::deliveries::{self, AttemptRow, DeliveryRow};
@@ -246,12 +246,6 @@ pub struct TestAnswer {
     delivery_id: Uuid,
 }
 
-fn url_policy(state: &AppState) -> UrlPolicy {
-    UrlPolicy {
-        allow_http: state.settings.webhook_allow_http,
-    }
-}
-
 fn endpoint_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such webhook endpoint"))
@@ -313,7 +307,7 @@ pub(crate) async fn create(
         &state.settings.keyring,
         &caller.actor(),
         &input,
-        url_policy(&state),
+        &state.settings.outbound.policy(),
     )
     .await?;
     let location = format!("/v1/webhooks/{}", created.endpoint.id);
@@ -420,7 +414,7 @@ pub(crate) async fn patch(
         id,
         &patch,
         expected,
-        url_policy(&state),
+        &state.settings.outbound.policy(),
     )
     .await?;
     let version = row.version;

@@ -3,6 +3,7 @@
 //! documents, failing resolvers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{Method, StatusCode};
 use serde_json::json;
@@ -132,12 +133,137 @@ async fn a_failing_fetch_tells_the_caller_nothing_about_the_network() {
         .send()
         .await;
     assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        response.json()["errors"][0]["detail"],
+        "could not be fetched"
+    );
     let body = String::from_utf8_lossy(&response.body).into_owned();
-    assert!(body.contains("no connection could be made"), "{body}");
     assert!(
         !body.contains("refused") && !body.contains("os error"),
         "{body}"
     );
+}
+
+/// Settings whose outbound fetches follow production's policy: https only, public
+/// addresses only.
+fn production_outbound() -> api::Settings {
+    api::Settings {
+        outbound: egress::Egress::new(egress::Policy::STRICT).expect("an outbound client"),
+        ..testkit::settings()
+    }
+}
+
+/// A loopback port that accepts nothing: `connections` tells how many clients reached it.
+fn watched_port() -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    listener.set_nonblocking(true).expect("non-blocking");
+    listener
+}
+
+fn connections(listener: &std::net::TcpListener) -> usize {
+    std::iter::from_fn(|| listener.accept().ok()).count()
+}
+
+/// A loopback server answering every GET with SAML-looking text, counting the requests.
+async fn counting_server() -> (u16, Arc<AtomicUsize>) {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "<x/>" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (port, requests)
+}
+
+/// The problem detail a caller reads at `pointer` when creating an IdP from `body` fails.
+async fn refused_idp(
+    app: &TestApp,
+    admin: &str,
+    tenant: uuid::Uuid,
+    query: &str,
+    body: serde_json::Value,
+    pointer: &str,
+) -> String {
+    let response = app
+        .request(Method::POST, &format!("/v1/tenants/{tenant}/idps{query}"))
+        .bearer(admin)
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problem = response.json();
+    problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .find(|error| error["pointer"] == pointer)
+        .and_then(|error| error["detail"].as_str())
+        .unwrap_or_else(|| panic!("no problem at {pointer}: {problem}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn under_the_production_policy_a_loopback_port_reads_the_same_closed_open_or_serving() {
+    let (app, admin, tenant) = app_with_tenant(production_outbound()).await;
+    let open = watched_port();
+    let (serving, requests) = counting_server().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a port")
+        .port();
+    let ports = [closed, open.local_addr().expect("address").port(), serving];
+    for (template, expected) in [
+        ("http://127.0.0.1:PORT/metadata", "must be an https URL"),
+        (
+            "https://127.0.0.1:PORT/metadata",
+            "must point to a public address",
+        ),
+        (
+            "https://[::ffff:127.0.0.1]:PORT/metadata",
+            "must point to a public address",
+        ),
+        // A name is checked when it is resolved, just before connecting.
+        ("https://localhost:PORT/metadata", "could not be fetched"),
+    ] {
+        for port in ports {
+            let url = template.replace("PORT", &port.to_string());
+            let saml = json!({"kind": "saml", "name": "ADFS", "metadata_url": url});
+            let detail = refused_idp(&app, &admin, tenant, "", saml, "/metadata_url").await;
+            assert_eq!(detail, expected, "{url}");
+            let oidc = json!({"kind": "oidc", "name": "K", "issuer": url, "client_id": "c"});
+            let detail = refused_idp(&app, &admin, tenant, "?verify=true", oidc, "/issuer").await;
+            assert_eq!(detail, expected, "{url}");
+        }
+    }
+    assert_eq!(connections(&open), 0, "nothing connected to the open port");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        0,
+        "the serving port was never asked"
+    );
+}
+
+#[tokio::test]
+async fn a_user_name_before_the_host_no_longer_passes_for_loopback() {
+    let (serving, requests) = counting_server().await;
+    // The old rule read this as loopback; the host is `localhost:<serving>`.
+    let attack = format!("http://127.0.0.1:1@localhost:{serving}/metadata");
+    for settings in [testkit::settings(), production_outbound()] {
+        let (app, admin, tenant) = app_with_tenant(settings).await;
+        for url in [attack.as_str(), "https://127.0.0.1:1@example.com/metadata"] {
+            let saml = json!({"kind": "saml", "name": "ADFS", "metadata_url": url});
+            let detail = refused_idp(&app, &admin, tenant, "", saml, "/metadata_url").await;
+            assert_eq!(detail, "must not carry a user name or password", "{url}");
+        }
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "nothing was fetched");
 }
 
 #[tokio::test]

@@ -100,7 +100,7 @@ async fn oidc_settings_are_validated_and_verify_checks_the_discovery_document() 
         &admin,
         tenant,
         "",
-        json!({"kind": "oidc", "name": "X", "issuer": "http://sso.acme.com", "metadata_xml": "<x/>"}),
+        json!({"kind": "oidc", "name": "X", "issuer": "https://admin:pw@sso.acme.com", "metadata_xml": "<x/>"}),
     )
     .await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -49,7 +49,7 @@ impl Setup {
         Runner::new(
             self.db.pool().clone(),
             Arc::clone(&self.keyring),
-            webhooks::send::client().expect("a client"),
+            egress::Egress::new(egress::Policy::DEVELOPMENT).expect("a client"),
             self.clock.clone(),
             RunnerConfig::default(),
             Arc::new(Quiet),

@@ -31,7 +31,7 @@ fn runner(app: &TestApp) -> Runner {
     Runner::new(
         app.db.pool().clone(),
         Arc::clone(&app.app.state.settings.keyring),
-        webhooks::send::client().expect("a client"),
+        app.app.state.settings.outbound.clone(),
         Arc::new(SystemClock),
         RunnerConfig::default(),
         Arc::new(Quiet),
@@ -274,7 +274,7 @@ async fn every_invalid_field_is_reported_at_once() {
 #[tokio::test]
 async fn plain_http_endpoints_are_refused_outside_development() {
     let mut settings = testkit::settings();
-    settings.webhook_allow_http = false;
+    settings.outbound = egress::Egress::new(egress::Policy::STRICT).expect("a client");
     let app = TestApp::with_settings(settings).await;
     let admin = app.admin_key().await;
     let refused = create(&app, &admin, json!({"url": "http://hooks.example.com/in"})).await;

@@ -15,9 +15,18 @@ const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 /// Most nodes (elements, attributes, text) the parser builds for one document.
 const MAX_NODES: u32 = 200_000;
 
-/// Whether `url` may serve as an OIDC issuer or metadata URL: https, or plain http on
-/// loopback when `allow_loopback_http` (outside prod).
+/// Whether `url` may serve as an operator-configured URL (the OIDC issuer of platform
+/// admins, the DNS-over-HTTPS resolver): https, or plain http on loopback when
+/// `allow_loopback_http` (outside prod); never with a user name or password, which would
+/// also let `http://127.0.0.1:1@elsewhere` pass for loopback. URLs that callers give follow
+/// the outbound policy of the `egress` crate instead.
 pub fn check_url(url: &str, allow_loopback_http: bool) -> Result<(), String> {
+    let authority = url.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or_default()
+    });
+    if authority.contains(['@', '\\']) {
+        return Err("must not carry a user name or password".to_owned());
+    }
     if let Some(rest) = url.strip_prefix("https://") {
         return if rest.is_empty() || rest.contains(char::is_whitespace) {
             Err("must be an https URL".to_owned())
@@ -310,5 +319,8 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/realms/x", false).is_err());
         assert!(check_url("http://sso.acme.com", true).is_err());
         assert!(check_url("http://localhost.evil.com", true).is_err());
+        assert!(check_url("http://127.0.0.1:1@evil.com/", true).is_err());
+        assert!(check_url("http://localhost\\@evil.com/", true).is_err());
+        assert!(check_url("https://user:pass@sso.acme.com/", true).is_err());
     }
 }

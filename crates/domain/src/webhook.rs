@@ -1,10 +1,9 @@
-//! Webhook endpoints and the delivery schedule of Standard Webhooks: which URL an endpoint
-//! may have, when a failed delivery is tried again, and what an answer means.
+//! Webhook endpoints and the delivery schedule of Standard Webhooks: when a failed delivery
+//! is tried again, what an answer means, and the limits of an endpoint's settings. (Which
+//! URLs an endpoint may have is the outbound policy's rule, in the `egress` crate.)
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// Longest endpoint URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
 /// Longest description accepted.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// Most event type filters one endpoint may hold.
@@ -77,39 +76,6 @@ pub fn failing_too_long(failing_since: DateTime<Utc>, now: DateTime<Utc>) -> boo
     now - failing_since >= DISABLE_AFTER_FAILING_FOR
 }
 
-/// An endpoint URL: absolute http(s), no credentials, no fragment, at most
-/// [`MAX_URL_LEN`] bytes; plain http only where `allow_http` (development and tests).
-pub fn endpoint_url(input: &str, allow_http: bool) -> Result<String, String> {
-    if input.len() > MAX_URL_LEN {
-        return Err(format!("must be at most {MAX_URL_LEN} bytes"));
-    }
-    let (scheme, rest) = input
-        .split_once("://")
-        .ok_or_else(|| "must be an absolute https URL".to_owned())?;
-    match scheme {
-        "https" => {}
-        "http" if allow_http => {}
-        "http" => return Err("must use https".to_owned()),
-        _ => return Err("must be an absolute https URL".to_owned()),
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err("must name a host".to_owned());
-    }
-    if authority.contains('@') {
-        return Err(
-            "must not carry credentials; the signature authenticates the sender".to_owned(),
-        );
-    }
-    if input.contains('#') {
-        return Err("must not have a fragment".to_owned());
-    }
-    if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must not contain spaces or control characters".to_owned());
-    }
-    Ok(input.to_owned())
-}
-
 /// A description: trimmed, at most [`MAX_DESCRIPTION_CHARS`] characters, no control
 /// characters other than line breaks.
 pub fn description(input: &str) -> Result<String, String> {
@@ -167,33 +133,6 @@ mod tests {
             since + TimeDelta::days(5) - TimeDelta::seconds(1)
         ));
         assert!(failing_too_long(since, since + TimeDelta::days(5)));
-    }
-
-    #[test]
-    fn endpoint_urls_are_https_without_credentials() {
-        assert!(endpoint_url("https://hooks.example.com/in?x=1", false).is_ok());
-        assert!(endpoint_url("http://127.0.0.1:9000/in", true).is_ok());
-        for (url, why) in [
-            ("http://hooks.example.com/in", "must use https"),
-            ("ftp://hooks.example.com", "must be an absolute https URL"),
-            ("hooks.example.com/in", "must be an absolute https URL"),
-            ("https:///in", "must name a host"),
-            (
-                "https://user:pw@hooks.example.com/",
-                "must not carry credentials",
-            ),
-            (
-                "https://127.0.0.1:1@hooks.example.com/",
-                "must not carry credentials",
-            ),
-            ("https://hooks.example.com/#top", "must not have a fragment"),
-            ("https://hooks.example.com/a b", "must not contain spaces"),
-        ] {
-            let refused = endpoint_url(url, false).expect_err(url);
-            assert!(refused.starts_with(why), "{url}: {refused}");
-        }
-        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
-        assert!(endpoint_url(&long, false).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use domain::TenantWrite;
 use domain::event::{Position, TypeFilter};
 use domain::webhook::{self, PREVIOUS_SECRET_GRACE};
+use egress::Policy;
 use keyring::Keyring;
 use serde_json::{Map, Value, json};
 use storage::events::{self, FeedFilter};
@@ -58,20 +59,21 @@ pub struct WithSecret {
     pub secret: String,
 }
 
-/// Which URLs endpoints may have here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UrlPolicy {
-    /// Whether plain http is accepted (development and tests only).
-    pub allow_http: bool,
-}
-
 fn no_such_endpoint() -> RegistryError {
     RegistryError::not_found("no such webhook endpoint")
 }
 
-fn checked_url(url: &str, policy: UrlPolicy) -> Result<String, FieldProblem> {
-    webhook::endpoint_url(url, policy.allow_http)
-        .map_err(|detail| FieldProblem::new("/url", detail))
+/// `url` if the outbound policy's URL rules allow it and it has no fragment (a fragment is
+/// never sent, so it would only mislead whoever reads the endpoint).
+fn checked_url(url: &str, policy: &Policy) -> Result<String, FieldProblem> {
+    let problem = |detail: String| FieldProblem::new("/url", detail);
+    let parsed = policy
+        .check_url(url)
+        .map_err(|rule| problem(rule.to_string()))?;
+    if parsed.fragment().is_some() {
+        return Err(problem("must not have a fragment".to_owned()));
+    }
+    Ok(url.to_owned())
 }
 
 fn checked_types(types: &[String]) -> Result<Vec<String>, FieldProblem> {
@@ -168,7 +170,7 @@ pub async fn create(
     keyring: &Keyring,
     actor: &Actor<'_>,
     input: &EndpointInput,
-    policy: UrlPolicy,
+    policy: &Policy,
 ) -> Result<WithSecret, RegistryError> {
     let tenant_id = tenant_for(actor, input.tenant_id)?;
     let url = checked_url(&input.url, policy);
@@ -254,7 +256,7 @@ pub async fn update(
     id: Uuid,
     patch: &EndpointPatch,
     expected_version: Option<i64>,
-    policy: UrlPolicy,
+    policy: &Policy,
 ) -> Result<EndpointRow, RegistryError> {
     let url = patch
         .url

@@ -154,11 +154,16 @@ impl TestRequest<'_> {
     }
 }
 
-/// Development settings with a fresh random key ring.
+/// Development settings with a fresh random key ring. Outbound fetches may use plain http
+/// and reach private addresses, since the tests' servers (IdPs, metadata) are on loopback;
+/// a test of the refusals sets `outbound` to the strict policy.
 pub fn settings() -> api::Settings {
     let spec = keyring::Keyring::generate_spec("test").expect("a random key");
-    api::Settings::with_keyring(keyring::Keyring::parse(&spec).expect("a key ring"))
-        .expect("settings")
+    api::Settings {
+        outbound: egress::Egress::new(egress::Policy::DEVELOPMENT).expect("an outbound client"),
+        ..api::Settings::with_keyring(keyring::Keyring::parse(&spec).expect("a key ring"))
+            .expect("settings")
+    }
 }
 
 fn platform_admin() -> Principal {

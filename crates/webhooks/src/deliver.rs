@@ -50,7 +50,7 @@ fn open_secret(keyring: &Keyring, endpoint: Uuid, sealed: &[u8]) -> Result<Strin
 pub async fn deliver(
     pool: &PgPool,
     keyring: &Keyring,
-    client: &reqwest::Client,
+    egress: &egress::Egress,
     leased: Leased,
     now: DateTime<Utc>,
 ) -> Result<Delivered, DeliverError> {
@@ -69,7 +69,7 @@ pub async fn deliver(
         sign::signature_header(&secrets, &leased.message_id, timestamp, body.as_bytes())
             .map_err(|error| DeliverError::Secret(error.to_string()))?;
     let attempt = send::attempt(
-        client,
+        egress,
         Message {
             url: &leased.url,
             id: &leased.message_id,

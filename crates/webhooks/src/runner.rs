@@ -75,7 +75,7 @@ pub struct Pass {
 pub struct Runner {
     pool: PgPool,
     keyring: Arc<Keyring>,
-    client: reqwest::Client,
+    egress: egress::Egress,
     clock: Arc<dyn Clock>,
     config: RunnerConfig,
     observer: Arc<dyn Observer>,
@@ -87,17 +87,14 @@ pub enum RunnerError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The delivery client could not be built.
-    #[error("the HTTP client could not be built: {0}")]
-    Client(#[from] reqwest::Error),
 }
 
 impl Runner {
-    /// A runner over `pool`, opening secrets with `keyring`.
+    /// A runner over `pool`, opening secrets with `keyring`, sending through `egress`.
     pub fn new(
         pool: PgPool,
         keyring: Arc<Keyring>,
-        client: reqwest::Client,
+        egress: egress::Egress,
         clock: Arc<dyn Clock>,
         config: RunnerConfig,
         observer: Arc<dyn Observer>,
@@ -105,7 +102,7 @@ impl Runner {
         Self {
             pool,
             keyring,
-            client,
+            egress,
             clock,
             config,
             observer,
@@ -156,7 +153,7 @@ impl Runner {
         match deliver::deliver(
             &self.pool,
             &self.keyring,
-            &self.client,
+            &self.egress,
             leased,
             self.clock.now(),
         )

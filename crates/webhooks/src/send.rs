@@ -1,9 +1,11 @@
-//! One delivery attempt: a signed POST, at most [`ATTEMPT_TIMEOUT_SECS`] long, with the first
-//! KiB of the answer kept for the endpoint's owner.
+//! One delivery attempt: a signed POST through the outbound client (its destination policy
+//! checked when connecting, no redirects), at most [`ATTEMPT_TIMEOUT_SECS`] long, with the
+//! first KiB of the answer kept for the endpoint's owner.
 
 use std::time::{Duration, Instant};
 
 use domain::webhook::{ATTEMPT_TIMEOUT_SECS, AttemptOutcome, KEPT_RESPONSE_BYTES};
+use egress::{Egress, HeaderName, HeaderValue, Request};
 
 /// A message ready to send.
 #[derive(Debug, Clone, Copy)]
@@ -35,36 +37,39 @@ pub struct AttemptResult {
     pub excerpt: Option<String>,
 }
 
-/// The HTTP client deliveries use: no redirects (a receiver cannot bounce a delivery to
-/// another address), the attempt deadline, no proxy.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(ATTEMPT_TIMEOUT_SECS))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!(
-            "tenant-registry-webhooks/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
+fn header(value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value).ok()
+}
+
+fn request(message: Message<'_>) -> Request {
+    let headers = [
+        ("content-type", header("application/json")),
+        ("webhook-id", header(message.id)),
+        ("webhook-timestamp", header(&message.timestamp.to_string())),
+        ("webhook-signature", header(message.signature)),
+    ];
+    headers.into_iter().fold(
+        Request::post(message.url, message.body.to_vec())
+            .deadline(Duration::from_secs(ATTEMPT_TIMEOUT_SECS)),
+        |request, (name, value)| match value {
+            Some(value) => request.header(HeaderName::from_static(name), value),
+            None => request,
+        },
+    )
 }
 
 /// Sends `message` once.
-pub async fn attempt(client: &reqwest::Client, message: Message<'_>) -> AttemptResult {
+pub async fn attempt(egress: &Egress, message: Message<'_>) -> AttemptResult {
     let started = Instant::now();
-    let sent = client
-        .post(message.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", message.id)
-        .header("webhook-timestamp", message.timestamp.to_string())
-        .header("webhook-signature", message.signature)
-        .body(message.body.to_vec())
-        .send()
-        .await;
-    match sent {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let excerpt = excerpt(response).await;
+    match egress.send(request(message)).await {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            let excerpt = answer
+                .body_prefix(KEPT_RESPONSE_BYTES)
+                .await
+                .ok()
+                .filter(|kept| !kept.is_empty())
+                .map(|kept| String::from_utf8_lossy(&kept).into_owned());
             AttemptResult {
                 outcome: AttemptOutcome::of_status(status),
                 status: Some(status),
@@ -73,40 +78,23 @@ pub async fn attempt(client: &reqwest::Client, message: Message<'_>) -> AttemptR
                 excerpt,
             }
         }
-        Err(error) => {
-            tracing::debug!(url = message.url, %error, "webhook attempt failed");
-            AttemptResult {
-                outcome: AttemptOutcome::Failed,
-                status: None,
-                duration: started.elapsed(),
-                error: Some(described(&error)),
-                excerpt: None,
-            }
-        }
+        Err(error) => AttemptResult {
+            outcome: AttemptOutcome::Failed,
+            status: None,
+            duration: started.elapsed(),
+            error: Some(described(&error)),
+            excerpt: None,
+        },
     }
 }
 
-fn described(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        format!("no answer within {ATTEMPT_TIMEOUT_SECS} s")
-    } else if error.is_connect() {
-        "no connection could be made".to_owned()
-    } else {
-        "the request could not be completed".to_owned()
+/// The failure in words for the endpoint's owner: a timeout, or no connection. Whether the
+/// address was refused by the outbound policy, unresolvable or closed reads the same, so
+/// endpoints cannot map the platform's network (egress logs the cause).
+fn described(error: &egress::Error) -> String {
+    match error {
+        egress::Error::Timeout => format!("no answer within {ATTEMPT_TIMEOUT_SECS} s"),
+        egress::Error::Url(rule) => format!("the endpoint's URL is refused: {rule}"),
+        _ => "no connection could be made".to_owned(),
     }
-}
-
-/// The first [`KEPT_RESPONSE_BYTES`] of the answer, read no further.
-async fn excerpt(mut response: reqwest::Response) -> Option<String> {
-    let mut kept = Vec::with_capacity(KEPT_RESPONSE_BYTES);
-    while kept.len() < KEPT_RESPONSE_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = KEPT_RESPONSE_BYTES - kept.len();
-                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            _ => break,
-        }
-    }
-    (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned())
 }

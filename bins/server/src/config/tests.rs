@@ -256,3 +256,35 @@ fn audit_retention_is_forever_unless_a_day_count_is_given() {
     let refused = Cli::try_parse_from(["tenant-registry", "--audit-retention-days", "0"]);
     assert!(refused.is_err());
 }
+
+#[test]
+fn outbound_fetches_reach_private_addresses_and_plain_http_only_in_dev_unless_told() {
+    let prod = |extra: &[&str]| {
+        let mut args = vec![
+            "--app-env",
+            "prod",
+            "--keycloak-issuer",
+            "https://sso.example.com/realms/p",
+        ];
+        args.extend_from_slice(extra);
+        with_database(&args).check().expect("valid").outbound
+    };
+    assert_eq!(prod(&[]), egress::Policy::STRICT);
+    assert_eq!(
+        prod(&["--outbound-allow-private", "true"]),
+        egress::Policy {
+            allow_http: false,
+            allow_private: true
+        }
+    );
+    let dev = |extra: &[&str]| with_database(extra).check().expect("valid").outbound;
+    assert_eq!(dev(&[]), egress::Policy::DEVELOPMENT);
+    assert_eq!(
+        dev(&["--outbound-allow-private", "false"]),
+        egress::Policy {
+            allow_http: true,
+            allow_private: false
+        }
+    );
+    assert!(Cli::try_parse_from(["tenant-registry", "--outbound-allow-private", "maybe"]).is_err());
+}
