@@ -14,6 +14,8 @@ use sqlx::{Connection, PgConnection};
 
 use crate::project_root;
 
+mod webhooks;
+
 /// The bench cluster's port, away from the development (54329) and test clusters.
 const BENCH_PG_PORT: u16 = 54339;
 /// Where the server under test listens.
@@ -101,6 +103,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     let started = Instant::now();
     let mut results = Vec::new();
     let mut profile = None;
+    let mut webhook = None;
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
     for (index, &tenants) in options.tenants.iter().enumerate() {
         let database_url = runtime.block_on(fresh_database(&cluster))?;
@@ -136,6 +139,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
                 &files.entitlements,
             )?);
             results.push(load.create_tenants(&server, scale)?);
+            webhook = Some(webhooks::measure(&runtime, &key, options.duration)?);
             results.push(load.ingest(&server, scale, &files.slug_list)?);
             runtime.block_on(seed_audit_events(&database_url, options.audit_events))?;
             results.push(load.get(
@@ -162,6 +166,9 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
         server.stop();
     }
     let mut report = render(&options, &results, pgbench_tps, started.elapsed());
+    if let Some(webhook) = &webhook {
+        report.push_str(&webhooks::render(webhook));
+    }
     if let Some(profile) = profile {
         report.push_str(&profile);
     }
