@@ -11,6 +11,7 @@
 pub mod constraints;
 mod error;
 mod lifecycle;
+pub mod products;
 pub mod projects;
 pub mod tenants;
 pub mod trail;
