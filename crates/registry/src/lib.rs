@@ -10,6 +10,7 @@
 
 pub mod constraints;
 mod error;
+pub mod idps;
 mod lifecycle;
 pub mod products;
 pub mod projects;
