@@ -9,6 +9,7 @@
 //! [`RegistryError`] that the transport maps once.
 
 pub mod constraints;
+pub mod domains;
 mod error;
 pub mod idps;
 mod lifecycle;
