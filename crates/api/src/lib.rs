@@ -6,7 +6,6 @@ mod api_keys;
 mod audit_events;
 mod blocking;
 mod config_schema;
-mod constraints;
 mod denials;
 pub mod dns;
 mod domains;
@@ -30,7 +29,6 @@ pub mod server;
 mod subscriptions;
 mod tenant_cache;
 mod tenants;
-mod trail;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -333,6 +333,49 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The one place a use case's refusal or failure becomes a problem.
+impl From<registry::RegistryError> for ApiError {
+    fn from(error: registry::RegistryError) -> Self {
+        use registry::RegistryError as Refused;
+        let fields = |problems: Vec<registry::FieldProblem>| {
+            problems
+                .into_iter()
+                .map(|problem| FieldError {
+                    pointer: problem.pointer,
+                    detail: problem.detail,
+                })
+                .collect()
+        };
+        match error {
+            Refused::NotFound(detail) => ApiError::not_found(detail),
+            Refused::Conflict {
+                field: Some(field), ..
+            } => ApiError::conflict_field(&field.pointer, &field.detail),
+            Refused::Conflict {
+                detail,
+                field: None,
+            } => ApiError::conflict(detail),
+            Refused::Invalid(problems) => ApiError::invalid(fields(problems)),
+            Refused::Forbidden { detail, pointers } if pointers.is_empty() => {
+                ApiError::forbidden(detail)
+            }
+            Refused::Forbidden { detail, pointers } => {
+                let pointers: Vec<&str> = pointers.iter().map(String::as_str).collect();
+                ApiError::forbidden_fields(detail, &pointers)
+            }
+            Refused::PreconditionFailed(detail) => ApiError::precondition_failed(detail),
+            Refused::Lifecycle(refusal) => ApiError::lifecycle(refusal),
+            Refused::IllegalTransition(error) => ApiError::illegal_transition(
+                error.to_string(),
+                error.allowed.iter().map(ToString::to_string).collect(),
+            ),
+            Refused::Unavailable(detail) => ApiError::unavailable(detail),
+            Refused::Collided(error) | Refused::Database(error) => ApiError::from(error),
+            Refused::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
 impl storage::Transient for ApiError {
     fn is_transient(&self) -> bool {
         self.transient

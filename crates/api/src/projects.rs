@@ -9,19 +9,19 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::{ProjectStatus, Scope, Slug, TenantWrite, tenant};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use storage::projects::{self, ProjectRow};
 use storage::tenants::TenantRow;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::extract::{ApiJson, Caller};
 use crate::fields::{self, Fields};
 use crate::pagination::{self, PageQuery};
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::tenants::{visible_by_path, writable_by_path};
-use crate::trail::{self, Target};
-use crate::{AppState, constraints};
+use registry::projects::{NewProject, ProjectChanges};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -112,33 +112,6 @@ fn slug_rule(text: &str) -> Result<Slug, String> {
     Slug::parse(text).map_err(|error| error.to_string())
 }
 
-async fn require_projects_supported(state: &AppState, tenant: &TenantRow) -> Result<(), ApiError> {
-    if storage::products::tenant_supports_projects(&state.pool, tenant.id).await? {
-        Ok(())
-    } else {
-        Err(ApiError::conflict(
-            "projects need an enabled product whose manifest has supports_projects: true; this tenant has none",
-        ))
-    }
-}
-
-async fn audit(
-    conn: &mut storage::PgConnection,
-    caller: &Caller,
-    project: &ProjectRow,
-    action: &str,
-    crud: char,
-    fields: Map<String, Value>,
-) -> Result<(), ApiError> {
-    let target = Target {
-        tenant_id: Some(project.tenant_id),
-        id: project.id.to_string(),
-        kind: "project",
-        name: project.slug.clone(),
-    };
-    trail::record(conn, &caller.actor(), target, action, crud, fields).await
-}
-
 fn project_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such project"))
@@ -175,21 +148,13 @@ pub(crate) async fn create(
             "required fields passed validation unset",
         ));
     };
-    require_projects_supported(&state, &tenant).await?;
-    let mut transaction = state.pool.begin().await?;
-    let row = projects::insert(&mut transaction, tenant.id, &slug, &name)
-        .await
-        .map_err(constraints::map)?;
-    audit(
-        &mut transaction,
-        &caller,
-        &row,
-        "project.created",
-        'c',
-        Map::new(),
+    let row = registry::projects::create(
+        &state.pool,
+        &caller.actor(),
+        tenant.id,
+        &NewProject { slug, name },
     )
     .await?;
-    transaction.commit().await?;
     let location = format!("/v1/tenants/{}/projects/{}", tenant.id, row.id);
     Ok((
         StatusCode::CREATED,
@@ -294,40 +259,19 @@ pub(crate) async fn patch(
     let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
     let current = existing(&state, &tenant, &project).await?;
     let mut fields = Fields::new(body, &["slug", "name"])?;
-    let slug = fields.optional_not_null("slug", slug_rule);
-    let name = fields.optional_not_null("name", tenant::name);
+    let changes = ProjectChanges {
+        slug: fields.optional_not_null("slug", slug_rule),
+        name: fields.optional_not_null("name", tenant::name),
+    };
     fields.finish()?;
-    require_projects_supported(&state, &tenant).await?;
-    let mut changed = Vec::new();
-    if slug.is_some() {
-        changed.push("slug");
-    }
-    if name.is_some() {
-        changed.push("name");
-    }
-    let mut transaction = state.pool.begin().await?;
-    let row = projects::update(
-        &mut transaction,
+    let row = registry::projects::update(
+        &state.pool,
+        &caller.actor(),
         tenant.id,
         current.id,
-        slug.as_ref(),
-        name.as_deref(),
-    )
-    .await
-    .map_err(constraints::map)?
-    .ok_or_else(|| ApiError::not_found("no such project"))?;
-    let mut audit_fields = Map::new();
-    audit_fields.insert("fields".to_owned(), Value::from(changed.join(",")));
-    audit(
-        &mut transaction,
-        &caller,
-        &row,
-        "project.updated",
-        'u',
-        audit_fields,
+        &changes,
     )
     .await?;
-    transaction.commit().await?;
     Ok(Json(row.into()))
 }
 
@@ -340,24 +284,14 @@ async fn set_status(
 ) -> Result<Json<ProjectView>, ApiError> {
     caller.require(Scope::ProjectsWrite)?;
     let tenant = writable_by_path(state, caller, tenant, TenantWrite::Operate).await?;
-    let current = existing(state, &tenant, project).await?;
-    if current.status == status {
-        return Ok(Json(current.into()));
-    }
-    if status == ProjectStatus::Active {
-        require_projects_supported(state, &tenant).await?;
-    }
-    let mut transaction = state.pool.begin().await?;
-    let row = projects::set_status(&mut transaction, tenant.id, current.id, status)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such project"))?;
-    let action = if status == ProjectStatus::Archived {
-        "project.archived"
-    } else {
-        "project.restored"
-    };
-    audit(&mut transaction, caller, &row, action, 'u', Map::new()).await?;
-    transaction.commit().await?;
+    let row = registry::projects::set_status(
+        &state.pool,
+        &caller.actor(),
+        tenant.id,
+        project_id(project)?,
+        status,
+    )
+    .await?;
     Ok(Json(row.into()))
 }
 

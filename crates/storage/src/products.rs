@@ -89,6 +89,17 @@ pub struct TenantProductRow {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TenantProductRow {
+    /// The subscription as the domain rules see it.
+    pub fn subscription(&self) -> domain::product::Subscription {
+        domain::product::Subscription {
+            enabled: self.enabled,
+            config: self.config.0.clone(),
+            feature_overrides: self.feature_overrides.0.clone(),
+        }
+    }
+}
+
 const TENANT_PRODUCT_COLUMNS: &str =
     "product, enabled, config, feature_overrides, created_at, updated_at";
 
@@ -164,13 +175,16 @@ pub async fn for_tenant(
 }
 
 /// Whether the tenant has an enabled product whose manifest allows projects.
-pub async fn tenant_supports_projects(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn tenant_supports_projects(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM tenant_products tp JOIN products p ON p.id = tp.product
                         WHERE tp.tenant_id = $1 AND tp.enabled
                           AND (p.manifest->>'supports_projects')::boolean)",
     )
     .bind(tenant_id)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
 }

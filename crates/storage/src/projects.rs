@@ -93,6 +93,21 @@ pub async fn get(
     .await?)
 }
 
+/// One project of a tenant, by id, locked until the caller's transaction ends.
+pub async fn lock(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<ProjectRow>, sqlx::Error> {
+    one(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tenant_projects WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// One project of a tenant, by slug.
 pub async fn get_by_slug(
     pool: &PgPool,

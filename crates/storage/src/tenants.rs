@@ -455,6 +455,21 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantRow>
         .transpose()
 }
 
+/// Tenant `id`, its row key-share locked until the caller's transaction ends: a status
+/// change (which locks the row `FOR UPDATE`) waits for the caller's commit, and the caller
+/// waits for one in flight and reads the row it committed.
+pub async fn share_lock(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as::<_, RawTenant>(&format!("{SELECT} WHERE t.id = $1 FOR KEY SHARE OF t"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(TenantRow::try_from)
+        .transpose()
+}
+
 /// Applies `changes` if the tenant is at `expected_version` (any version when `None`) and a
 /// new slug is free for it; a slug change keeps the old slug as a former one, and taking
 /// back a former slug of its own removes it from the history.

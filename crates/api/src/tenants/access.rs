@@ -1,6 +1,9 @@
 //! Who may see and write a tenant: the 404 that hides another tenant's rows, the fields a
-//! tenant principal may not change, and the lifecycle gate every write on a tenant's behalf
-//! passes ([`permit`], through [`writable_by_path`] or [`permit_if_known`]).
+//! tenant principal may not change, and the early lifecycle check of every write on a
+//! tenant's behalf ([`writable_by_path`], [`permit_if_known`]). The check here reads this
+//! replica's cache, to refuse before any work is done; the use case checks again on the
+//! tenant's row, locked in its transaction, which is what a racing status change cannot
+//! slip past.
 
 use domain::{TenantStatus, TenantWrite};
 use storage::tenants::TenantRow;
@@ -64,9 +67,8 @@ pub(super) async fn visible(
         .ok_or_else(|| ApiError::not_found("no such tenant"))
 }
 
-/// The lifecycle gate: 409 (`tenant-frozen`, `tenant-archived`) unless a tenant in `status`
-/// may take `write`. Every write on a tenant's behalf passes here.
-pub(crate) fn permit(status: TenantStatus, write: TenantWrite) -> Result<(), ApiError> {
+/// 409 (`tenant-frozen`, `tenant-archived`) unless a tenant in `status` may take `write`.
+fn permit(status: TenantStatus, write: TenantWrite) -> Result<(), ApiError> {
     status.permits(write).map_err(ApiError::lifecycle)
 }
 

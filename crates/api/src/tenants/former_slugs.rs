@@ -11,7 +11,7 @@ use domain::Scope;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{require_platform, service, visible_by_path};
+use super::{require_platform, visible_by_path};
 use crate::AppState;
 use crate::extract::Caller;
 use crate::problem::{ApiError, Problem};
@@ -74,7 +74,7 @@ pub(crate) async fn release(
     caller.require(Scope::TenantsWrite)?;
     let tenant = visible_by_path(&state, &caller, &id).await?;
     require_platform(&caller, "releasing a former slug")?;
-    service::release_former_slug(&state.pool, &caller.actor(), &tenant, &slug).await?;
+    registry::tenants::release_former_slug(&state.pool, &caller.actor(), tenant.id, &slug).await?;
     state.tenant_changed(tenant.id, &[&slug]).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use domain::{Slug, TenantKind, TenantStatus, tenant};
+use registry::tenants::{CreateTenant, Patch, Transition};
 use serde_json::Value;
 use storage::tenant_names::OidcOrganization;
 use storage::tenants::{ListFilter, TenantChanges};
@@ -10,14 +11,6 @@ use uuid::Uuid;
 use crate::fields::{self, Fields};
 use crate::pagination::{self, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::problem::{ApiError, FieldError};
-
-/// A validated `POST /v1/tenants` body.
-pub struct CreateTenant {
-    /// The row to insert (its contact email still in clear, below).
-    pub tenant: storage::tenants::NewTenant,
-    /// The contact email, to be encrypted with the tenant's id.
-    pub contact_email: Option<String>,
-}
 
 fn slug_rule(text: &str) -> Result<Slug, String> {
     Slug::parse(text).map_err(|error| error.to_string())
@@ -115,14 +108,6 @@ pub fn create(
     })
 }
 
-/// A validated JSON merge patch: the changes, and the contact email change still in clear.
-pub struct Patch {
-    /// Everything but the contact email.
-    pub changes: TenantChanges,
-    /// `Some(None)` clears it, `Some(Some(email))` sets it.
-    pub contact_email: Option<Option<String>>,
-}
-
 /// Reads a merge patch of the editable fields (`status` moves only by transitions); `issuer`
 /// is the OIDC issuer whose organization `oidc_organization` names.
 pub fn patch(body: Value, issuer: Option<&str>) -> Result<Patch, ApiError> {
@@ -153,14 +138,6 @@ pub fn patch(body: Value, issuer: Option<&str>) -> Result<Patch, ApiError> {
         changes,
         contact_email,
     })
-}
-
-/// A validated transition request.
-pub struct Transition {
-    /// The target status.
-    pub to: TenantStatus,
-    /// Why, for the record.
-    pub reason: String,
 }
 
 /// Reads `{to, reason}`.

@@ -1,10 +1,10 @@
 //! `/v1/tenants`: create, read (by id, by slug, listed), patch, transition, archive, purge,
-//! former slugs; and the gate every write on a tenant's behalf passes ([`writable_by_path`]).
+//! former slugs; and the early lifecycle check of every write on a tenant's behalf
+//! ([`writable_by_path`]). The use cases themselves are `registry::tenants`.
 
 mod access;
 pub(crate) mod former_slugs;
 mod input;
-mod service;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -18,7 +18,7 @@ use storage::tenants::{self, SlugMatch, TenantRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-pub(crate) use access::{permit, permit_if_known, visible_by_path, writable_by_path, write_by};
+pub(crate) use access::{permit_if_known, visible_by_path, writable_by_path, write_by};
 use access::{require_editable_by, require_platform, visible};
 
 use crate::AppState;
@@ -191,7 +191,7 @@ fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
             state
                 .settings
                 .keyring
-                .open_str(&service::contact_email_context(row.id), sealed)
+                .open_str(&registry::tenants::contact_email_context(row.id), sealed)
                 .map_err(ApiError::internal)
         })
         .transpose()?;
@@ -324,7 +324,7 @@ pub(crate) async fn create(
         Utc::now(),
         oidc_issuer(&state),
     )?;
-    let row = service::create(
+    let row = registry::tenants::create(
         &state.pool,
         &state.settings.keyring,
         &caller.actor(),
@@ -445,11 +445,11 @@ pub(crate) async fn patch(
     require_editable_by(&caller, &body)?;
     let expected = if_match(&headers, state.settings.require_if_match)?;
     let patch = input::patch(body, oidc_issuer(&state))?;
-    let row = service::update(
+    let row = registry::tenants::update(
         &state.pool,
         &state.settings.keyring,
         &caller.actor(),
-        service::Update {
+        registry::tenants::Update {
             id,
             expected_version: expected,
             patch,
@@ -481,7 +481,7 @@ pub(crate) async fn transition(
     let id = visible(&state, &caller, parse_id(&id)?).await?.id;
     require_platform(&caller, "changing a tenant's status")?;
     let request = input::transition(body)?;
-    let row = service::transition(&state.pool, &caller.actor(), id, request).await?;
+    let row = registry::tenants::transition(&state.pool, &caller.actor(), id, request).await?;
     state.tenant_changed(id, &[&row.slug]).await;
     tenant_response(&state, StatusCode::OK, row, &[])
 }
@@ -510,12 +510,12 @@ pub(crate) async fn delete(
     let expected = if_match(&headers, state.settings.require_if_match)?;
     if params.purge.unwrap_or(false) {
         caller.require(Scope::PlatformAdmin)?;
-        service::purge(&state.pool, &caller.actor(), id).await?;
+        registry::tenants::purge(&state.pool, &caller.actor(), id).await?;
         state.tenant_changed(id, &[&before.slug]).await;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     require_platform(&caller, "archiving a tenant")?;
-    let row = service::archive(&state.pool, &caller.actor(), id, expected).await?;
+    let row = registry::tenants::archive(&state.pool, &caller.actor(), id, expected).await?;
     state.tenant_changed(id, &[&row.slug]).await;
     tenant_response(&state, StatusCode::OK, row, &[])
 }

@@ -1,7 +1,7 @@
-//! The one table that turns named database constraints into API errors (409 for a value
-//! another row holds, 422 for a rule the value breaks).
+//! The one table that turns named database constraints into use-case errors (a conflict for
+//! a value another row holds, an invalid field for a rule the value breaks).
 
-use crate::problem::ApiError;
+use crate::RegistryError;
 
 struct Mapping {
     constraint: &'static str,
@@ -100,17 +100,17 @@ const MAPPINGS: &[Mapping] = &[
     },
 ];
 
-/// The API error for `error`: a mapped constraint violation, or an opaque 500.
-pub fn map(error: sqlx::Error) -> ApiError {
+/// The error for `error`: a mapped constraint violation, or the database failure as it is.
+pub fn map(error: sqlx::Error) -> RegistryError {
     let mapped = error
         .as_database_error()
         .and_then(|database| database.constraint())
         .and_then(|name| MAPPINGS.iter().find(|mapping| mapping.constraint == name));
     match mapped {
         Some(mapping) if mapping.conflict => {
-            ApiError::conflict_field(mapping.pointer, mapping.detail)
+            RegistryError::conflict_field(mapping.pointer, mapping.detail)
         }
-        Some(mapping) => ApiError::invalid_field(mapping.pointer, mapping.detail),
-        None => ApiError::from(error),
+        Some(mapping) => RegistryError::invalid_field(mapping.pointer, mapping.detail),
+        None => RegistryError::from(error),
     }
 }
