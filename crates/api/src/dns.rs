@@ -1,23 +1,13 @@
-//! Looking up DNS TXT records, for domain verification. The lookup is an interface so tests
-//! (and air-gapped installs) can put their own resolver behind it; the one shipped asks a
+//! Looking up DNS TXT records, for domain verification. The lookup is an interface
+//! (`registry::domains::TxtResolver`) so tests (and air-gapped installs) can put their own
+//! resolver behind it; the one shipped asks a
 //! DNS-over-HTTPS endpoint in the JSON format (`application/dns-json`) that Cloudflare,
 //! Google and most DoH servers answer.
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
+pub use registry::domains::{Lookup, TxtResolver};
 use serde::Deserialize;
-
-/// The future a lookup returns.
-pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'a>>;
-
-/// Finds the TXT records of a name.
-pub trait TxtResolver: Send + Sync + fmt::Debug {
-    /// The TXT strings published at `name` (each record's strings joined), or why not.
-    fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a>;
-}
 
 /// A DNS-over-HTTPS resolver (`GET {url}?name=…&type=TXT`, JSON answers).
 #[derive(Debug, Clone)]

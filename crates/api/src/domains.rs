@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::{Scope, TenantWrite, idp};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use storage::domains::{self, DomainRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -20,10 +20,7 @@ use crate::extract::{ApiJson, Caller};
 use crate::fields::Fields;
 use crate::problem::{ApiError, Problem};
 use crate::tenants::{visible_by_path, writable_by_path};
-use registry::trail::{self, Target};
-
-/// The label under the claimed domain where the TXT record goes.
-pub const CHALLENGE_LABEL: &str = "_tenant-registry";
+use registry::domains::{challenge_name, challenge_value};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -65,10 +62,6 @@ pub struct DomainView {
     created_at: DateTime<Utc>,
 }
 
-fn challenge_value(token: &str) -> String {
-    format!("tr-verify={token}")
-}
-
 impl From<DomainRow> for DomainView {
     fn from(row: DomainRow) -> Self {
         Self {
@@ -76,7 +69,7 @@ impl From<DomainRow> for DomainView {
             tenant_id: row.tenant_id,
             verification: Challenge {
                 kind: "dns-txt",
-                name: format!("{CHALLENGE_LABEL}.{}", row.domain),
+                name: challenge_name(&row.domain),
                 value: challenge_value(&row.verification_token),
             },
             domain: row.domain,
@@ -135,22 +128,6 @@ pub struct DiscoveredIdp {
     sso_url: Option<String>,
 }
 
-async fn audit(
-    conn: &mut storage::PgConnection,
-    caller: &Caller,
-    row: &DomainRow,
-    action: &str,
-    crud: char,
-) -> Result<(), ApiError> {
-    let target = Target {
-        tenant_id: Some(row.tenant_id),
-        id: row.id.to_string(),
-        kind: "domain",
-        name: row.domain.clone(),
-    };
-    Ok(trail::record(conn, &caller.actor(), target, action, crud, Map::new()).await?)
-}
-
 fn domain_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such domain"))
@@ -180,13 +157,7 @@ pub(crate) async fn claim(
     let Some(domain) = domain else {
         return Err(ApiError::internal("required field passed validation unset"));
     };
-    let token = Uuid::new_v4().simple().to_string();
-    let mut transaction = state.pool.begin().await?;
-    let row = domains::insert(&mut transaction, tenant.id, &domain, &token)
-        .await
-        .map_err(registry::constraints::map)?;
-    audit(&mut transaction, &caller, &row, "domain.claimed", 'c').await?;
-    transaction.commit().await?;
+    let row = registry::domains::claim(&state.pool, &caller.actor(), tenant.id, &domain).await?;
     let location = format!("/v1/tenants/{}/domains/{}", tenant.id, row.id);
     Ok((
         StatusCode::CREATED,
@@ -232,45 +203,14 @@ pub(crate) async fn verify(
 ) -> Result<Json<DomainView>, ApiError> {
     caller.require(Scope::IdpWrite)?;
     let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
-    let row = domains::get(&state.pool, tenant.id, domain_id(&id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such domain"))?;
-    if row.verified_at.is_some() {
-        return Ok(Json(row.into()));
-    }
-    let name = format!("{CHALLENGE_LABEL}.{}", row.domain);
-    let expected = challenge_value(&row.verification_token);
-    let records = state.settings.dns.txt(&name).await.map_err(|cause| {
-        // The resolver's address and its error stay in the log, under the request id.
-        tracing::warn!(%cause, %name, "TXT lookup failed");
-        ApiError::unavailable(format!(
-            "could not look up the TXT records of {name}; try again later"
-        ))
-    })?;
-    if !records.iter().any(|record| record.trim() == expected) {
-        return Err(ApiError::conflict(format!(
-            "no TXT record {expected:?} at {name} yet; publish it and try again (DNS changes can take minutes)"
-        )));
-    }
-    let mut transaction = state.pool.begin().await?;
-    let verified = domains::mark_verified(&mut transaction, row.id)
-        .await
-        .map_err(|error| {
-            if error
-                .as_database_error()
-                .and_then(|database| database.constraint())
-                == Some("tenant_domains_verified_domain_key")
-            {
-                // Said only to whoever just proved control of the domain's DNS.
-                ApiError::conflict(
-                    "the record proves control of this domain, but it is already verified for another tenant; ask the platform to move it",
-                )
-            } else {
-                ApiError::from(error)
-            }
-        })?;
-    audit(&mut transaction, &caller, &verified, "domain.verified", 'u').await?;
-    transaction.commit().await?;
+    let verified = registry::domains::verify(
+        &state.pool,
+        &caller.actor(),
+        state.settings.dns.as_ref(),
+        tenant.id,
+        domain_id(&id)?,
+    )
+    .await?;
     Ok(Json(verified.into()))
 }
 
@@ -288,13 +228,7 @@ pub(crate) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::IdpWrite)?;
     let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
-    let row = domains::get(&state.pool, tenant.id, domain_id(&id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such domain"))?;
-    let mut transaction = state.pool.begin().await?;
-    domains::delete(&mut transaction, tenant.id, row.id).await?;
-    audit(&mut transaction, &caller, &row, "domain.removed", 'd').await?;
-    transaction.commit().await?;
+    registry::domains::remove(&state.pool, &caller.actor(), tenant.id, domain_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

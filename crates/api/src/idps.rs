@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use domain::{IdpKind, Scope, TenantWrite, idp, tenant};
 use keyring::Keyring;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use storage::idps::{self, IdpRow, IdpValues};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -25,7 +25,6 @@ use crate::fields::{self, Fields};
 use crate::outbound;
 use crate::problem::{ApiError, Problem};
 use crate::tenants::{visible_by_path, writable_by_path};
-use registry::trail::{self, Target};
 
 const FIELDS: &[&str] = &[
     "kind",
@@ -149,10 +148,6 @@ pub struct VerifyParams {
     verify: Option<bool>,
 }
 
-fn secret_context(id: Uuid) -> String {
-    format!("tenant_idp_config.oidc_client_secret:{id}")
-}
-
 async fn verify_issuer(egress: &egress::Egress, issuer: &str) -> Result<(), String> {
     let discovery = outbound::fetch_text(
         egress,
@@ -251,9 +246,8 @@ async fn apply(
             };
             if let Some(secret) = fields.optional("client_secret", secret_rule) {
                 values.oidc_client_secret = secret
-                    .map(|secret| keyring.seal_str(&secret_context(values.id), &secret))
-                    .transpose()
-                    .map_err(ApiError::internal)?;
+                    .map(|secret| registry::idps::seal_client_secret(keyring, values.id, &secret))
+                    .transpose()?;
             }
             match fields.strings("scopes") {
                 Some(scopes)
@@ -347,39 +341,6 @@ fn blank(kind: IdpKind) -> IdpValues {
     }
 }
 
-async fn save_and_audit(
-    state: &AppState,
-    caller: &Caller,
-    tenant_id: Uuid,
-    values: &IdpValues,
-    action: &str,
-    crud: char,
-) -> Result<IdpRow, ApiError> {
-    let mut transaction = state.pool.begin().await?;
-    let row = idps::save(&mut transaction, tenant_id, values).await?;
-    record(&mut transaction, caller, &row, action, crud).await?;
-    transaction.commit().await?;
-    Ok(row)
-}
-
-async fn record(
-    conn: &mut storage::PgConnection,
-    caller: &Caller,
-    row: &IdpRow,
-    action: &str,
-    crud: char,
-) -> Result<(), ApiError> {
-    let mut fields = Map::new();
-    fields.insert("kind".to_owned(), Value::from(row.kind.to_string()));
-    let target = Target {
-        tenant_id: Some(row.tenant_id),
-        id: row.id.to_string(),
-        kind: "idp",
-        name: row.name.clone(),
-    };
-    Ok(trail::record(conn, &caller.actor(), target, action, crud, fields).await?)
-}
-
 fn idp_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such identity provider"))
@@ -412,7 +373,7 @@ pub(crate) async fn create(
         params.verify.unwrap_or(false),
     )
     .await?;
-    let row = save_and_audit(&state, &caller, tenant.id, &values, "idp.created", 'c').await?;
+    let row = registry::idps::create(&state.pool, &caller.actor(), tenant.id, &values).await?;
     let location = format!("/v1/tenants/{}/idps/{}", tenant.id, row.id);
     Ok((
         StatusCode::CREATED,
@@ -492,7 +453,7 @@ pub(crate) async fn patch(
         params.verify.unwrap_or(false),
     )
     .await?;
-    let row = save_and_audit(&state, &caller, tenant.id, &values, "idp.updated", 'u').await?;
+    let row = registry::idps::update(&state.pool, &caller.actor(), tenant.id, &values).await?;
     Ok(Json(row.into()))
 }
 
@@ -510,12 +471,6 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::IdpWrite)?;
     let tenant = writable_by_path(&state, &caller, &tenant, TenantWrite::Operate).await?;
-    let current = idps::get(&state.pool, tenant.id, idp_id(&id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such identity provider"))?;
-    let mut transaction = state.pool.begin().await?;
-    idps::delete(&mut transaction, tenant.id, current.id).await?;
-    record(&mut transaction, &caller, &current, "idp.deleted", 'd').await?;
-    transaction.commit().await?;
+    registry::idps::delete(&state.pool, &caller.actor(), tenant.id, idp_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

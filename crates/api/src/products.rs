@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::product::{self, FeatureCheck, Manifest, Subscription};
-use domain::{Scope, Slug, TenantWrite};
+use domain::product::{self, FeatureCheck, Manifest};
+use domain::{Scope, Slug};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use storage::products::{ProductRow, TenantProductRow};
@@ -19,8 +19,7 @@ use crate::AppState;
 use crate::config_schema::{SchemaVerdict, check_against_schema};
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::subscriptions::{self, SubscriptionRequest};
-use registry::trail::{self, Target};
+use crate::subscriptions::SubscriptionRequest;
 
 pub use crate::entitlement_cache::{CHECK_TTL, EntitlementCache};
 
@@ -186,24 +185,8 @@ pub(crate) async fn put_product(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let stored = serde_json::to_value(&manifest).map_err(ApiError::internal)?;
-    let mut transaction = state.pool.begin().await?;
-    let (row, created) = storage::products::upsert(&mut transaction, id.as_str(), &stored).await?;
-    trail::record(
-        &mut transaction,
-        &caller.actor(),
-        Target {
-            tenant_id: None,
-            id: row.id.clone(),
-            kind: "product",
-            name: manifest.name.clone(),
-        },
-        "product.published",
-        if created { 'c' } else { 'u' },
-        Map::new(),
-    )
-    .await?;
-    transaction.commit().await?;
+    let (row, created) =
+        registry::products::publish(&state.pool, &caller.actor(), &id, &manifest).await?;
     // This replica forgets at once; the others when the notification reaches them.
     state.entitlements.forget_product(&row.id);
     let status = if created {
@@ -276,7 +259,9 @@ pub(crate) async fn put_tenant_product(
     let product = product_row(&state, &product).await?;
     let manifest = manifest_of(&product)?;
     let request: SubscriptionRequest = from_json_value(body)?;
-    let request = subscriptions::to_set(&state, &caller, tenant.id, &product.id, request).await?;
+    let request =
+        registry::products::to_set(&state.pool, tenant.id, &product.id, request.into(), write)
+            .await?;
     let mut errors: Vec<FieldError> = Vec::new();
     if request.config.is_object() {
         let merged = product::merge_patch(&manifest.default_config, &request.config);
@@ -303,49 +288,15 @@ pub(crate) async fn put_tenant_product(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let mut transaction = state.pool.begin().await?;
-    let row = if write == TenantWrite::Administer {
-        storage::products::set_for_tenant(
-            &mut transaction,
-            tenant.id,
-            &product.id,
-            request.enabled,
-            &request.config,
-            &request.feature_overrides,
-        )
-        .await?
-    } else {
-        // Only the config: a platform change made meanwhile to the rest stays.
-        storage::products::set_config_for_tenant(
-            &mut transaction,
-            tenant.id,
-            &product.id,
-            &request.config,
-        )
-        .await?
-        .ok_or_else(subscriptions::not_subscribed)?
-    };
-    let mut fields = Map::new();
-    fields.insert("product".to_owned(), Value::from(product.id.clone()));
-    fields.insert(
-        "enabled".to_owned(),
-        Value::from(request.enabled.to_string()),
-    );
-    trail::record(
-        &mut transaction,
+    let row = registry::products::subscribe(
+        &state.pool,
         &caller.actor(),
-        Target {
-            tenant_id: Some(tenant.id),
-            id: format!("{}/{}", tenant.id, product.id),
-            kind: "tenant_product",
-            name: product.id.clone(),
-        },
-        "tenant_product.set",
-        'u',
-        fields,
+        tenant.id,
+        &product.id,
+        write,
+        &request,
     )
     .await?;
-    transaction.commit().await?;
     state.tenant_changed(tenant.id, &[]).await;
     Ok(Json(row.into()))
 }
@@ -405,41 +356,10 @@ pub(crate) async fn delete_tenant_product(
     caller.require(Scope::ProductsWrite)?;
     let write = crate::tenants::write_by(&caller);
     let tenant = crate::tenants::writable_by_path(&state, &caller, &tenant, write).await?;
-    if write != TenantWrite::Administer {
-        return Err(ApiError::forbidden(
-            "removing a subscription is a platform decision",
-        ));
-    }
-    let mut transaction = state.pool.begin().await?;
-    if !storage::products::remove_for_tenant(&mut transaction, tenant.id, &product).await? {
-        return Err(ApiError::not_found("the tenant has no such product"));
-    }
-    trail::record(
-        &mut transaction,
-        &caller.actor(),
-        Target {
-            tenant_id: Some(tenant.id),
-            id: format!("{}/{product}", tenant.id),
-            kind: "tenant_product",
-            name: product.clone(),
-        },
-        "tenant_product.removed",
-        'd',
-        Map::new(),
-    )
-    .await?;
-    transaction.commit().await?;
+    registry::products::unsubscribe(&state.pool, &caller.actor(), tenant.id, &product, write)
+        .await?;
     state.tenant_changed(tenant.id, &[]).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A stored subscription as the domain rules see it.
-pub(crate) fn subscription(row: &TenantProductRow) -> Subscription {
-    Subscription {
-        enabled: row.enabled,
-        config: row.config.0.clone(),
-        feature_overrides: row.feature_overrides.0.clone(),
-    }
 }
 
 /// Every product of the catalog, resolved for the tenant: plan defaults, overrides, default
@@ -462,7 +382,7 @@ pub(crate) async fn entitlements(
         let own = subscriptions
             .iter()
             .find(|subscription| subscription.product == row.id)
-            .map(subscription);
+            .map(TenantProductRow::subscription);
         let resolved = product::resolve(&manifest, &tenant.plan, tenant.status, own.as_ref());
         views.push(EntitlementView {
             product: row.id,
@@ -492,7 +412,7 @@ async fn resolve_check(
     let own = subscriptions
         .iter()
         .find(|subscription| subscription.product == row.id)
-        .map(subscription);
+        .map(TenantProductRow::subscription);
     let resolved = product::resolve(&manifest, &tenant.plan, tenant.status, own.as_ref());
     product::check_feature(&manifest, &resolved, feature)
         .ok_or_else(|| ApiError::not_found("the product has no such feature"))

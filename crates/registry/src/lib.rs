@@ -9,8 +9,11 @@
 //! [`RegistryError`] that the transport maps once.
 
 pub mod constraints;
+pub mod domains;
 mod error;
+pub mod idps;
 mod lifecycle;
+pub mod products;
 pub mod projects;
 pub mod tenants;
 pub mod trail;

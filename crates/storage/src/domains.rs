@@ -75,21 +75,19 @@ pub async fn mark_verified(conn: &mut PgConnection, id: Uuid) -> Result<DomainRo
     .await
 }
 
-/// Deletes a claim; whether there was one.
+/// Deletes a claim; the row it was, if there was one.
 pub async fn delete(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(conn)
-            .await?
-            .rows_affected()
-            == 1,
-    )
+) -> Result<Option<DomainRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "DELETE FROM tenant_domains WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The tenant that verified `domain`, if any.

@@ -208,19 +208,18 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<IdpRow>, sqlx::E
     rows.into_iter().map(IdpRow::try_from).collect()
 }
 
-/// Deletes an IdP; whether there was one.
+/// Deletes an IdP; the row it was, if there was one.
 pub async fn delete(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM tenant_idp_config WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(conn)
-            .await?
-            .rows_affected()
-            == 1,
-    )
+) -> Result<Option<IdpRow>, sqlx::Error> {
+    let raw: Option<RawIdp> = sqlx::query_as(&format!(
+        "DELETE FROM tenant_idp_config WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    raw.map(IdpRow::try_from).transpose()
 }

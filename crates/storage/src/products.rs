@@ -89,6 +89,17 @@ pub struct TenantProductRow {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TenantProductRow {
+    /// The subscription as the domain rules see it.
+    pub fn subscription(&self) -> domain::product::Subscription {
+        domain::product::Subscription {
+            enabled: self.enabled,
+            config: self.config.0.clone(),
+            feature_overrides: self.feature_overrides.0.clone(),
+        }
+    }
+}
+
 const TENANT_PRODUCT_COLUMNS: &str =
     "product, enabled, config, feature_overrides, created_at, updated_at";
 
