@@ -13,7 +13,8 @@ use storage::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::trail::{self, Target};
-use crate::{Actor, RegistryError, constraints, lifecycle};
+use crate::{Actor, RegistryError, constraints, events, lifecycle};
+use domain::event::EventType;
 
 /// The label under the claimed domain where the TXT record goes.
 pub const CHALLENGE_LABEL: &str = "_tenant-registry";
@@ -105,9 +106,11 @@ pub async fn verify(
         ))
     })?;
     if !records.iter().any(|record| record.trim() == expected) {
-        return Err(RegistryError::conflict(format!(
+        let detail = format!(
             "no TXT record {expected:?} at {name} yet; publish it and try again (DNS changes can take minutes)"
-        )));
+        );
+        announce_failed_verification(pool, &row, &detail).await?;
+        return Err(RegistryError::conflict(detail));
     }
     storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
@@ -129,8 +132,34 @@ pub async fn verify(
                 }
             })?;
         audit(&mut transaction, actor, &verified, "domain.verified", 'u').await?;
+        let data = events::domain(&verified);
+        events::emit(&mut transaction, EventType::DomainVerified, Some(tenant_id), data).await?;
         transaction.commit().await?;
         Ok(verified)
+    })
+    .await
+}
+
+/// `domain.verification_failed` for `row`, in a transaction of its own: the verification
+/// changed nothing, but the tenant's products may want to tell its admins.
+async fn announce_failed_verification(
+    pool: &PgPool,
+    row: &DomainRow,
+    reason: &str,
+) -> Result<(), RegistryError> {
+    storage::with_retries(move || async move {
+        let mut transaction = pool.begin().await?;
+        let mut data = events::domain(row);
+        data["reason"] = serde_json::Value::from(reason);
+        events::emit(
+            &mut transaction,
+            EventType::DomainVerificationFailed,
+            Some(row.tenant_id),
+            data,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(())
     })
     .await
 }
@@ -149,6 +178,14 @@ pub async fn remove(
             .await?
             .ok_or_else(no_such_domain)?;
         audit(&mut transaction, actor, &removed, "domain.removed", 'd').await?;
+        let data = events::domain(&removed);
+        events::emit(
+            &mut transaction,
+            EventType::DomainRemoved,
+            Some(tenant_id),
+            data,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(())
     })

@@ -9,7 +9,8 @@ use storage::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::trail::{self, Target};
-use crate::{Actor, RegistryError, lifecycle};
+use crate::{Actor, RegistryError, events, lifecycle};
+use domain::event::EventType;
 
 fn secret_context(id: Uuid) -> String {
     format!("tenant_idp_config.oidc_client_secret:{id}")
@@ -41,7 +42,10 @@ async fn audit(
         kind: "idp",
         name: row.name.clone(),
     };
-    trail::record(conn, actor, target, action, crud, fields).await
+    trail::record(conn, actor, target, action, crud, fields).await?;
+    // The audit action is the event's name: idp.created, idp.updated, idp.deleted.
+    let event_type: EventType = action.parse().map_err(RegistryError::internal)?;
+    events::emit(conn, event_type, Some(row.tenant_id), events::idp(row)).await
 }
 
 async fn save(

@@ -11,6 +11,7 @@
 pub mod constraints;
 pub mod domains;
 mod error;
+mod events;
 pub mod idps;
 mod lifecycle;
 pub mod products;

@@ -10,7 +10,8 @@ use storage::products::{self, ProductRow, TenantProductRow};
 use uuid::Uuid;
 
 use crate::trail::{self, Target};
-use crate::{Actor, RegistryError, lifecycle};
+use crate::{Actor, RegistryError, events, lifecycle};
+use domain::event::EventType;
 
 /// Publishes the manifest of product `id` (already validated against the manifest rules
 /// and its own config schema); answers the stored row and whether it is new.
@@ -108,6 +109,7 @@ pub async fn subscribe(
     storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
         lifecycle::permit(&mut transaction, tenant_id, write).await?;
+        let existed = products::is_subscribed(&mut transaction, tenant_id, product).await?;
         let row = if write == TenantWrite::Administer {
             products::set_for_tenant(
                 &mut transaction,
@@ -145,6 +147,21 @@ pub async fn subscribe(
             fields,
         )
         .await?;
+        let event_type = if existed {
+            EventType::TenantProductUpdated
+        } else {
+            EventType::TenantProductSubscribed
+        };
+        let data = events::subscription(tenant_id, &row);
+        events::emit(&mut transaction, event_type, Some(tenant_id), data).await?;
+        let data = events::entitlements_changed(tenant_id, "subscription", Some(product));
+        events::emit(
+            &mut transaction,
+            EventType::TenantEntitlementsChanged,
+            Some(tenant_id),
+            data,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(row)
     })
@@ -179,6 +196,22 @@ pub async fn unsubscribe(
             action,
             'd',
             Map::new(),
+        )
+        .await?;
+        let data = serde_json::json!({"tenant_id": tenant_id, "product": product});
+        events::emit(
+            &mut transaction,
+            EventType::TenantProductUnsubscribed,
+            Some(tenant_id),
+            data,
+        )
+        .await?;
+        let data = events::entitlements_changed(tenant_id, "subscription", Some(product));
+        events::emit(
+            &mut transaction,
+            EventType::TenantEntitlementsChanged,
+            Some(tenant_id),
+            data,
         )
         .await?;
         transaction.commit().await?;

@@ -8,7 +8,8 @@ use storage::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::trail::{self, Target};
-use crate::{Actor, RegistryError, constraints, lifecycle};
+use crate::{Actor, RegistryError, constraints, events, lifecycle};
+use domain::event::EventType;
 
 /// A project to create in a tenant.
 pub struct NewProject {
@@ -57,6 +58,9 @@ async fn require_projects_supported(
     }
 }
 
+/// Records `action` on `project` in the audit log and as the event of the same name
+/// (`project.created`, `project.updated` with the changed `fields`, `project.archived`,
+/// `project.restored`).
 async fn audit(
     conn: &mut PgConnection,
     actor: &Actor<'_>,
@@ -71,7 +75,18 @@ async fn audit(
         kind: "project",
         name: project.slug.clone(),
     };
-    trail::record(conn, actor, target, action, crud, fields).await
+    let changed: Vec<&str> = fields
+        .get("fields")
+        .and_then(Value::as_str)
+        .map(|names| names.split(',').filter(|name| !name.is_empty()).collect())
+        .unwrap_or_default();
+    trail::record(conn, actor, target, action, crud, fields.clone()).await?;
+    let event_type: EventType = action.parse().map_err(RegistryError::internal)?;
+    let mut data = events::project(project);
+    if event_type == EventType::ProjectUpdated {
+        data["changed"] = serde_json::json!(changed);
+    }
+    events::emit(conn, event_type, Some(project.tenant_id), data).await
 }
 
 /// Creates a project in tenant `tenant_id`.

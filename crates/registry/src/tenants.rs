@@ -10,7 +10,8 @@ use storage::tenants::{self, NewTenant, TenantChanges, TenantRow, UpdateOutcome}
 use uuid::Uuid;
 
 use crate::trail::{self, Target};
-use crate::{Actor, RegistryError, constraints, lifecycle};
+use crate::{Actor, RegistryError, constraints, events, lifecycle};
+use domain::event::EventType;
 
 /// A tenant to create, every field validated.
 pub struct CreateTenant {
@@ -113,6 +114,14 @@ pub async fn create(
             ("plan", row.plan.clone()),
         ]);
         audit(&mut transaction, actor, &row, "tenant.created", 'c', fields).await?;
+        let data = events::tenant(&row);
+        events::emit(
+            &mut transaction,
+            EventType::TenantCreated,
+            Some(row.id),
+            data,
+        )
+        .await?;
         transaction.commit().await?;
         Ok::<_, RegistryError>(row)
     })
@@ -196,10 +205,42 @@ pub async fn update(
         };
         let fields = field_map(&[("fields", changes.field_names().join(","))]);
         audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
+        announce_update(&mut transaction, &current, &row).await?;
         transaction.commit().await?;
         Ok(row)
     })
     .await
+}
+
+/// `tenant.updated` with what changed and its previous values (nothing when nothing
+/// changed), and `tenant.entitlements_changed` when the plan did.
+async fn announce_update(
+    conn: &mut storage::PgConnection,
+    before: &TenantRow,
+    after: &TenantRow,
+) -> Result<(), RegistryError> {
+    let (changed, previous) = events::tenant_changes(before, after);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let plan_changed = changed.iter().any(|field| field == "plan");
+    let data = serde_json::json!({
+        "tenant": events::tenant(after),
+        "changed": changed,
+        "previous": previous,
+    });
+    events::emit(conn, EventType::TenantUpdated, Some(after.id), data).await?;
+    if plan_changed {
+        let data = events::entitlements_changed(after.id, "plan", None);
+        events::emit(
+            conn,
+            EventType::TenantEntitlementsChanged,
+            Some(after.id),
+            data,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Moves the locked tenant `current` to `to`, recording who, when and why.
@@ -230,6 +271,18 @@ async fn move_locked(
         ("reason", request.reason.clone()),
     ]);
     audit(conn, actor, &row, action, 'u', fields).await?;
+    let from = current.status.to_string();
+    let data = events::status_changed(&row, &from, &request.reason);
+    events::emit(conn, EventType::TenantStatusChanged, Some(row.id), data).await?;
+    let milestone = match (current.status, to) {
+        (_, TenantStatus::Archived) => Some(EventType::TenantArchived),
+        (TenantStatus::Archived, _) => Some(EventType::TenantRestored),
+        _ => None,
+    };
+    if let Some(milestone) = milestone {
+        let data = events::tenant(&row);
+        events::emit(conn, milestone, Some(row.id), data).await?;
+    }
     Ok(row)
 }
 
@@ -338,6 +391,8 @@ pub async fn purge(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<(), Reg
             fields,
         )
         .await?;
+        let data = events::purged(&current, Utc::now());
+        events::emit(&mut transaction, EventType::TenantPurged, Some(id), data).await?;
         tenants::delete(&mut transaction, id).await?;
         transaction.commit().await?;
         Ok(())

@@ -147,6 +147,21 @@ pub async fn set_config_for_tenant(
     .await
 }
 
+/// Whether tenant `tenant_id` has a subscription to `product`.
+pub async fn is_subscribed(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    product: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenant_products WHERE tenant_id = $1 AND product = $2)",
+    )
+    .bind(tenant_id)
+    .bind(product)
+    .fetch_one(conn)
+    .await
+}
+
 /// Removes a tenant's subscription; whether there was one.
 pub async fn remove_for_tenant(
     conn: &mut PgConnection,
