@@ -79,7 +79,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             if expires_at.is_none() {
                 tracing::warn!("the admin key never expires (--no-expiry): revoke it when done");
             }
-            let issued = auth::keys::create_bootstrap_admin(
+            let issued = registry::api_keys::create_bootstrap_admin(
                 &pool,
                 cli.config.app_env.as_str(),
                 &name,

@@ -1,6 +1,6 @@
 //! `/v1/api-keys`: create, list, get, revoke and rotate API keys.
 
-use auth::keys::{self, CreateKey, IssuedKey, KeyError};
+use auth::keys;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::{Scope, TenantWrite};
+use registry::api_keys::{CreateKey, IssuedKey};
 use serde::{Deserialize, Serialize};
 use storage::api_keys::{ApiKeyRecord, ListFilter};
 use utoipa::{IntoParams, ToSchema};
@@ -141,17 +142,6 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-fn key_error(error: KeyError) -> ApiError {
-    match error {
-        KeyError::MissingScope(_) | KeyError::Refused(_) => ApiError::forbidden(error.to_string()),
-        KeyError::NotFound => ApiError::not_found("no such API key"),
-        KeyError::UnknownTenant => ApiError::invalid_field("/tenant_id", "no such tenant"),
-        KeyError::Invalid { pointer, detail } => ApiError::invalid_field(pointer, detail),
-        KeyError::RevokedKey => ApiError::conflict(error.to_string()),
-        KeyError::Internal(cause) => ApiError::internal(cause),
-    }
-}
-
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such API key"))
@@ -197,7 +187,7 @@ pub(crate) async fn create(
     if let Some(tenant) = request.tenant_id {
         crate::tenants::permit_if_known(&state, &caller, tenant, TenantWrite::Operate).await?;
     }
-    let issued = keys::create(
+    let issued = registry::api_keys::create(
         &state.pool,
         &caller.actor(),
         &state.settings.key_env,
@@ -209,8 +199,7 @@ pub(crate) async fn create(
             product: request.product,
         },
     )
-    .await
-    .map_err(key_error)?;
+    .await?;
     let location = format!("/v1/api-keys/{}", issued.record.id);
     Ok((
         StatusCode::CREATED,
@@ -237,7 +226,7 @@ pub(crate) async fn list(
         cursor: params.cursor,
     }
     .resolve()?;
-    let records = keys::list(
+    let records = registry::api_keys::list(
         &state.pool,
         &caller.actor(),
         ListFilter {
@@ -248,8 +237,7 @@ pub(crate) async fn list(
             limit: limit + 1,
         },
     )
-    .await
-    .map_err(key_error)?;
+    .await?;
     let (records, next_cursor) =
         pagination::page(records, limit, |record| (record.created_at, record.id));
     Ok(Json(ApiKeyPage {
@@ -271,9 +259,7 @@ pub(crate) async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require(Scope::ApiKeysManage)?;
-    let record = keys::get(&state.pool, &caller.actor(), parse_id(&id)?)
-        .await
-        .map_err(key_error)?;
+    let record = registry::api_keys::get(&state.pool, &caller.actor(), parse_id(&id)?).await?;
     Ok(Json(record.into()))
 }
 
@@ -291,9 +277,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     caller.require(Scope::ApiKeysManage)?;
-    let record = keys::revoke(&state.pool, &caller.actor(), parse_id(&id)?)
-        .await
-        .map_err(key_error)?;
+    let record = registry::api_keys::revoke(&state.pool, &caller.actor(), parse_id(&id)?).await?;
     state.verifier.forget_key(record.id);
     Ok(Json(record.into()))
 }
@@ -313,20 +297,17 @@ pub(crate) async fn rotate(
     Path(id): Path<String>,
 ) -> Result<Json<IssuedKeyView>, ApiError> {
     caller.require(Scope::ApiKeysManage)?;
-    let current = keys::get(&state.pool, &caller.actor(), parse_id(&id)?)
-        .await
-        .map_err(key_error)?;
+    let current = registry::api_keys::get(&state.pool, &caller.actor(), parse_id(&id)?).await?;
     if let Some(tenant) = current.tenant_id {
         crate::tenants::permit_if_known(&state, &caller, tenant, TenantWrite::Operate).await?;
     }
-    let issued = keys::rotate(
+    let issued = registry::api_keys::rotate(
         &state.pool,
         &caller.actor(),
         &state.settings.key_env,
         current.id,
     )
-    .await
-    .map_err(key_error)?;
+    .await?;
     state.verifier.forget_key(issued.record.id);
     Ok(Json(issued.into()))
 }

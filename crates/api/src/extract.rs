@@ -156,8 +156,8 @@ impl Caller {
     }
 
     /// Who did it and from where, for the use cases' audit records.
-    pub fn actor(&self) -> auth::keys::Actor<'_> {
-        auth::keys::Actor {
+    pub fn actor(&self) -> registry::Actor<'_> {
+        registry::Actor {
             principal: &self.principal,
             source_ip: (!self.ip.is_unspecified()).then(|| self.ip.to_string()),
         }

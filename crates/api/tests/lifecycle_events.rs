@@ -268,6 +268,9 @@ async fn a_tenants_life_writes_every_event_type_with_its_payload() {
         "domain.verified",
         "domain.verification_failed",
         "domain.removed",
+        "api_key.created",
+        "api_key.rotated",
+        "api_key.revoked",
     ] {
         assert!(
             !of_type(&events, expected).is_empty(),
@@ -350,7 +353,7 @@ async fn a_refused_change_writes_no_event() {
         &admin,
         Method::POST,
         "/v1/tenants",
-        Some(json!({"slug": "acme", "name": "Acme"})),
+        Some(json!({"slug": "acme", "name": "Acme", "plan": "pro"})),
     )
     .await;
     let before = all_events(&app).await.len();
@@ -359,7 +362,7 @@ async fn a_refused_change_writes_no_event() {
         &admin,
         Method::POST,
         "/v1/tenants",
-        Some(json!({"slug": "acme", "name": "Again"})),
+        Some(json!({"slug": "acme", "name": "Again", "plan": "pro"})),
     )
     .await;
     assert_eq!(taken.status, StatusCode::CONFLICT);
@@ -409,7 +412,7 @@ async fn a_rest_change_reaches_a_webhook_receiver() {
         &admin,
         Method::POST,
         "/v1/tenants",
-        Some(json!({"slug": "acme", "name": "Acme"})),
+        Some(json!({"slug": "acme", "name": "Acme", "plan": "pro"})),
     )
     .await;
     let received = receiver.wait_for(1, Duration::from_secs(10)).await;

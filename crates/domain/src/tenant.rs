@@ -64,6 +64,17 @@ pub fn trial_end(
     }
 }
 
+/// Why a tenant moves along its lifecycle, as recorded with the move: trimmed, 1 to 500
+/// characters.
+pub fn transition_reason(input: &str) -> Result<String, String> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 500 {
+        Err("must be 1 to 500 characters".to_owned())
+    } else {
+        Ok(trimmed.to_owned())
+    }
+}
+
 /// The Keycloak organization a tenant's users come from, as the token's `organization` claim
 /// names it (its id, or its alias): 1 to 255 printable characters, no spaces.
 pub fn oidc_organization(input: &str) -> Result<String, String> {
@@ -161,6 +172,17 @@ pub fn mask_email(email: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transition_reason_is_trimmed_and_bounded() {
+        assert_eq!(
+            transition_reason(" contract signed "),
+            Ok("contract signed".to_owned())
+        );
+        assert!(transition_reason("   ").is_err());
+        assert!(transition_reason(&"x".repeat(501)).is_err());
+        assert!(transition_reason(&"é".repeat(500)).is_ok());
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

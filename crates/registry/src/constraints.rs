@@ -11,7 +11,7 @@ struct Mapping {
 }
 
 /// What a taken slug answers, whoever has it now or had it: never whose it is.
-pub const SLUG_UNAVAILABLE: &str = "is not available; choose another";
+pub(crate) const SLUG_UNAVAILABLE: &str = "is not available; choose another";
 
 const MAPPINGS: &[Mapping] = &[
     Mapping {
@@ -101,7 +101,7 @@ const MAPPINGS: &[Mapping] = &[
 ];
 
 /// The error for `error`: a mapped constraint violation, or the database failure as it is.
-pub fn map(error: sqlx::Error) -> RegistryError {
+pub(crate) fn map(error: sqlx::Error) -> RegistryError {
     let mapped = error
         .as_database_error()
         .and_then(|database| database.constraint())

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use domain::event::EventType;
 use serde_json::{Map, Value, json};
 use storage::PgConnection;
+use storage::api_keys::ApiKeyRecord;
 use storage::domains::DomainRow;
 use storage::events::{self, NewEvent};
 use storage::idps::IdpRow;
@@ -85,6 +86,22 @@ pub(crate) fn tenant_changes(before: &TenantRow, after: &TenantRow) -> (Vec<Stri
         changed.push("contact_email".to_owned());
     }
     (changed, Value::Object(previous))
+}
+
+/// An API key as events carry it: never its secret or hash.
+pub(crate) fn api_key(record: &ApiKeyRecord) -> Value {
+    json!({
+        "id": record.id,
+        "tenant_id": record.tenant_id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "scopes": record.scopes,
+        "product": record.product,
+        "expires_at": record.expires_at,
+        "revoked_at": record.revoked_at,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    })
 }
 
 /// A project as events carry it.

@@ -8,7 +8,8 @@
 //! chain heads), checks the tenant's lifecycle on the row it has locked, and answers with a
 //! [`RegistryError`] that the transport maps once.
 
-pub mod constraints;
+pub mod api_keys;
+mod constraints;
 pub mod domains;
 mod error;
 mod events;
@@ -17,8 +18,18 @@ mod lifecycle;
 pub mod products;
 pub mod projects;
 pub mod tenants;
-pub mod trail;
+mod trail;
 pub mod webhooks;
 
-pub use auth::keys::Actor;
+use auth::Principal;
+
 pub use error::{FieldProblem, RegistryError};
+
+/// Who performs a use case, for its authorization and its audit record.
+#[derive(Debug, Clone)]
+pub struct Actor<'a> {
+    /// The caller.
+    pub principal: &'a Principal,
+    /// The caller's address, if known.
+    pub source_ip: Option<String>,
+}

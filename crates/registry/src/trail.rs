@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{Actor, RegistryError};
 
 /// What an audited change was made to.
-pub struct Target {
+pub(crate) struct Target {
     /// The tenant it belongs to (the Retraced group), if any.
     pub tenant_id: Option<Uuid>,
     /// Its id.
@@ -37,7 +37,7 @@ impl<'a> From<&'a Actor<'_>> for Recorded<'a> {
 }
 
 /// Appends the record of `action` on `target` by `actor` to the caller's transaction.
-pub async fn record(
+pub(crate) async fn record(
     conn: &mut PgConnection,
     actor: &Actor<'_>,
     target: Target,
@@ -45,13 +45,13 @@ pub async fn record(
     crud: char,
     fields: Map<String, Value>,
 ) -> Result<(), RegistryError> {
-    record_as(conn, actor.into(), target, action, crud, fields).await
+    record_as(conn, &actor.into(), target, action, crud, fields).await
 }
 
-/// Like [`record`], for a change no principal made (the bootstrap key).
+/// Like [`record`], naming the actor as `recorded` (the bootstrap key has no principal).
 pub(crate) async fn record_as(
     conn: &mut PgConnection,
-    recorded: Recorded<'_>,
+    recorded: &Recorded<'_>,
     target: Target,
     action: &str,
     crud: char,
@@ -63,7 +63,7 @@ pub(crate) async fn record_as(
             tenant_id: target.tenant_id,
             action: action.to_owned(),
             crud,
-            actor_id: Some(recorded.actor_id),
+            actor_id: Some(recorded.actor_id.clone()),
             source_ip: recorded.source_ip.map(str::to_owned),
             target_id: Some(target.id),
             target_type: Some(target.kind.to_owned()),

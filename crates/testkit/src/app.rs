@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use auth::keys::{Actor, CreateKey};
 use auth::{Principal, PrincipalKind};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -14,6 +13,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use domain::{Scope, Slug};
 use http_body_util::BodyExt;
+use registry::Actor;
+use registry::api_keys::CreateKey;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -262,7 +263,7 @@ impl TestApp {
         expires_at: Option<DateTime<Utc>>,
     ) -> (Uuid, String) {
         let admin = platform_admin();
-        let issued = auth::keys::create(
+        let issued = registry::api_keys::create(
             self.db.pool(),
             &Actor {
                 principal: &admin,
@@ -338,7 +339,7 @@ impl TestApp {
     /// Revokes a key directly (no HTTP, no cache involved).
     pub async fn revoke(&self, id: Uuid) {
         let admin = platform_admin();
-        auth::keys::revoke(
+        registry::api_keys::revoke(
             self.db.pool(),
             &Actor {
                 principal: &admin,

@@ -83,7 +83,7 @@ pub(crate) fn write_by(caller: &Caller) -> TenantWrite {
 }
 
 /// The tenant named by a raw path segment, if the caller may see it (404 otherwise) and its
-/// lifecycle permits `write` (409 otherwise).
+/// lifecycle, as cached, permits `write` (409 otherwise; the use case checks again).
 pub(crate) async fn writable_by_path(
     state: &AppState,
     caller: &Caller,
@@ -95,8 +95,9 @@ pub(crate) async fn writable_by_path(
     Ok(row)
 }
 
-/// For a use case that names its tenant in the body (API keys): the lifecycle gate when the
-/// tenant exists and the caller may see it; the use case itself answers for an unknown one.
+/// For a use case that names its tenant in the body (API keys): the early lifecycle check
+/// when the tenant exists and the caller may see it; the use case itself answers for an
+/// unknown one, and checks the lifecycle again on the locked row.
 pub(crate) async fn permit_if_known(
     state: &AppState,
     caller: &Caller,

@@ -144,14 +144,7 @@ pub fn patch(body: Value, issuer: Option<&str>) -> Result<Patch, ApiError> {
 pub fn transition(body: Value) -> Result<Transition, ApiError> {
     let mut fields = Fields::new(body, &["to", "reason"])?;
     let to = fields.required("to", fields::label::<TenantStatus>);
-    let reason = fields.required("reason", |text| {
-        let text = text.trim();
-        if text.is_empty() || text.chars().count() > 500 {
-            Err("must be 1 to 500 characters".to_owned())
-        } else {
-            Ok(text.to_owned())
-        }
-    });
+    let reason = fields.required("reason", tenant::transition_reason);
     fields.finish()?;
     match (to, reason) {
         (Some(to), Some(reason)) => Ok(Transition { to, reason }),
