@@ -212,6 +212,21 @@ async fn a_tenants_life_writes_every_event_type_with_its_payload() {
     );
     ok(&app, &admin, Method::POST, &format!("{d}/verify"), None).await;
     ok(&app, &admin, Method::DELETE, &d, None).await;
+    let key = ok(
+        &app,
+        &admin,
+        Method::POST,
+        "/v1/api-keys",
+        Some(json!({"name": "ci", "tenant_id": id, "scopes": ["tenants:read"]})),
+    )
+    .await;
+    let k = format!("/v1/api-keys/{}", key["id"].as_str().expect("key id"));
+    let rotated = ok(&app, &admin, Method::POST, &format!("{k}/rotate"), None).await;
+    ok(&app, &admin, Method::POST, &format!("{k}/revoke"), None).await;
+    let key_secrets = [
+        key["key"].as_str().expect("key").to_owned(),
+        rotated["key"].as_str().expect("key").to_owned(),
+    ];
     ok(
         &app,
         &admin,
@@ -281,7 +296,10 @@ async fn a_tenants_life_writes_every_event_type_with_its_payload() {
                 .collect::<Vec<_>>()
         );
     }
-    for event in &events {
+    // The first event is the test's own admin key, a platform-level one.
+    assert_eq!(events[0].event_type, "api_key.created");
+    assert_eq!(events[0].tenant_id, None);
+    for event in &events[1..] {
         assert_eq!(
             event.tenant_id.map(|id| id.to_string()),
             Some(id.clone()),
@@ -290,12 +308,17 @@ async fn a_tenants_life_writes_every_event_type_with_its_payload() {
         );
     }
     let everything = serde_json::to_string(&events).expect("serialisable");
+    // A key's secret is its last part (`tr_<env>_<prefix>_<secret>`).
+    let key_secret_parts = key_secrets.iter().filter_map(|key| key.rsplit('_').next());
     for secret in [
         "ceo@acme.example",
         "cfo@acme.example",
         "s3cret-value",
         token.as_str(),
-    ] {
+    ]
+    .into_iter()
+    .chain(key_secret_parts)
+    {
         assert!(!everything.contains(secret), "an event carries {secret}");
     }
 

@@ -326,7 +326,12 @@ async fn deliveries_show_their_attempts_and_can_be_retried_replayed_and_tested()
     let admin = app.admin_key().await;
     let receiver = Receiver::start().await;
     receiver.answer(500);
-    let created = create(&app, &admin, json!({"url": receiver.url()})).await;
+    let created = create(
+        &app,
+        &admin,
+        json!({"url": receiver.url(), "event_types": ["tenant.*"]}),
+    )
+    .await;
     let id = created.json()["id"].as_str().expect("id").to_owned();
     let event = append(&app, EventType::TenantCreated, None).await;
     delivered(&app, &receiver, 1).await;

@@ -109,7 +109,9 @@ pub async fn verify(
         let detail = format!(
             "no TXT record {expected:?} at {name} yet; publish it and try again (DNS changes can take minutes)"
         );
-        announce_failed_verification(pool, &row, &detail).await?;
+        // The event names where the record was looked for, not the challenge itself.
+        let reason = format!("no TXT record with the challenge at {name}");
+        announce_failed_verification(pool, &row, &reason).await?;
         return Err(RegistryError::conflict(detail));
     }
     storage::with_retries(move || async move {
