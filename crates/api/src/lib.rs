@@ -163,8 +163,8 @@ pub enum BuildError {
     /// The OIDC client could not be created.
     #[error("OIDC: {0}")]
     Oidc(#[from] auth::AuthError),
-    /// The key change listener could not subscribe.
-    #[error("cannot listen for API key changes: {0}")]
+    /// The change or event listener could not subscribe.
+    #[error("cannot listen for changes or events: {0}")]
     Listen(#[from] sqlx::Error),
 }
 

@@ -30,23 +30,25 @@ async fn app_with(change: impl FnOnce(&mut api::events::EventSettings)) -> TestA
     TestApp::with_settings(settings).await
 }
 
-/// Appends one event in a transaction of its own (committed); returns its id.
-async fn append(app: &TestApp, event_type: EventType, tenant_id: Option<Uuid>) -> Uuid {
+/// An event whose data names its type.
+fn new_event(event_type: EventType, tenant_id: Option<Uuid>) -> NewEvent {
     let mut data = serde_json::Map::new();
     data.insert("note".to_owned(), json!(event_type.as_str()));
+    NewEvent {
+        event_type,
+        tenant_id,
+        data,
+    }
+}
+
+/// Appends one event in a transaction of its own (committed); returns its id.
+async fn append(app: &TestApp, event_type: EventType, tenant_id: Option<Uuid>) -> Uuid {
     let mut conn = app.db.pool().acquire().await.expect("a connection");
-    storage::events::append(
-        &mut conn,
-        &NewEvent {
-            event_type,
-            tenant_id,
-            data,
-        },
-    )
-    .await
-    .expect("appended")
-    .event
-    .id
+    storage::events::append(&mut conn, &new_event(event_type, tenant_id))
+        .await
+        .expect("appended")
+        .event
+        .id
 }
 
 async fn get(app: &TestApp, key: &str, path: &str) -> TestResponse {
@@ -589,16 +591,9 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_read() {
     let key = app.key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     let mut transaction = app.db.pool().begin().await.expect("a transaction");
-    storage::events::append(
-        &mut transaction,
-        &NewEvent {
-            event_type: EventType::TenantPurged,
-            tenant_id: None,
-            data: serde_json::Map::new(),
-        },
-    )
-    .await
-    .expect("appended");
+    storage::events::append(&mut transaction, &new_event(EventType::TenantPurged, None))
+        .await
+        .expect("appended");
     transaction.rollback().await.expect("rolled back");
     let committed = append(&app, EventType::TenantCreated, None).await;
 
@@ -634,4 +629,62 @@ async fn a_starting_server_prunes_events_older_than_the_retention() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn an_event_whose_notification_was_lost_arrives_once_the_listener_reconnects() {
+    let app = app().await;
+    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
+    let heartbeat = stream.next().await.expect("the stream goes on");
+    assert!(heartbeat.comment.is_some());
+
+    // Committed with triggers off: no notification, as if sent while the listener was away.
+    let mut transaction = app.db.pool().begin().await.expect("a transaction");
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *transaction)
+        .await
+        .expect("triggers off");
+    let unannounced = storage::events::append(
+        &mut transaction,
+        &new_event(EventType::DomainVerified, None),
+    )
+    .await
+    .expect("appended")
+    .event
+    .id;
+    transaction.commit().await.expect("committed");
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND query ILIKE '%tenant_registry_events%'",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .expect("the event listener is cut off");
+    assert_eq!(terminated, [true]);
+
+    assert_eq!(stream.next_id().await, unannounced);
+}
+
+#[tokio::test]
+async fn an_event_held_back_by_a_transaction_that_writes_none_arrives_when_it_ends() {
+    let app = app().await;
+    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
+    let mut long = app.db.pool().begin().await.expect("a transaction");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *long)
+        .await
+        .expect("it holds a transaction id, as any writer does");
+    let held = append(&app, EventType::TenantUpdated, None).await;
+    let page = get(&app, &key, "/v1/events").await.json();
+    assert!(
+        ids(&page).is_empty(),
+        "held back while the older transaction runs"
+    );
+
+    // Its end announces nothing: only reading again brings the event.
+    long.commit().await.expect("committed");
+    assert_eq!(stream.next_id().await, held);
 }

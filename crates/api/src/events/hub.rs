@@ -17,10 +17,11 @@ use tokio::task::JoinHandle;
 const BACKLOG: usize = 256;
 /// Events the relay reads per query.
 const RELAY_PAGE: i64 = 500;
-/// The first and the longest wait before reading again while committed events are held
-/// back behind a running transaction (whose end is not announced unless it wrote events),
-/// or after a failed read.
+/// The first wait before reading again while committed events are held back behind a
+/// running transaction (whose end is not announced unless it wrote events), or after a
+/// failed read; it doubles with each further try.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// The longest such wait.
 const RETRY_LONGEST: Duration = Duration::from_secs(1);
 
 /// Events read in one go, with the feed range they cover: every event in `(from, to]`.
