@@ -5,6 +5,7 @@
 //! [`TenantStatus`] can only move along [`TenantStatus::allowed_transitions`].
 
 mod enums;
+pub mod event;
 pub mod idp;
 mod lifecycle;
 pub mod product;

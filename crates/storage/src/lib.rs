@@ -6,11 +6,13 @@
 pub mod api_keys;
 pub mod audit;
 pub mod domains;
+pub mod events;
 pub mod idempotency;
 pub mod idps;
 pub mod migrations;
 pub mod products;
 pub mod projects;
+pub mod retention;
 pub mod retry;
 pub mod tenant_names;
 pub mod tenants;
