@@ -205,6 +205,21 @@ pub struct Config {
     #[arg(long, env = "AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(i64).range(1..=36500), global = true)]
     pub audit_retention_days: Option<i64>,
 
+    /// Days events are kept after they occur, 1 to 36500. Older ones are deleted in small
+    /// batches every ten minutes.
+    #[arg(long, env = "EVENTS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=36500), global = true)]
+    pub events_retention_days: i64,
+
+    /// Seconds without an event after which an event stream sends a heartbeat comment;
+    /// shorter than IDLE_TIMEOUT_SECS, or quiet streams are cut (default: 15, or half the
+    /// idle timeout when that is shorter).
+    #[arg(long, env = "EVENTS_HEARTBEAT_SECS", value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub events_heartbeat_secs: Option<u64>,
+
+    /// Event streams each replica serves at once; more are answered 503.
+    #[arg(long, env = "EVENTS_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000), global = true)]
+    pub events_max_streams: u64,
+
     /// Most tenants each replica keeps in its lookup cache; 0 turns the cache off (every
     /// lookup reads the database).
     #[arg(
@@ -235,6 +250,9 @@ pub enum Switch {
     Off,
 }
 
+/// An event stream's heartbeat interval unless configured (or half the idle timeout).
+const DEFAULT_HEARTBEAT_SECS: u64 = 15;
+
 /// The configuration after its checks: what the server runs with.
 #[derive(Debug)]
 pub struct Checked {
@@ -254,6 +272,8 @@ pub struct Checked {
     pub connection_limits: api::ConnectionLimits,
     /// What fetches of caller-given URLs may reach.
     pub outbound: egress::Policy,
+    /// Event retention and streams.
+    pub events: api::events::EventSettings,
 }
 
 impl Config {
@@ -323,6 +343,16 @@ impl Config {
                 self.idle_timeout_secs, self.request_timeout_secs
             ));
         }
+        let heartbeat_secs = match self.events_heartbeat_secs {
+            Some(secs) if secs >= self.idle_timeout_secs => {
+                return Err(format!(
+                    "EVENTS_HEARTBEAT_SECS ({secs}) must be shorter than IDLE_TIMEOUT_SECS ({}), or quiet event streams are cut",
+                    self.idle_timeout_secs
+                ));
+            }
+            Some(secs) => secs,
+            None => DEFAULT_HEARTBEAT_SECS.min(self.idle_timeout_secs / 2),
+        };
         domain::idp::check_url(&self.dns_resolver_url, self.app_env != AppEnv::Prod)
             .map_err(|rule| format!("DNS_RESOLVER_URL {:?} {rule}", self.dns_resolver_url))?;
         let (keyring, keyring_warning) = self.keyring()?;
@@ -343,6 +373,11 @@ impl Config {
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             },
             outbound: self.outbound_policy(),
+            events: api::events::EventSettings {
+                retention: chrono::Duration::days(self.events_retention_days),
+                heartbeat: Duration::from_secs(heartbeat_secs),
+                max_streams: usize::try_from(self.events_max_streams).unwrap_or(usize::MAX),
+            },
         })
     }
 

@@ -119,6 +119,7 @@ async fn serve(
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
         tenant_cache_entries: config.tenant_cache_entries,
         outbound: egress::Egress::new(checked.outbound).map_err(|error| error.to_string())?,
+        events: checked.events,
     };
     let application = api::build(pool, settings)
         .await
@@ -127,8 +128,11 @@ async fn serve(
     let admin_listener = bind(config.admin_addr).await?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown = shutdown_signal()?;
+    let state = application.state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Event streams never finish on their own: end them, or the drain waits forever.
+        state.events.close();
         let _ = stop.send(true);
     });
     let stopped = move || {

@@ -2,7 +2,7 @@
 //! exit on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::TestDb;
@@ -149,9 +149,22 @@ fn an_unreachable_database_is_an_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-#[tokio::test]
-async fn sigterm_drains_and_exits_zero() {
-    let db = TestDb::migrated().await;
+/// A server process, killed if a test ends before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server on a free port of its own over `db`, with `settings` (environment variables),
+/// once it says it is serving; and the rest of its log, as it comes.
+fn serving(
+    db: &TestDb,
+    settings: &[(&str, &str)],
+) -> (Running, u16, std::io::Lines<BufReader<ChildStderr>>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -160,10 +173,12 @@ async fn sigterm_drains_and_exits_zero() {
         .env("DATABASE_URL", db.url())
         .env("ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_FORMAT", "json")
+        .envs(settings.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let running = Running(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     let serving = loop {
         match lines.next() {
@@ -173,20 +188,106 @@ async fn sigterm_drains_and_exits_zero() {
         }
     };
     assert!(serving, "the server never said it was serving");
-    let health = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-    assert!(health.is_ok(), "it listens on ADDR");
+    (running, port, lines)
+}
 
+/// Sends SIGTERM.
+fn sigterm(server: &Running) {
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let status = child.wait().expect("it exits");
+}
+
+/// Waits (at most 30 s) for the process to exit, and expects 0.
+fn exits_zero(server: &mut Running) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("waits") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(status.code(), Some(0));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+}
+
+/// The log says the server drained before it stopped.
+fn assert_drained(log: &[String]) {
     assert!(
-        rest.iter()
+        log.iter()
             .any(|line| line.contains("stopped after draining")),
-        "{rest:?}"
+        "{log:?}"
     );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let db = TestDb::migrated().await;
+    let (mut server, port, lines) = serving(&db, &[]);
+    let health = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(health.is_ok(), "it listens on ADDR");
+    sigterm(&server);
+    exits_zero(&mut server);
+    assert_drained(&lines.map_while(Result::ok).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_event_streams_and_still_drains_and_exits_zero() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = TestDb::migrated().await;
+    let created = server()
+        .args(["create-admin-key", "--name", "streams", "--expires-in", "1"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .expect("runs");
+    assert!(created.status.success(), "{}", stderr(&created));
+    let key = String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let (mut server, port, lines) = serving(&db, &[("EVENTS_HEARTBEAT_SECS", "1")]);
+    // Read on, so that the log's pipe never fills while the stream is open.
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    stream
+        .write_all(
+            format!("GET /v1/events/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("sends");
+    let mut received = Vec::new();
+    let mut buffer = [0; 4096];
+    while !String::from_utf8_lossy(&received).contains(": heartbeat") {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("the stream sends within ten seconds")
+            .expect("reads");
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buffer[..read]);
+    }
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+
+    sigterm(&server);
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the stream ends within ten seconds of SIGTERM")
+        .expect("reads");
+    assert!(
+        String::from_utf8_lossy(&received).ends_with("0\r\n\r\n"),
+        "the stream's body is ended, not cut: {}",
+        String::from_utf8_lossy(&received)
+    );
+    exits_zero(&mut server);
+    assert_drained(&log.join().expect("the log is read"));
 }

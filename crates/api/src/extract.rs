@@ -7,8 +7,8 @@ use std::time::Instant;
 use auth::{AuthError, Principal};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use domain::Scope;
 use serde::de::DeserializeOwned;
 
@@ -164,10 +164,9 @@ impl Caller {
     }
 }
 
-/// The principal behind the request's `Authorization` header.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
-    let header = parts
-        .headers
+/// The credential of an `Authorization: Bearer …` header in `headers`.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let header = headers
         .get(header::AUTHORIZATION)
         .ok_or(AuthError::Missing)?
         .to_str()
@@ -176,19 +175,33 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Auth
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Malformed);
     }
-    let credential = credential.trim();
+    Ok(credential.trim())
+}
+
+/// The principal behind `credential`, an API key or (with an issuer configured) an OIDC
+/// token: what a request is authenticated with, and what a long-lived answer such as an
+/// event stream checks again while it runs.
+pub(crate) async fn verify_credential(
+    credential: &str,
+    state: &AppState,
+) -> Result<Principal, AuthError> {
     if credential.starts_with("tr_") {
-        state.metrics.credential_checked();
         state.verifier.verify(credential).await
     } else {
         match &state.oidc {
-            Some(oidc) => {
-                state.metrics.credential_checked();
-                oidc.verify(credential, &state.pool).await
-            }
+            Some(oidc) => oidc.verify(credential, &state.pool).await,
             None => Err(AuthError::OidcDisabled),
         }
     }
+}
+
+/// The principal behind the request's `Authorization` header.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
+    let credential = bearer(&parts.headers)?;
+    if credential.starts_with("tr_") || state.oidc.is_some() {
+        state.metrics.credential_checked();
+    }
+    verify_credential(credential, state).await
 }
 
 /// The outcome of authenticating a request, kept in its extensions.

@@ -9,8 +9,6 @@
 //! request is authenticated once (the handler reuses the outcome). A background task sweeps
 //! records older than 24 h in batches.
 
-use std::time::Duration;
-
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -31,12 +29,6 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Set on a replayed response.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const REPLAYED_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
-/// Records deleted per sweep statement.
-const SWEEP_BATCH: i64 = 5000;
-/// How often the sweeper looks for expired records.
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
-/// The pause between two batches, leaving room to other work.
-const SWEEP_BREATHER: Duration = Duration::from_millis(50);
 
 fn valid_key(key: &HeaderValue) -> Option<String> {
     let key = key.to_str().ok()?;
@@ -186,28 +178,14 @@ async fn store(state: &AppState, id: &RecordId<'_>, response: Response) -> Respo
 
 /// Deletes every record older than 24 h, a batch at a time; returns how many.
 pub async fn sweep_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let deleted = idempotency::prune_expired(pool, SWEEP_BATCH).await?;
-        total += deleted;
-        if deleted == 0 {
-            return Ok(total);
-        }
-        tokio::time::sleep(SWEEP_BREATHER).await;
-    }
+    storage::retention::in_batches(|| idempotency::prune_expired(pool, storage::retention::BATCH))
+        .await
 }
 
 /// Runs [`sweep_expired`] now and every ten minutes until the runtime stops.
 pub(crate) fn spawn_sweeper(pool: PgPool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            ticks.tick().await;
-            match sweep_expired(&pool).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
-                Err(error) => tracing::warn!(%error, "idempotency sweep failed; retrying later"),
-            }
-        }
+    storage::retention::spawn_every_ten_minutes("expired idempotency records", move || {
+        let pool = pool.clone();
+        async move { sweep_expired(&pool).await }
     })
 }

@@ -10,6 +10,7 @@ mod denials;
 pub mod dns;
 mod domains;
 mod entitlement_cache;
+pub mod events;
 pub mod extract;
 mod fields;
 pub mod idempotency;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub tenant_cache_entries: u64,
     /// Fetches documents from URLs callers give, under the outbound destination policy.
     pub outbound: egress::Egress,
+    /// Event retention and streams.
+    pub events: events::EventSettings,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
             outbound: egress::Egress::new(egress::Policy::DEVELOPMENT)
                 .map_err(|error| error.to_string())?,
+            events: events::EventSettings::default(),
         })
     }
 
@@ -138,6 +142,8 @@ pub struct Shared {
     pub tenants: tenant_cache::TenantCache,
     /// Permits for audit chain verifications ([`CONCURRENT_VERIFICATIONS`]).
     pub verifications: tokio::sync::Semaphore,
+    /// The event relay, stream admission, and the switch that ends streams on shutdown.
+    pub events: events::EventHub,
 }
 
 impl AppState {
@@ -161,8 +167,8 @@ pub enum BuildError {
     /// The OIDC client could not be created.
     #[error("OIDC: {0}")]
     Oidc(#[from] auth::AuthError),
-    /// The key change listener could not subscribe.
-    #[error("cannot listen for API key changes: {0}")]
+    /// The change or event listener could not subscribe.
+    #[error("cannot listen for changes or events: {0}")]
     Listen(#[from] sqlx::Error),
 }
 
@@ -174,8 +180,8 @@ pub struct Application {
     pub admin_router: Router,
     /// The state behind it.
     pub state: AppState,
-    /// Background tasks (cache invalidation, the idempotency sweep, audit retention);
-    /// aborted on drop.
+    /// Background tasks (cache invalidation, the idempotency sweep, audit and event
+    /// retention, the event relay); aborted on drop.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -187,8 +193,9 @@ impl Drop for Application {
     }
 }
 
-/// Assembles the service over `pool`, subscribed to key changes before it returns, with the
-/// idempotency sweep running, and audit retention when it is configured.
+/// Assembles the service over `pool`, subscribed to key changes and events before it
+/// returns, with the idempotency sweep and event retention running, and audit retention
+/// when it is configured.
 pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, BuildError> {
     let oidc = settings
         .oidc
@@ -198,6 +205,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         .map(Arc::new);
     let verifier = ApiKeyVerifier::new(pool.clone());
     let tenants = tenant_cache::TenantCache::new(settings.tenant_cache_entries);
+    let events = events::EventHub::new(settings.events.max_streams);
     let state = AppState(Arc::new(Shared {
         pool,
         verifier,
@@ -208,6 +216,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         entitlements: products::EntitlementCache::default(),
         tenants,
         verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
+        events,
     }));
     let mut tasks = vec![
         invalidation::spawn(&state.pool, state.clone()).await?,
@@ -216,6 +225,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
     if let Some(keep) = state.settings.audit_retention {
         tasks.push(audit::spawn_retention(state.pool.clone(), keep));
     }
+    tasks.extend(events::spawn(&state).await?);
     Ok(Application {
         router: router(state.clone()),
         admin_router: admin_router(state.clone()),
@@ -236,6 +246,7 @@ pub fn router(state: AppState) -> Router {
         .merge(idps::router())
         .merge(domains::router())
         .merge(audit_events::router())
+        .merge(events::router())
         .merge(webhooks::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(

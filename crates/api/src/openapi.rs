@@ -34,7 +34,7 @@ impl Modify for BearerScheme {
 #[openapi(
     info(
         title = "tenant-registry",
-        description = "The control plane of a multi-tenant SaaS platform: tenants, entitlements, SSO configuration, API keys and the audit log. Errors are RFC 9457 problem+json.",
+        description = "The control plane of a multi-tenant SaaS platform: tenants, entitlements, SSO configuration, API keys, the audit log and the events feed. Errors are RFC 9457 problem+json.",
         license(name = "MIT OR Apache-2.0")
     ),
     paths(
@@ -85,6 +85,8 @@ impl Modify for BearerScheme {
         crate::audit_events::search,
         crate::audit_events::export,
         crate::audit_events::verify,
+        crate::events::feed,
+        crate::events::stream,
         crate::webhooks::create,
         crate::webhooks::list,
         crate::webhooks::get_one,
@@ -107,6 +109,7 @@ impl Modify for BearerScheme {
         (name = "projects", description = "Projects inside a tenant (sub-tenancy)"),
         (name = "sso", description = "Enterprise identity providers (OIDC, SAML)"),
         (name = "audit", description = "The Retraced-compatible audit log"),
+        (name = "events", description = "Domain events: the feed and the stream"),
         (name = "webhooks", description = "Signed Standard Webhooks deliveries of the registry's events"),
     )
 )]

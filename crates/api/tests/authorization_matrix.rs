@@ -18,9 +18,10 @@ enum Route {
     RenameTenant,
     UpgradeTenantPlan,
     SubscribeTenant,
+    ListEvents,
 }
 
-const ROUTES: [Route; 9] = [
+const ROUTES: [Route; 10] = [
     Route::Me,
     Route::CreateKey,
     Route::ListKeys,
@@ -30,6 +31,7 @@ const ROUTES: [Route; 9] = [
     Route::RenameTenant,
     Route::UpgradeTenantPlan,
     Route::SubscribeTenant,
+    Route::ListEvents,
 ];
 
 /// Routes that only platform principals may take, even with the scope.
@@ -66,7 +68,7 @@ fn expected(route: Route, caller: Caller) -> StatusCode {
         OtherTenantsKey => match route {
             Route::Me | Route::ListKeys => StatusCode::OK,
             // The target tenant is not the caller's: it does not exist for them.
-            Route::CreateKey => StatusCode::UNPROCESSABLE_ENTITY,
+            Route::CreateKey | Route::ListEvents => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::NOT_FOUND,
         },
         TenantKeyWithScope | OidcTenantUser if platform_only(route) => StatusCode::FORBIDDEN,
@@ -99,6 +101,7 @@ async fn world() -> World {
         Scope::TenantsRead,
         Scope::TenantsWrite,
         Scope::ProductsWrite,
+        Scope::EventsRead,
     ];
     let (revoked_id, revoked) = app.key(Some(tenant), &manage).await;
     app.revoke(revoked_id).await;
@@ -136,7 +139,7 @@ async fn world() -> World {
             (
                 Caller::OidcTenantUser,
                 Some(issuer.token(
-                    json!({"tenant": tenant, "scope": "openid api_keys:manage tenants:read tenants:write products:write"}),
+                    json!({"tenant": tenant, "scope": "openid api_keys:manage tenants:read tenants:write products:write events:read"}),
                 )),
             ),
         ];
@@ -210,6 +213,11 @@ async fn call(world: &World, route: Route, credential: Option<&str>) -> testkit:
                 product(world).await
             ),
             Some(json!({"enabled": true})),
+        ),
+        Route::ListEvents => (
+            Method::GET,
+            format!("/v1/events?tenant_id={}", world.tenant),
+            None,
         ),
     };
     let mut request = world.app.request(method, &path);

@@ -67,7 +67,8 @@ async fn ok(app: &TestApp, key: &str, method: Method, path: &str, body: Option<V
 async fn all_events(app: &TestApp) -> Vec<Event> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let page = events::feed(app.db.pool(), &FeedFilter::default(), Position::START, 1000)
+        let mut conn = app.db.pool().acquire().await.expect("a connection");
+        let page = events::feed(&mut conn, &FeedFilter::default(), Position::START, 1000)
             .await
             .expect("the feed reads");
         if !page.held_back {

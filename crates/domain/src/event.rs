@@ -272,6 +272,14 @@ impl TypeFilter {
     }
 }
 
+impl FromIterator<TypePattern> for TypeFilter {
+    fn from_iter<I: IntoIterator<Item = TypePattern>>(patterns: I) -> Self {
+        Self {
+            patterns: patterns.into_iter().collect(),
+        }
+    }
+}
+
 /// An event as every consumer receives it (feed item, stream `data:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

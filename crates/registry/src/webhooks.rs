@@ -486,7 +486,7 @@ async fn events_since(
     let mut wanted = Vec::new();
     let mut after = Position::START;
     loop {
-        let page = events::feed(pool, filter, after, 500).await?;
+        let page = events::feed(&mut *pool.acquire().await?, filter, after, 500).await?;
         let read = page.events.len();
         wanted.extend(
             page.events

@@ -120,12 +120,12 @@ pub struct FeedPage {
 
 /// The position before which every event is committed and readable, and whether committed
 /// events already wait after it.
-async fn horizon_and_backlog(pool: &PgPool) -> Result<(Position, bool), sqlx::Error> {
+async fn horizon_and_backlog(conn: &mut PgConnection) -> Result<(Position, bool), sqlx::Error> {
     let (below, held_back): (i64, bool) = sqlx::query_as(
         "SELECT h.below, EXISTS (SELECT 1 FROM events WHERE xact_id >= h.below)
          FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS below) h",
     )
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok((before_transaction(below), held_back))
 }
@@ -148,16 +148,17 @@ pub async fn horizon(pool: &PgPool) -> Result<Position, sqlx::Error> {
 }
 
 /// Up to `limit` events matching `filter` after `after`, in feed order, from transactions
-/// that have all ended.
+/// that have all ended. On a plain connection or in a read-only snapshot alike (the caller
+/// may bound it with a statement timeout).
 pub async fn feed(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     filter: &FeedFilter,
     after: Position,
     limit: i64,
 ) -> Result<FeedPage, sqlx::Error> {
-    // Read first, in its own statement: every transaction below it has ended by then, so
-    // the page's later snapshot sees all of their events.
-    let (horizon, held_back) = horizon_and_backlog(pool).await?;
+    // Read first: every transaction below it has ended by then, so the page's snapshot (the
+    // same one, or a later one) sees all of their events.
+    let (horizon, held_back) = horizon_and_backlog(&mut *conn).await?;
     let mut query =
         QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM events WHERE xact_id <= "));
     query
@@ -181,7 +182,7 @@ pub async fn feed(
     query.push(" ORDER BY xact_id, seq LIMIT ").push_bind(limit);
     let events: Vec<StoredEvent> = query
         .build_query_as::<Row>()
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?
         .into_iter()
         .map(StoredEvent::from)

@@ -12,6 +12,7 @@ pub mod idps;
 pub mod migrations;
 pub mod products;
 pub mod projects;
+pub mod retention;
 pub mod retry;
 pub mod tenant_names;
 pub mod tenants;

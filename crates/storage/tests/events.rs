@@ -28,7 +28,8 @@ fn new_event(event_type: EventType, tenant_id: Option<Uuid>) -> NewEvent {
 async fn settled(pool: &PgPool, filter: &FeedFilter, after: Position, limit: i64) -> FeedPage {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let page = events::feed(pool, filter, after, limit)
+        let mut conn = pool.acquire().await.expect("a connection");
+        let page = events::feed(&mut conn, filter, after, limit)
             .await
             .expect("the feed reads");
         if !page.held_back {
@@ -239,7 +240,8 @@ async fn an_event_that_commits_after_a_later_numbered_one_is_not_skipped() {
     fast.commit().await.expect("committed");
     assert!(held.position.seq < quick.position.seq);
 
-    let waiting = events::feed(db.pool(), &all, Position::START, 100)
+    let mut conn = db.pool().acquire().await.expect("a connection");
+    let waiting = events::feed(&mut conn, &all, Position::START, 100)
         .await
         .expect("reads");
     assert_eq!(waiting.events, []);
@@ -441,7 +443,8 @@ async fn eight_writers_and_a_paging_reader_every_event_once_in_feed_order() {
     let mut last = Position::START;
     let mut written: Option<Vec<Uuid>> = None;
     loop {
-        let page = events::feed(db.pool(), &FeedFilter::default(), cursor, 200)
+        let mut conn = db.pool().acquire().await.expect("a connection");
+        let page = events::feed(&mut conn, &FeedFilter::default(), cursor, 200)
             .await
             .expect("the feed reads");
         for stored in &page.events {

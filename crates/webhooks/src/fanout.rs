@@ -79,7 +79,11 @@ pub async fn fan_out(pool: &PgPool, now: DateTime<Utc>) -> Result<FanOut, sqlx::
                 events::horizon(pool).await?
             }
         };
-        let page = events::feed(pool, &FeedFilter::default(), after, PAGE).await?;
+        // Read on a connection of its own: this transaction holds the position row (and so
+        // a transaction id), which would hold back the horizon of a read made inside it.
+        let mut reader = pool.acquire().await?;
+        let page = events::feed(&mut reader, &FeedFilter::default(), after, PAGE).await?;
+        drop(reader);
         let wanted: Vec<Wanted> = deliveries::subscribers(&mut transaction)
             .await?
             .into_iter()

@@ -288,3 +288,44 @@ fn outbound_fetches_reach_private_addresses_and_plain_http_only_in_dev_unless_to
     );
     assert!(Cli::try_parse_from(["tenant-registry", "--outbound-allow-private", "maybe"]).is_err());
 }
+
+#[test]
+fn events_are_kept_30_days_with_a_15_s_heartbeat_unless_told() {
+    let events = with_database(&[]).check().expect("valid").events;
+    assert_eq!(events.retention, chrono::Duration::days(30));
+    assert_eq!(events.heartbeat, Duration::from_secs(15));
+    assert_eq!(events.max_streams, 256);
+    let tuned = with_database(&[
+        "--events-retention-days",
+        "7",
+        "--events-heartbeat-secs",
+        "5",
+        "--events-max-streams",
+        "10",
+    ])
+    .check()
+    .expect("valid")
+    .events;
+    assert_eq!(tuned.retention, chrono::Duration::days(7));
+    assert_eq!(tuned.heartbeat, Duration::from_secs(5));
+    assert_eq!(tuned.max_streams, 10);
+    let argv = ["tenant-registry", "--events-retention-days", "0"];
+    assert!(Cli::try_parse_from(argv).is_err());
+}
+
+#[test]
+fn the_default_heartbeat_stays_within_a_short_idle_timeout() {
+    let events = with_database(&["--request-timeout-secs", "1", "--idle-timeout-secs", "4"])
+        .check()
+        .expect("valid")
+        .events;
+    assert_eq!(events.heartbeat, Duration::from_secs(2));
+}
+
+#[test]
+fn a_heartbeat_not_shorter_than_the_idle_timeout_is_refused() {
+    let error = with_database(&["--events-heartbeat-secs", "60"])
+        .check()
+        .expect_err("quiet streams would be cut");
+    assert!(error.contains("EVENTS_HEARTBEAT_SECS"), "{error}");
+}
