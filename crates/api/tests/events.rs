@@ -252,7 +252,7 @@ impl Stream {
 #[tokio::test]
 async fn the_feed_pages_oldest_first_and_resumes_from_its_cursor() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut appended = Vec::new();
     for event_type in [
         EventType::TenantCreated,
@@ -295,7 +295,7 @@ async fn the_feed_pages_oldest_first_and_resumes_from_its_cursor() {
 #[tokio::test]
 async fn the_feed_filters_by_type_patterns_and_tenant() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let (acme, globex) = (app.tenant("acme").await, app.tenant("globex").await);
     let created = append(&app, EventType::TenantCreated, Some(acme)).await;
     let subscribed = append(&app, EventType::TenantProductSubscribed, Some(acme)).await;
@@ -335,8 +335,8 @@ async fn the_feed_filters_by_type_patterns_and_tenant() {
 async fn a_tenant_key_reads_its_own_tenants_events_and_nothing_of_another() {
     let app = app().await;
     let (acme, globex) = (app.tenant("acme").await, app.tenant("globex").await);
-    let key = app.key(Some(acme), &[Scope::EventsRead]).await.1;
-    let admin = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(Some(acme), &[Scope::EventsRead]).await.1;
+    let admin = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let own = append(&app, EventType::TenantUpdated, Some(acme)).await;
     append(&app, EventType::TenantUpdated, Some(globex)).await;
     append(&app, EventType::WebhookEndpointDisabled, None).await;
@@ -378,7 +378,7 @@ async fn reading_events_needs_the_events_read_scope() {
     let app = app().await;
     let tenant = app.tenant("acme").await;
     let key = app
-        .key(Some(tenant), &[Scope::TenantsRead, Scope::AuditRead])
+        .cheap_key(Some(tenant), &[Scope::TenantsRead, Scope::AuditRead])
         .await
         .1;
     for path in ["/v1/events", "/v1/events/stream"] {
@@ -396,7 +396,7 @@ async fn reading_events_needs_the_events_read_scope() {
 #[tokio::test]
 async fn bad_filters_cursors_and_limits_are_422_naming_the_parameter() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     for (query, pointer) in [
         ("types=tenant.deleted", "/types"),
         ("types=tenants.*", "/types"),
@@ -437,7 +437,7 @@ async fn bad_filters_cursors_and_limits_are_422_naming_the_parameter() {
 #[tokio::test]
 async fn a_stream_receives_an_event_committed_after_it_connected() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let before = append(&app, EventType::TenantCreated, None).await;
     feed_of(&app, &key, "/v1/events", 1).await;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
@@ -465,7 +465,7 @@ async fn a_stream_receives_an_event_committed_after_it_connected() {
 #[tokio::test]
 async fn a_stream_resumes_after_last_event_id_without_gaps_or_duplicates() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut appended = Vec::new();
     for _ in 0..3 {
         appended.push(append(&app, EventType::ProjectUpdated, None).await);
@@ -502,7 +502,7 @@ async fn a_stream_resumes_after_last_event_id_without_gaps_or_duplicates() {
 async fn a_tenant_keys_stream_carries_only_its_tenants_events() {
     let app = app().await;
     let (acme, globex) = (app.tenant("acme").await, app.tenant("globex").await);
-    let key = app.key(Some(acme), &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(Some(acme), &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     append(&app, EventType::TenantUpdated, Some(globex)).await;
     append(&app, EventType::WebhookEndpointDisabled, None).await;
@@ -513,7 +513,7 @@ async fn a_tenant_keys_stream_carries_only_its_tenants_events() {
 #[tokio::test]
 async fn a_stream_filters_by_type() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream?types=api_key.*", &[]).await;
     append(&app, EventType::TenantCreated, None).await;
     let revoked = append(&app, EventType::ApiKeyRevoked, None).await;
@@ -523,7 +523,7 @@ async fn a_stream_filters_by_type() {
 #[tokio::test]
 async fn a_quiet_stream_sends_heartbeats() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     for _ in 0..2 {
         let message = stream.next().await.expect("the stream goes on");
@@ -535,7 +535,7 @@ async fn a_quiet_stream_sends_heartbeats() {
 async fn a_stream_ends_once_its_key_is_revoked() {
     let app = app().await;
     let tenant = app.tenant("acme").await;
-    let (key_id, key) = app.key(Some(tenant), &[Scope::EventsRead]).await;
+    let (key_id, key) = app.cheap_key(Some(tenant), &[Scope::EventsRead]).await;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     app.revoke(key_id).await;
     testkit::within_a_second("the revocation reaches the replica", async || {
@@ -554,7 +554,7 @@ async fn a_stream_ends_once_its_key_is_revoked() {
 #[tokio::test]
 async fn streams_beyond_the_limit_are_refused_until_one_ends() {
     let app = app_with(|events| events.max_streams = 1).await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let first = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     let refused = Stream::try_open(&app, &key, "/v1/events/stream", &[])
         .await
@@ -569,7 +569,7 @@ async fn streams_beyond_the_limit_are_refused_until_one_ends() {
 #[tokio::test]
 async fn closing_the_hub_ends_every_stream_and_admits_no_more() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut streams = vec![
         Stream::open(&app, &key, "/v1/events/stream", &[]).await,
         Stream::open(&app, &key, "/v1/events/stream?types=tenant.*", &[]).await,
@@ -588,7 +588,7 @@ async fn closing_the_hub_ends_every_stream_and_admits_no_more() {
 #[tokio::test]
 async fn an_event_appended_in_a_rolled_back_transaction_is_never_read() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     let mut transaction = app.db.pool().begin().await.expect("a transaction");
     storage::events::append(&mut transaction, &new_event(EventType::TenantPurged, None))
@@ -607,7 +607,7 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_read() {
 #[tokio::test]
 async fn a_starting_server_prunes_events_older_than_the_retention() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let old = append(&app, EventType::TenantCreated, None).await;
     let fresh = append(&app, EventType::TenantUpdated, None).await;
     sqlx::query("UPDATE events SET occurred_at = now() - interval '31 days' WHERE id = $1")
@@ -634,7 +634,7 @@ async fn a_starting_server_prunes_events_older_than_the_retention() {
 #[tokio::test]
 async fn an_event_whose_notification_was_lost_arrives_once_the_listener_reconnects() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     let heartbeat = stream.next().await.expect("the stream goes on");
     assert!(heartbeat.comment.is_some());
@@ -670,7 +670,7 @@ async fn an_event_whose_notification_was_lost_arrives_once_the_listener_reconnec
 #[tokio::test]
 async fn an_event_held_back_by_a_transaction_that_writes_none_arrives_when_it_ends() {
     let app = app().await;
-    let key = app.key(None, &[Scope::EventsRead]).await.1;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
     let mut long = app.db.pool().begin().await.expect("a transaction");
     sqlx::query("SELECT pg_current_xact_id()")

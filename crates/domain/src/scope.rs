@@ -183,7 +183,7 @@ mod tests {
         for &scope in Scope::ALL {
             assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
         }
-        assert_eq!(Scope::ALL.len(), 13);
+        assert_eq!(Scope::ALL.len(), 14);
     }
 
     #[test]
