@@ -113,6 +113,7 @@ async fn serve(
         dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
         tenant_cache_entries: config.tenant_cache_entries,
+        failure_clock: auth::Clock::default(),
     };
     let application = api::build(pool, settings)
         .await

@@ -1,9 +1,7 @@
 //! The `tenant-registry` binary as operators run it: bootstrap key, refusals, and a clean
 //! exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use testkit::TestDb;
 
@@ -163,16 +161,7 @@ async fn sigterm_drains_and_exits_zero() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let serving = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("\"serving\"") => break true,
-            Some(Ok(_)) if Instant::now() < deadline => {}
-            _ => break false,
-        }
-    };
-    assert!(serving, "the server never said it was serving");
+    let lines = testkit::await_serving(&mut child);
     let health = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(health.is_ok(), "it listens on ADDR");
 

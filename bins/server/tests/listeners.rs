@@ -1,9 +1,8 @@
 //! The server's listeners as a client on the network meets them: slow or silent clients
 //! are cut off, connections are capped, and metrics are served on the admin listener only.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,16 +50,7 @@ async fn start(settings: &[(&str, &str)]) -> Server {
         .envs(settings.iter().copied())
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let serving = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("\"serving\"") => break true,
-            Some(Ok(_)) if Instant::now() < deadline => {}
-            _ => break false,
-        }
-    };
-    assert!(serving, "the server never said it was serving");
+    let lines = testkit::await_serving(&mut child);
     // Keep reading its log so that the pipe never fills and blocks it.
     std::thread::spawn(move || lines.for_each(drop));
     Server {

@@ -2,7 +2,6 @@
 //! caller's credentials (checked once per request, whoever asks first).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use auth::{AuthError, Principal};
 use axum::body::Bytes;
@@ -208,7 +207,7 @@ pub async fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiEr
 
 async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let ip = client_ip(parts);
-    if state.limiter.is_blocked(ip, Instant::now()) {
+    if state.limiter.is_blocked(ip, state.limiter.now()) {
         state.metrics.auth_failure("rate_limited");
         return Err(ApiError::too_many_requests(
             "too many failed authentications from this address; retry in a second",
@@ -223,7 +222,7 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
             ))
         }
         Err(error) => {
-            state.limiter.record_failure(ip, Instant::now());
+            state.limiter.record_failure(ip, state.limiter.now());
             state.metrics.auth_failure(error.reason());
             tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
             Err(match error {

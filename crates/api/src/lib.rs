@@ -68,6 +68,9 @@ pub struct Settings {
     pub audit_retention: Option<chrono::Duration>,
     /// Most tenants the lookup cache holds; 0 turns it off.
     pub tenant_cache_entries: u64,
+    /// The time source of the authentication failure brake (the system's; tests hold it
+    /// still).
+    pub failure_clock: auth::Clock,
 }
 
 impl Settings {
@@ -85,6 +88,7 @@ impl Settings {
             dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
             audit_retention: None,
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
+            failure_clock: auth::Clock::default(),
         })
     }
 
@@ -198,7 +202,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         pool,
         verifier,
         oidc,
-        limiter: FailureLimiter::default(),
+        limiter: FailureLimiter::with_clock(settings.failure_clock.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
