@@ -111,3 +111,43 @@ async fn a_tenant_takes_back_its_own_former_slug() {
         json!([{"slug": "acme-corp", "retired_at": former[0]["retired_at"]}])
     );
 }
+
+#[tokio::test]
+async fn a_released_former_slug_stops_leading_to_its_tenant_on_every_replica() {
+    let app = TestApp::new().await;
+    let replica = app.replica().await;
+    let admin = app.admin_key().await;
+    let id = app.tenant("acme").await;
+    let renamed = app
+        .request(Method::PATCH, &format!("/v1/tenants/{id}"))
+        .bearer(&admin)
+        .json(&json!({"slug": "acme-corp"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    let on_replica = async || {
+        app.request_on(&replica, Method::GET, "/v1/tenants/by-slug/acme")
+            .bearer(&admin)
+            .send()
+            .await
+            .status
+    };
+    testkit::within_a_second(
+        "the replica leading the former slug to its tenant",
+        async || on_replica().await == StatusCode::OK,
+    )
+    .await;
+    let released = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/tenants/{id}/former-slugs/acme"),
+        )
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT);
+    testkit::within_a_second("the replica forgetting the released slug", async || {
+        on_replica().await == StatusCode::NOT_FOUND
+    })
+    .await;
+}
