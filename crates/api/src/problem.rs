@@ -333,6 +333,25 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<domain::tenant::TooManyFormerSlugs> for ApiError {
+    /// 409 `former-slug-limit` at `/slug`: a rename would leave the tenant holding more
+    /// former slugs than it may.
+    fn from(refusal: domain::tenant::TooManyFormerSlugs) -> Self {
+        Self {
+            errors: vec![FieldError {
+                pointer: "/slug".to_owned(),
+                detail: refusal.to_string(),
+            }],
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "former-slug-limit",
+                "Too many former slugs",
+                refusal.to_string(),
+            )
+        }
+    }
+}
+
 impl storage::Transient for ApiError {
     fn is_transient(&self) -> bool {
         self.transient

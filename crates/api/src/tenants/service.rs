@@ -165,6 +165,7 @@ pub async fn update(
                 )));
             }
             UpdateOutcome::SlugUnavailable => return Err(slug_unavailable()),
+            UpdateOutcome::TooManyFormerSlugs(refusal) => return Err(refusal.into()),
         };
         let fields = field_map(&[("fields", changes.field_names().join(","))]);
         audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
