@@ -146,6 +146,15 @@ pub enum KeyError {
 
 impl From<sqlx::Error> for KeyError {
     fn from(error: sqlx::Error) -> Self {
+        let constraint = error
+            .as_database_error()
+            .and_then(|database| database.constraint());
+        if constraint == Some("api_keys_product_fkey") {
+            return KeyError::Invalid {
+                pointer: "/product",
+                detail: "no such product in the catalog".to_owned(),
+            };
+        }
         KeyError::Internal(error.to_string())
     }
 }
@@ -218,15 +227,10 @@ fn validate_create(request: &CreateKey, now: DateTime<Utc>) -> Result<(), KeyErr
             detail: "must grant at least one scope".to_owned(),
         });
     }
-    if request
-        .product
-        .as_deref()
-        .is_some_and(|product| domain::Slug::parse(product).is_err())
-    {
+    if let Some(Err(detail)) = request.product.as_deref().map(domain::product::catalog_id) {
         return Err(KeyError::Invalid {
             pointer: "/product",
-            detail: "must be a product id: 3 to 63 lowercase letters, digits and inner hyphens"
-                .to_owned(),
+            detail: format!("must be a product id of the catalog: {detail}"),
         });
     }
     if request
@@ -276,6 +280,16 @@ pub async fn create(
         && !storage::tenants::exists(pool, tenant).await?
     {
         return Err(KeyError::UnknownTenant);
+    }
+    // The events the key ingests are recorded under its product: it must be a real one.
+    if let Some(product) = &request.product
+        && !storage::products::exists(pool, product).await?
+    {
+        return Err(KeyError::Invalid {
+            pointer: "/product",
+            detail: "no such product in the catalog; publish it first (PUT /v1/products/{id})"
+                .to_owned(),
+        });
     }
     issue(pool, &actor.into(), env, request).await
 }
