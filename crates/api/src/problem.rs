@@ -409,12 +409,28 @@ fn problem_for_status(status: StatusCode) -> ApiError {
 /// Writes every error response as problem+json, adding the request path and id.
 pub async fn problem_responses(request: Request<Body>, next: Next) -> Response {
     let instance = request.uri().path().to_owned();
-    let request_id = request
-        .headers()
+    let request_id = request_id(request.headers());
+    let response = next.run(request).await;
+    render(response, instance, request_id)
+}
+
+/// The request id the request id layer put among a request's `headers`.
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get(crate::middleware::REQUEST_ID)
         .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let mut response = next.run(request).await;
+        .map(str::to_owned)
+}
+
+/// `response` with its body written as problem+json when it is an error whose body is not
+/// one yet: the [`Problem`] a handler attached, or one for its status. Rendering the same
+/// response twice changes nothing, so a layer inside [`problem_responses`] may render first
+/// (the idempotency layer does, to store the body the client gets).
+pub(crate) fn render(
+    mut response: Response,
+    instance: String,
+    request_id: Option<String>,
+) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
