@@ -148,6 +148,7 @@ fn key_error(error: KeyError) -> ApiError {
         KeyError::UnknownTenant => ApiError::invalid_field("/tenant_id", "no such tenant"),
         KeyError::Invalid { pointer, detail } => ApiError::invalid_field(pointer, detail),
         KeyError::RevokedKey => ApiError::conflict(error.to_string()),
+        KeyError::Unavailable(cause) => ApiError::database_unavailable(cause),
         KeyError::Internal(cause) => ApiError::internal(cause),
     }
 }

@@ -217,8 +217,9 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
         Ok(principal) => Ok(Caller { principal, ip }),
         Err(AuthError::Unavailable(cause)) => {
             tracing::error!(%cause, "authentication unavailable");
-            Err(ApiError::unavailable(
-                "authentication is temporarily unavailable",
+            Err(ApiError::busy(
+                "authentication is temporarily unavailable; retry shortly",
+                crate::problem::DATABASE_RETRY_AFTER_SECS,
             ))
         }
         Err(error) => {

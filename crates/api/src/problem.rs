@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The `Retry-After` of an answer given while the database cannot be had: long enough for a
+/// restart or a failover to finish, short enough not to keep clients away after it.
+pub const DATABASE_RETRY_AFTER_SECS: u32 = 5;
+
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -269,6 +273,16 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: the database cannot be had right now
+    /// ([`storage::is_unavailable`]); logged here with its cause.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(%cause, "database unavailable");
+        Self::busy(
+            "the database is not answering right now; retry shortly",
+            DATABASE_RETRY_AFTER_SECS,
+        )
+    }
+
     /// 503: a query ran into its statement timeout (the request's budget) and was
     /// cancelled by the database.
     pub fn query_timeout() -> Self {
@@ -328,6 +342,7 @@ impl From<sqlx::Error> for ApiError {
                     ..ApiError::busy("the change collided with concurrent changes; retry it", 1)
                 }
             }
+            _ if storage::is_unavailable(&error) => ApiError::database_unavailable(&error),
             _ => ApiError::internal(format!("database: {error}")),
         }
     }

@@ -139,6 +139,9 @@ pub enum KeyError {
     /// The key was revoked, so it cannot be rotated.
     #[error("a revoked key cannot be rotated")]
     RevokedKey,
+    /// The database cannot be had right now ([`storage::is_unavailable`]).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A storage or runtime failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -149,6 +152,9 @@ impl From<sqlx::Error> for KeyError {
         let constraint = error
             .as_database_error()
             .and_then(|database| database.constraint());
+        if storage::is_unavailable(&error) {
+            return KeyError::Unavailable(error.to_string());
+        }
         if constraint == Some("api_keys_product_fkey") {
             return KeyError::Invalid {
                 pointer: "/product",

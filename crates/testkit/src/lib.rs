@@ -18,6 +18,7 @@ use url::Url;
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_6d70_6c61_7465;
 pub mod app;
 pub mod oidc;
+pub mod outage;
 pub mod serving;
 
 pub use app::{TestApp, TestResponse, settings};
