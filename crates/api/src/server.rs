@@ -1,15 +1,16 @@
 //! The serve loop of both listeners: HTTP/1 connections with a deadline for the request
-//! headers, an idle deadline (no byte moved either way), a cap on open connections, and a
-//! graceful drain on shutdown.
+//! headers, an idle deadline (no byte moved either way), a cap on open connections and a
+//! smaller one per peer address, and a graceful drain on shutdown.
 //!
 //! axum's own `serve` sets none of these, so a silent connection, one that sends half a
 //! request line, or a client that stops reading a streamed export would hold its socket
 //! (and, for the export, a database connection) for as long as it liked.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +32,19 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most connections one listener keeps open at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Most connections one listener keeps open from one peer address at once, by default: a
+/// quarter of [`DEFAULT_MAX_CONNECTIONS`], so one client cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Refused connections given a moment to read their answer at once; beyond that, a refused
+/// connection is closed without one.
+const REFUSALS_IN_FLIGHT: usize = 64;
+/// How long a refused connection is given to read its answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// The body of the answer to a connection over its address's cap.
+const TOO_MANY_CONNECTIONS: &str = concat!(
+    r#"{"type":"/problems/too-many-connections","title":"Too many connections","status":429,"#,
+    r#""detail":"this address has as many connections open as it may; reuse or close one"}"#,
+);
 
 /// What one listener allows its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +57,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Open connections; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections from one peer address; a further one from it is answered 429 and
+    /// closed at once (it does not wait: it would hold a place in the backlog).
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -51,6 +68,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -64,6 +82,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -84,13 +104,19 @@ pub async fn serve(
                 }
             },
         };
+        let Some(address_slot) = per_address.admit(peer.ip(), limits.max_connections_per_address)
+        else {
+            tracing::debug!(%peer, "refusing a connection over its address's cap");
+            refuse(stream, &refusals);
+            continue;
+        };
         tokio::spawn(serve_connection(
             stream,
             peer,
             router.clone(),
             limits,
             stopping.clone(),
-            slot,
+            (slot, address_slot),
         ));
     }
     drop(listener);
@@ -111,7 +137,7 @@ async fn serve_connection(
     router: Router,
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
@@ -150,6 +176,80 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Open connections per peer address of one listener.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// A place for one more connection from `address`, unless it has `cap` open already.
+    fn admit(self: &Arc<Self>, address: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(address).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            address,
+            counts: Arc::clone(self),
+        })
+    }
+}
+
+/// One open connection's place in its address's count, given back when it closes.
+struct AddressSlot {
+    address: IpAddr,
+    counts: Arc<PerAddress>,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Answers a connection over its address's cap with 429 and closes it. The answer fits in
+/// a fresh socket's send buffer, so it is written without waiting. Closing a socket whose
+/// client has sent bytes nobody read resets it, which may destroy the answer before the
+/// client reads it; so the rest of what the client sends is read and dropped for a moment
+/// before closing, by at most [`REFUSALS_IN_FLIGHT`] refusals at once (the next ones are
+/// closed at once, so refusing costs a bounded amount whatever the rate of connections).
+fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>) {
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
+        TOO_MANY_CONNECTIONS.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(read) if read > 0) {}
+        })
+        .await;
+    });
 }
 
 /// When a connection last moved a byte, as milliseconds after it was opened.
