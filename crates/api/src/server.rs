@@ -26,6 +26,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+/// How long the process waits, once both listeners have drained, for blocking jobs still
+/// running: a CPU-heavy job whose request was answered at its deadline may run on (it keeps
+/// its slot, see `api::blocking`), and must not hold the process past SIGTERM.
+pub const BLOCKING_JOBS_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a client may take to send a request's headers, by default.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may move no byte in either direction, by default.
@@ -71,6 +76,21 @@ impl Default for ConnectionLimits {
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
+}
+
+/// Runs `main` to completion on a multi-threaded runtime, then shuts the runtime down,
+/// waiting at most `grace` for blocking jobs still running: their threads are left behind
+/// for the process's exit instead of being waited for (what dropping a runtime does).
+pub fn run_then_shut_down<T>(
+    main: impl std::future::Future<Output = T>,
+    grace: Duration,
+) -> std::io::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let output = runtime.block_on(main);
+    runtime.shutdown_timeout(grace);
+    Ok(output)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
@@ -343,5 +363,44 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn shutdown_does_not_wait_for_a_runaway_blocking_job() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let (release_job, job_released) = mpsc::channel::<()>();
+        let (shut_down, has_shut_down) = mpsc::channel();
+        let job_finished = Arc::clone(&finished);
+        std::thread::spawn(move || {
+            let served = run_then_shut_down(
+                async move {
+                    // A job that runs on after its request was answered, until told to stop.
+                    drop(tokio::task::spawn_blocking(move || {
+                        let _ = job_released.recv();
+                        job_finished.store(true, Ordering::SeqCst);
+                    }));
+                    "served"
+                },
+                Duration::from_millis(50),
+            );
+            let _ = shut_down.send(served.ok());
+        });
+        let outcome = has_shut_down
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runtime shut down with the job still running");
+        assert_eq!(outcome, Some("served"));
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the job had not ended when the runtime shut down"
+        );
+        let _ = release_job.send(());
     }
 }
