@@ -15,16 +15,21 @@ async fn create(app: &TestApp, key: &str, slug: &str) -> TestResponse {
         .await
 }
 
+/// Renames tenant `id` to `slug` with `key`.
+async fn rename(app: &TestApp, key: &str, id: uuid::Uuid, slug: &str) -> TestResponse {
+    app.request(Method::PATCH, &format!("/v1/tenants/{id}"))
+        .bearer(key)
+        .json(&json!({"slug": slug}))
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn a_former_slug_leads_to_its_tenant_until_the_platform_releases_it() {
     let app = TestApp::new().await;
     let admin = app.admin_key().await;
     let id = app.tenant("acme").await;
-    app.request(Method::PATCH, &format!("/v1/tenants/{id}"))
-        .bearer(&admin)
-        .json(&json!({"slug": "acme-corp"}))
-        .send()
-        .await;
+    rename(&app, &admin, id, "acme-corp").await;
     let old = app
         .request(Method::GET, "/v1/tenants/by-slug/acme")
         .bearer(&admin)
@@ -92,12 +97,7 @@ async fn a_tenant_takes_back_its_own_former_slug() {
         .key(Some(tenant), &[Scope::TenantsRead, Scope::TenantsWrite])
         .await;
     for slug in ["acme-corp", "acme"] {
-        let renamed = app
-            .request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
-            .bearer(&key)
-            .json(&json!({"slug": slug}))
-            .send()
-            .await;
+        let renamed = rename(&app, &key, tenant, slug).await;
         assert_eq!(renamed.status, StatusCode::OK, "{slug}");
     }
     let former = app
@@ -118,13 +118,10 @@ async fn a_released_former_slug_stops_leading_to_its_tenant_on_every_replica() {
     let replica = app.replica().await;
     let admin = app.admin_key().await;
     let id = app.tenant("acme").await;
-    let renamed = app
-        .request(Method::PATCH, &format!("/v1/tenants/{id}"))
-        .bearer(&admin)
-        .json(&json!({"slug": "acme-corp"}))
-        .send()
-        .await;
-    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(
+        rename(&app, &admin, id, "acme-corp").await.status,
+        StatusCode::OK
+    );
     let on_replica = async || {
         app.request_on(&replica, Method::GET, "/v1/tenants/by-slug/acme")
             .bearer(&admin)
@@ -150,15 +147,6 @@ async fn a_released_former_slug_stops_leading_to_its_tenant_on_every_replica() {
         on_replica().await == StatusCode::NOT_FOUND
     })
     .await;
-}
-
-/// Renames tenant `id` to `slug` with `key`.
-async fn rename(app: &TestApp, key: &str, id: uuid::Uuid, slug: &str) -> TestResponse {
-    app.request(Method::PATCH, &format!("/v1/tenants/{id}"))
-        .bearer(key)
-        .json(&json!({"slug": slug}))
-        .send()
-        .await
 }
 
 #[tokio::test]
