@@ -124,7 +124,8 @@ pub async fn serve(
                 }
             },
         };
-        let Some(address_slot) = per_address.admit(peer.ip(), limits.max_connections_per_address)
+        let Some(address_slot) =
+            per_address.admit(client_of(peer.ip()), limits.max_connections_per_address)
         else {
             tracing::debug!(%peer, "refusing a connection over its address's cap");
             refuse(stream, &refusals);
@@ -195,6 +196,21 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// Whom a peer address counts as for the per-address cap: an IPv4 address (an IPv4-mapped
+/// IPv6 one included) as itself, an IPv6 address by its /64, the smallest network a site
+/// is given, so that one host cannot take a fresh address for every connection.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
     }
 }
 
@@ -372,6 +388,15 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_client_and_ipv4_addresses_each_as_their_own() {
+        let client = |text: &str| client_of(text.parse().expect("an address"));
+        assert_eq!(client("2001:db8:1:2::1"), client("2001:db8:1:2:ffff::9"));
+        assert_ne!(client("2001:db8:1:2::1"), client("2001:db8:1:3::1"));
+        assert_ne!(client("192.0.2.1"), client("192.0.2.2"));
+        assert_eq!(client("::ffff:192.0.2.1"), client("192.0.2.1"));
+    }
 
     #[test]
     fn shutdown_does_not_wait_for_a_runaway_blocking_job() {
