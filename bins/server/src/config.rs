@@ -124,6 +124,11 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub max_connections: u64,
 
+    /// Most connections each listener keeps open from one peer address (at most
+    /// MAX_CONNECTIONS); a further one from that address is answered 429 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub max_connections_per_address: u64,
+
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/tenant_registry.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
@@ -371,6 +376,10 @@ impl Config {
                 header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                max_connections_per_address: usize::try_from(
+                    self.max_connections_per_address.min(self.max_connections),
+                )
+                .unwrap_or(usize::MAX),
             },
             outbound: self.outbound_policy(),
             events: api::events::EventSettings {

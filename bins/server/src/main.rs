@@ -16,11 +16,15 @@ use clap::Parser;
 use config::{Cli, Command, Config, LogFormat};
 use storage::migrations::SchemaState;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.config.log_format());
-    match run(cli).await {
+    // Not `#[tokio::main]`: dropping its runtime waits for every blocking job, however long
+    // a runaway one runs; this one waits a bounded time once serving has stopped.
+    let outcome = api::server::run_then_shut_down(run(cli), api::server::BLOCKING_JOBS_GRACE)
+        .map_err(|error| format!("cannot start the runtime: {error}"))
+        .and_then(|ran| ran);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -120,6 +124,7 @@ async fn serve(
         tenant_cache_entries: config.tenant_cache_entries,
         outbound: egress::Egress::new(checked.outbound).map_err(|error| error.to_string())?,
         events: checked.events,
+        failure_clock: auth::Clock::default(),
     };
     let application = api::build(pool, settings)
         .await

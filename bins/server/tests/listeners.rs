@@ -1,9 +1,9 @@
 //! The server's listeners as a client on the network meets them: slow or silent clients
-//! are cut off, connections are capped, and metrics are served on the admin listener only.
+//! are cut off, connections are capped (in all and per address), and metrics are served on
+//! the admin listener only.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,16 +51,7 @@ async fn start(settings: &[(&str, &str)]) -> Server {
         .envs(settings.iter().copied())
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let serving = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("\"serving\"") => break true,
-            Some(Ok(_)) if Instant::now() < deadline => {}
-            _ => break false,
-        }
-    };
-    assert!(serving, "the server never said it was serving");
+    let lines = testkit::await_serving(&mut child);
     // Keep reading its log so that the pipe never fills and blocks it.
     std::thread::spawn(move || lines.for_each(drop));
     Server {
@@ -87,6 +78,30 @@ async fn get(port: u16, path: &str) -> String {
         .expect("connects");
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("sends");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("an answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A connection to `port` from loopback address `from` (any of 127.0.0.0/8 is this host).
+async fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind((std::net::Ipv4Addr::from(from), 0).into())
+        .expect("bound to the source address");
+    socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connects")
+}
+
+/// What `stream` is answered to a GET of /healthz, up to the server closing it.
+async fn health_on(mut stream: TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("sends");
     let answer = read_until_closed(&mut stream, Duration::from_secs(30))
         .await
         .expect("an answer");
@@ -168,15 +183,10 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         ("HEADER_READ_TIMEOUT_SECS", "300"),
     ])
     .await;
-    let first = TcpStream::connect(("127.0.0.1", server.api))
-        .await
-        .expect("connects");
-    let _second = TcpStream::connect(("127.0.0.1", server.api))
-        .await
-        .expect("connects");
-    let mut third = TcpStream::connect(("127.0.0.1", server.api))
-        .await
-        .expect("queued in the backlog");
+    // From three addresses, so that no address's own cap is what holds the third back.
+    let first = connect_from([127, 0, 0, 1], server.api).await;
+    let _second = connect_from([127, 0, 0, 2], server.api).await;
+    let mut third = connect_from([127, 0, 0, 3], server.api).await;
     third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -189,4 +199,52 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .await
         .expect("answered once a slot frees");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let server = start(&[
+        ("MAX_CONNECTIONS_PER_ADDRESS", "2"),
+        ("HEADER_READ_TIMEOUT_SECS", "300"),
+    ])
+    .await;
+    let greedy = [127, 0, 0, 1];
+    let first = connect_from(greedy, server.api).await;
+    let second = connect_from(greedy, server.api).await;
+    // Both are accepted once a request on the second is answered (accepts are in order).
+    let mut second = second;
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("sends");
+    let mut byte = [0u8; 1];
+    second.read_exact(&mut byte).await.expect("answered");
+
+    let refused = health_on(connect_from(greedy, server.api).await).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(
+        refused.contains("/problems/too-many-connections"),
+        "{refused}"
+    );
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+
+    let other = health_on(connect_from([127, 0, 0, 2], server.api).await).await;
+    assert!(
+        other.starts_with("HTTP/1.1 200"),
+        "another address is served: {other}"
+    );
+
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = health_on(connect_from(greedy, server.api).await).await;
+        if again.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed connection gives its place back: {again}"
+        );
+        tokio::task::yield_now().await;
+    }
 }

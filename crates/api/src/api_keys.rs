@@ -176,7 +176,7 @@ fn parse_scopes(scopes: &[String]) -> Result<domain::Scopes, ApiError> {
     (status = 403, description = "Missing api_keys:manage, or the key would reach further than the caller (scopes it lacks, a platform key from a non-admin, a product it may not assign, an expiry after its own); the detail names each", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "The key's tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
     (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Invalid fields (unknown scope, past expiry, unknown tenant)", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Invalid fields (unknown scope, past expiry, unknown tenant, a product not in the catalog)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,

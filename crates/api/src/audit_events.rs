@@ -352,7 +352,7 @@ fn pointer(batch: bool, index: usize, field: &str) -> String {
     security(("bearer" = ["audit:write"])),
     request_body(content = Object, description = "One Retraced event, or an array of up to 1,000"),
     responses((status = 201, description = "Stored (duplicates skipped)", body = IngestResult),
-    (status = 403, description = "Missing audit:write", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Missing audit:write, or a key whose product is the registry's own name", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "The same external_id arrived concurrently; retrying skips it", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid events, each problem with its pointer (a group naming a tenant the key may not write to is an unknown one); nothing stored", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn ingest(
@@ -375,6 +375,13 @@ pub(crate) async fn ingest(
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(events.len());
     let product = caller.principal.product();
+    // Keys made before the catalog check (V15) may still name the registry itself.
+    if product == audit::PRODUCT {
+        return Err(ApiError::forbidden(format!(
+            "this key's product is \"{product}\", the registry's own name: its events could \
+             not be told from the registry's records; use a key of a catalog product"
+        )));
+    }
     for (index, event) in events.into_iter().enumerate() {
         let group_id = event.group.as_ref().and_then(|group| group.id.clone());
         let tenant_id = match &group_id {

@@ -2,7 +2,6 @@
 //! caller's credentials (checked once per request, whoever asks first).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use auth::{AuthError, Principal};
 use axum::body::Bytes;
@@ -221,7 +220,7 @@ pub async fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiEr
 
 async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let ip = client_ip(parts);
-    if state.limiter.is_blocked(ip, Instant::now()) {
+    if state.limiter.is_blocked(ip, state.limiter.now()) {
         state.metrics.auth_failure("rate_limited");
         return Err(ApiError::too_many_requests(
             "too many failed authentications from this address; retry in a second",
@@ -231,12 +230,13 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
         Ok(principal) => Ok(Caller { principal, ip }),
         Err(AuthError::Unavailable(cause)) => {
             tracing::error!(%cause, "authentication unavailable");
-            Err(ApiError::unavailable(
-                "authentication is temporarily unavailable",
+            Err(ApiError::busy(
+                "authentication is temporarily unavailable; retry shortly",
+                crate::problem::DATABASE_RETRY_AFTER_SECS,
             ))
         }
         Err(error) => {
-            state.limiter.record_failure(ip, Instant::now());
+            state.limiter.record_failure(ip, state.limiter.now());
             state.metrics.auth_failure(error.reason());
             tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
             Err(match error {

@@ -1,6 +1,9 @@
 //! `Idempotency-Key` on POST: the first response to a key is stored for 24 h and replayed to
-//! the same principal for the same request; the same key with another request is a 422, and
-//! a key whose first request is still running is a 409.
+//! the same principal for the same request, byte for byte (a refusal's problem details
+//! included); the same key with another request is a 422, and a key whose first request is
+//! still running is a 409. A request that ends without an answer worth keeping (a 5xx, a
+//! 408 or 429, or no answer at all: timed out, or its client gone) releases its key, so the
+//! client's retry runs.
 //!
 //! A record belongs to its principal (kind, tenant, key id or OIDC subject), method and path:
 //! another principal's identical key, or the same key on another path, is another record.
@@ -22,7 +25,7 @@ use storage::idempotency::{self, Claim, RecordId};
 use crate::AppState;
 use crate::extract;
 use crate::middleware::BODY_LIMIT;
-use crate::problem::ApiError;
+use crate::problem::{self, ApiError};
 
 /// The request header naming the key.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -78,13 +81,13 @@ pub async fn idempotent_posts(
     let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
         return ApiError::payload_too_large().into_response();
     };
-    let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
-    let id = RecordId {
-        principal: &owner,
-        method: &method,
-        path: &path,
-        key: &key,
+    let record = OwnedRecordId {
+        principal: owner,
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        key,
     };
+    let id = record.as_id();
     let mut hasher = Sha256::new();
     hasher.update(parts.uri.to_string().as_bytes());
     hasher.update(b"\n");
@@ -107,12 +110,93 @@ pub async fn idempotent_posts(
             sealed_body,
         }) => replay(&state.settings.keyring, &id, status, &headers, &sealed_body),
         Ok(Claim::Fresh) => {
+            let held = HeldClaim {
+                pool: state.pool.clone(),
+                record: Some(record.clone()),
+            };
+            let request_id = problem::request_id(&parts.headers);
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
-            store(&state, &id, response).await
+            let response = problem::render(response, record.path.clone(), request_id);
+            store(&state, held, response).await
         }
     }
+}
+
+/// A [`RecordId`] that owns its parts, so a claim can outlive the request's borrows.
+#[derive(Clone)]
+struct OwnedRecordId {
+    principal: String,
+    method: String,
+    path: String,
+    key: String,
+}
+
+impl OwnedRecordId {
+    fn as_id(&self) -> RecordId<'_> {
+        RecordId {
+            principal: &self.principal,
+            method: &self.method,
+            path: &self.path,
+            key: &self.key,
+        }
+    }
+}
+
+/// The claim of a running request. Unless [`HeldClaim::settle`] says its response was
+/// stored or its key released, dropping it releases the key: the request's future was
+/// dropped (the request timed out, or its client went away) and nobody else would, leaving
+/// the key "in progress" until the claim counts as abandoned.
+struct HeldClaim {
+    pool: PgPool,
+    record: Option<OwnedRecordId>,
+}
+
+impl HeldClaim {
+    fn id(&self) -> Option<RecordId<'_>> {
+        self.record.as_ref().map(OwnedRecordId::as_id)
+    }
+
+    /// The claim is settled: stored or released.
+    fn settle(mut self) {
+        self.record = None;
+    }
+
+    async fn release(self) {
+        if let Some(id) = self.id()
+            && let Err(error) = idempotency::release(&self.pool, &id).await
+        {
+            tracing::warn!(%error, "could not release an idempotency key");
+        }
+        self.settle();
+    }
+}
+
+impl Drop for HeldClaim {
+    fn drop(&mut self) {
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            if let Err(error) = idempotency::release(&pool, &record.as_id()).await {
+                tracing::warn!(%error, "could not release the key of an abandoned request");
+            }
+        });
+    }
+}
+
+/// Whether a response is kept and replayed. A server failure (5xx, a busy 503 included),
+/// a timeout (408) and the failure brake (429) say nothing about the request itself: their
+/// key is released so that a retry runs.
+fn is_kept(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS)
 }
 
 fn replay(
@@ -142,12 +226,10 @@ fn replay(
     response
 }
 
-async fn store(state: &AppState, id: &RecordId<'_>, response: Response) -> Response {
+async fn store(state: &AppState, held: HeldClaim, response: Response) -> Response {
     let status = response.status();
-    if status.is_server_error() {
-        if let Err(error) = idempotency::release(&state.pool, id).await {
-            tracing::warn!(%error, "could not release an idempotency key");
-        }
+    if !is_kept(status) {
+        held.release().await;
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -161,17 +243,25 @@ async fn store(state: &AppState, id: &RecordId<'_>, response: Response) -> Respo
             Some(((*name).to_owned(), serde_json::Value::from(value)))
         })
         .collect();
-    let stored = match state.settings.keyring.seal(&seal_context(id), &bytes) {
+    let Some(id) = held.id() else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    match state.settings.keyring.seal(&seal_context(&id), &bytes) {
         Ok(sealed) => {
-            idempotency::complete(&state.pool, id, status.as_u16(), &headers, &sealed).await
+            let stored =
+                idempotency::complete(&state.pool, &id, status.as_u16(), &headers, &sealed).await;
+            match stored {
+                Ok(()) => held.settle(),
+                Err(error) => {
+                    tracing::warn!(%error, "could not store an idempotent response");
+                    held.release().await;
+                }
+            }
         }
         Err(error) => {
             tracing::error!(%error, "could not seal an idempotent response; releasing its key");
-            idempotency::release(&state.pool, id).await
+            held.release().await;
         }
-    };
-    if let Err(error) = stored {
-        tracing::warn!(%error, "could not store an idempotent response");
     }
     Response::from_parts(parts, Body::from(bytes))
 }

@@ -72,6 +72,9 @@ pub struct Settings {
     pub outbound: egress::Egress,
     /// Event retention and streams.
     pub events: events::EventSettings,
+    /// The time source of the authentication failure brake (the system's; tests hold it
+    /// still).
+    pub failure_clock: auth::Clock,
 }
 
 impl Settings {
@@ -93,6 +96,7 @@ impl Settings {
             outbound: egress::Egress::new(egress::Policy::DEVELOPMENT)
                 .map_err(|error| error.to_string())?,
             events: events::EventSettings::default(),
+            failure_clock: auth::Clock::default(),
         })
     }
 
@@ -210,7 +214,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         pool,
         verifier,
         oidc,
-        limiter: FailureLimiter::default(),
+        limiter: FailureLimiter::with_clock(settings.failure_clock.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),

@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The `Retry-After` of an answer given while the database cannot be had: long enough for a
+/// restart or a failover to finish, short enough not to keep clients away after it.
+pub const DATABASE_RETRY_AFTER_SECS: u32 = 5;
+
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -269,6 +273,16 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: the database cannot be had right now
+    /// ([`storage::is_unavailable`]); logged here with its cause.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(%cause, "database unavailable");
+        Self::busy(
+            "the database is not answering right now; retry shortly",
+            DATABASE_RETRY_AFTER_SECS,
+        )
+    }
+
     /// 503: a query ran into its statement timeout (the request's budget) and was
     /// cancelled by the database.
     pub fn query_timeout() -> Self {
@@ -328,6 +342,7 @@ impl From<sqlx::Error> for ApiError {
                     ..ApiError::busy("the change collided with concurrent changes; retry it", 1)
                 }
             }
+            _ if storage::is_unavailable(&error) => ApiError::database_unavailable(&error),
             _ => ApiError::internal(format!("database: {error}")),
         }
     }
@@ -364,6 +379,7 @@ impl From<registry::RegistryError> for ApiError {
                 ApiError::forbidden_fields(detail, &pointers)
             }
             Refused::PreconditionFailed(detail) => ApiError::precondition_failed(detail),
+            Refused::FormerSlugLimit(refusal) => ApiError::from(refusal),
             Refused::Lifecycle(refusal) => ApiError::lifecycle(refusal),
             Refused::IllegalTransition(error) => ApiError::illegal_transition(
                 error.to_string(),
@@ -372,6 +388,25 @@ impl From<registry::RegistryError> for ApiError {
             Refused::Unavailable(detail) => ApiError::unavailable(detail),
             Refused::Collided(error) | Refused::Database(error) => ApiError::from(error),
             Refused::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<domain::tenant::TooManyFormerSlugs> for ApiError {
+    /// 409 `former-slug-limit` at `/slug`: a rename would leave the tenant holding more
+    /// former slugs than it may.
+    fn from(refusal: domain::tenant::TooManyFormerSlugs) -> Self {
+        Self {
+            errors: vec![FieldError {
+                pointer: "/slug".to_owned(),
+                detail: refusal.to_string(),
+            }],
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "former-slug-limit",
+                "Too many former slugs",
+                refusal.to_string(),
+            )
         }
     }
 }
@@ -433,12 +468,28 @@ fn problem_for_status(status: StatusCode) -> ApiError {
 /// Writes every error response as problem+json, adding the request path and id.
 pub async fn problem_responses(request: Request<Body>, next: Next) -> Response {
     let instance = request.uri().path().to_owned();
-    let request_id = request
-        .headers()
+    let request_id = request_id(request.headers());
+    let response = next.run(request).await;
+    render(response, instance, request_id)
+}
+
+/// The request id the request id layer put among a request's `headers`.
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get(crate::middleware::REQUEST_ID)
         .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let mut response = next.run(request).await;
+        .map(str::to_owned)
+}
+
+/// `response` with its body written as problem+json when it is an error whose body is not
+/// one yet: the [`Problem`] a handler attached, or one for its status. Rendering the same
+/// response twice changes nothing, so a layer inside [`problem_responses`] may render first
+/// (the idempotency layer does, to store the body the client gets).
+pub(crate) fn render(
+    mut response: Response,
+    instance: String,
+    request_id: Option<String>,
+) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

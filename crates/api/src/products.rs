@@ -160,8 +160,8 @@ pub(crate) async fn put_product(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::PlatformAdmin)?;
-    let id = Slug::parse(&product)
-        .map_err(|error| ApiError::invalid_field("/product", error.to_string()))?;
+    let id = product::catalog_id(&product)
+        .map_err(|detail| ApiError::invalid_field("/product", detail))?;
     let manifest: Manifest = from_json_value(body.clone())?;
     let mut errors: Vec<FieldError> = manifest
         .problems()

@@ -1,15 +1,16 @@
 //! The serve loop of both listeners: HTTP/1 connections with a deadline for the request
-//! headers, an idle deadline (no byte moved either way), a cap on open connections, and a
-//! graceful drain on shutdown.
+//! headers, an idle deadline (no byte moved either way), a cap on open connections and a
+//! smaller one per peer address, and a graceful drain on shutdown.
 //!
 //! axum's own `serve` sets none of these, so a silent connection, one that sends half a
 //! request line, or a client that stops reading a streamed export would hold its socket
 //! (and, for the export, a database connection) for as long as it liked.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,12 +26,30 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+/// How long the process waits, once both listeners have drained, for blocking jobs still
+/// running: a CPU-heavy job whose request was answered at its deadline may run on (it keeps
+/// its slot, see `api::blocking`), and must not hold the process past SIGTERM.
+pub const BLOCKING_JOBS_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a client may take to send a request's headers, by default.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may move no byte in either direction, by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most connections one listener keeps open at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Most connections one listener keeps open from one peer address at once, by default: a
+/// quarter of [`DEFAULT_MAX_CONNECTIONS`], so one client cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Refused connections given a moment to read their answer at once; beyond that, a refused
+/// connection is closed without one.
+const REFUSALS_IN_FLIGHT: usize = 64;
+/// How long a refused connection is given to read its answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// The body of the answer to a connection over its address's cap.
+const TOO_MANY_CONNECTIONS: &str = concat!(
+    r#"{"type":"/problems/too-many-connections","title":"Too many connections","status":429,"#,
+    r#""detail":"this address has as many connections open as it may; reuse or close one"}"#,
+);
 
 /// What one listener allows its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +62,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Open connections; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections from one peer address; a further one from it is answered 429 and
+    /// closed at once (it does not wait: it would hold a place in the backlog).
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -51,8 +73,24 @@ impl Default for ConnectionLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
+}
+
+/// Runs `main` to completion on a multi-threaded runtime, then shuts the runtime down,
+/// waiting at most `grace` for blocking jobs still running: their threads are left behind
+/// for the process's exit instead of being waited for (what dropping a runtime does).
+pub fn run_then_shut_down<T>(
+    main: impl std::future::Future<Output = T>,
+    grace: Duration,
+) -> std::io::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let output = runtime.block_on(main);
+    runtime.shutdown_timeout(grace);
+    Ok(output)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
@@ -64,6 +102,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -84,13 +124,20 @@ pub async fn serve(
                 }
             },
         };
+        let Some(address_slot) =
+            per_address.admit(client_of(peer.ip()), limits.max_connections_per_address)
+        else {
+            tracing::debug!(%peer, "refusing a connection over its address's cap");
+            refuse(stream, &refusals);
+            continue;
+        };
         tokio::spawn(serve_connection(
             stream,
             peer,
             router.clone(),
             limits,
             stopping.clone(),
-            slot,
+            (slot, address_slot),
         ));
     }
     drop(listener);
@@ -111,7 +158,7 @@ async fn serve_connection(
     router: Router,
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, AddressSlot),
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
@@ -150,6 +197,95 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Whom a peer address counts as for the per-address cap: an IPv4 address (an IPv4-mapped
+/// IPv6 one included) as itself, an IPv6 address by its /64, the smallest network a site
+/// is given, so that one host cannot take a fresh address for every connection.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
+/// Open connections per peer address of one listener.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// A place for one more connection from `address`, unless it has `cap` open already.
+    fn admit(self: &Arc<Self>, address: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(address).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            address,
+            counts: Arc::clone(self),
+        })
+    }
+}
+
+/// One open connection's place in its address's count, given back when it closes.
+struct AddressSlot {
+    address: IpAddr,
+    counts: Arc<PerAddress>,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Answers a connection over its address's cap with 429 and closes it. The answer fits in
+/// a fresh socket's send buffer, so it is written without waiting. Closing a socket whose
+/// client has sent bytes nobody read resets it, which may destroy the answer before the
+/// client reads it; so the rest of what the client sends is read and dropped for a moment
+/// before closing, by at most [`REFUSALS_IN_FLIGHT`] refusals at once (the next ones are
+/// closed at once, so refusing costs a bounded amount whatever the rate of connections).
+fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>) {
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY_CONNECTIONS}",
+        TOO_MANY_CONNECTIONS.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(read) if read > 0) {}
+        })
+        .await;
+    });
 }
 
 /// When a connection last moved a byte, as milliseconds after it was opened.
@@ -243,5 +379,53 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_client_and_ipv4_addresses_each_as_their_own() {
+        let client = |text: &str| client_of(text.parse().expect("an address"));
+        assert_eq!(client("2001:db8:1:2::1"), client("2001:db8:1:2:ffff::9"));
+        assert_ne!(client("2001:db8:1:2::1"), client("2001:db8:1:3::1"));
+        assert_ne!(client("192.0.2.1"), client("192.0.2.2"));
+        assert_eq!(client("::ffff:192.0.2.1"), client("192.0.2.1"));
+    }
+
+    #[test]
+    fn shutdown_does_not_wait_for_a_runaway_blocking_job() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let (release_job, job_released) = mpsc::channel::<()>();
+        let (shut_down, has_shut_down) = mpsc::channel();
+        let job_finished = Arc::clone(&finished);
+        std::thread::spawn(move || {
+            let served = run_then_shut_down(
+                async move {
+                    // A job that runs on after its request was answered, until told to stop.
+                    drop(tokio::task::spawn_blocking(move || {
+                        let _ = job_released.recv();
+                        job_finished.store(true, Ordering::SeqCst);
+                    }));
+                    "served"
+                },
+                Duration::from_millis(50),
+            );
+            let _ = shut_down.send(served.ok());
+        });
+        let outcome = has_shut_down
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runtime shut down with the job still running");
+        assert_eq!(outcome, Some("served"));
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the job had not ended when the runtime shut down"
+        );
+        let _ = release_job.send(());
     }
 }

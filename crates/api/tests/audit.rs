@@ -766,6 +766,7 @@ async fn events_are_recorded_under_the_product_their_key_belongs_to() {
     let app = TestApp::new().await;
     let admin = app.admin_key().await;
     let tenant = app.tenant("acme").await;
+    app.product("billing").await;
     let created = app
         .request(Method::POST, "/v1/api-keys")
         .bearer(&admin)

@@ -152,6 +152,7 @@ async fn a_key_expiring_in_a_minute_cannot_mint_or_rotate_a_key_that_outlives_it
 async fn a_tenant_key_cannot_set_or_change_a_keys_product() {
     let app = TestApp::new().await;
     let tenant = app.tenant("acme").await;
+    app.product("billing").await;
     let admin = app.admin_key().await;
     let (_, manager) = app
         .key(Some(tenant), &[Scope::ApiKeysManage, Scope::AuditWrite])
@@ -237,4 +238,52 @@ async fn an_oidc_user_grants_nothing_that_outlives_its_token() {
     )
     .await;
     assert_eq!(within.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_key_cannot_pass_its_events_off_as_the_registrys_own() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let body = |product: &str| json!({"name": "ingest", "tenant_id": tenant, "scopes": ["audit:write"], "product": product});
+    for product in ["tenant-registry", "not-in-the-catalog"] {
+        let minted = post(&app, &admin, "/v1/api-keys", Some(body(product))).await;
+        assert_eq!(minted.status, StatusCode::UNPROCESSABLE_ENTITY, "{product}");
+        assert_eq!(minted.pointers(), vec!["/product"], "{product}");
+    }
+    let published = app
+        .request(Method::PUT, "/v1/products/tenant-registry")
+        .bearer(&admin)
+        .json(&json!({"name": "The registry, as anyone"}))
+        .send()
+        .await;
+    assert_eq!(published.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(published.pointers(), vec!["/product"]);
+
+    // A key minted before the catalog check may still carry the name.
+    let (legacy_id, legacy) = app.key(Some(tenant), &[Scope::AuditWrite]).await;
+    app.change_silently(
+        "UPDATE api_keys SET product = 'tenant-registry' WHERE id = $1",
+        legacy_id,
+    )
+    .await;
+    let forged = json!({"action": "api_key.revoked", "crud": "u", "description": "nothing to see"});
+    assert_refused(
+        &post(&app, &legacy, "/v1/audit/events", Some(forged)).await,
+        &["the registry's own name"],
+    );
+    let page = app
+        .request(Method::GET, "/v1/audit/events?q=product:tenant-registry")
+        .bearer(&admin)
+        .send()
+        .await
+        .json();
+    let items = page["items"].as_array().expect("items");
+    assert!(!items.is_empty(), "the registry's own records: {page}");
+    assert!(
+        items
+            .iter()
+            .all(|event| event["description"] != "nothing to see"),
+        "{page}"
+    );
 }

@@ -210,3 +210,136 @@ async fn records_expire_after_a_day_and_are_swept() {
         .expect("keys");
     assert_eq!(left, ["old", "recent"]);
 }
+
+/// Waits until a request has claimed `key`.
+async fn claimed(app: &TestApp, key: &str) {
+    loop {
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM idempotency_records WHERE key = $1)")
+                .bind(key)
+                .fetch_one(app.db.pool())
+                .await
+                .expect("a lookup");
+        if found {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_or_abandoned_request_releases_its_key_so_the_retry_runs() {
+    let app = TestApp::with_settings(api::Settings {
+        request_timeout: std::time::Duration::from_secs(2),
+        ..testkit::settings()
+    })
+    .await;
+    let (_, admin) = app.cheap_key(None, &[Scope::PlatformAdmin]).await;
+    let tenant = app.tenant("acme").await;
+    let path = format!("/v1/tenants/{tenant}/transitions");
+    let freeze = json!({"to": "frozen", "reason": "unpaid"});
+    // Someone holds the tenant's row: the transition waits for it past the request timeout.
+    let mut holder = app.db.pool().begin().await.expect("a transaction");
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant)
+        .execute(&mut *holder)
+        .await
+        .expect("the row is held");
+
+    let timed_out = post_with_key(&app, &admin, &path, "freeze-1", &freeze).await;
+    assert_eq!(timed_out.status, StatusCode::REQUEST_TIMEOUT);
+    testkit::within_a_second("the timed-out request releasing its key", async || {
+        records(&app).await == 0
+    })
+    .await;
+
+    // A client that goes away while its request waits: the request's future is dropped.
+    tokio::select! {
+        abandoned = post_with_key(&app, &admin, &path, "freeze-2", &freeze) => {
+            panic!("answered while the row is held: {}", abandoned.status);
+        }
+        () = claimed(&app, "freeze-2") => {}
+    }
+    testkit::within_a_second("the abandoned request releasing its key", async || {
+        records(&app).await == 0
+    })
+    .await;
+    holder.rollback().await.expect("the row is let go");
+
+    for key in ["freeze-1", "freeze-2"] {
+        let retried = post_with_key(&app, &admin, &path, key, &freeze).await;
+        assert_eq!(retried.header("idempotent-replayed"), None, "{key} runs");
+        let expected = if key == "freeze-1" {
+            StatusCode::OK
+        } else {
+            StatusCode::CONFLICT
+        };
+        assert_eq!(
+            retried.status,
+            expected,
+            "{key}: {}",
+            String::from_utf8_lossy(&retried.body)
+        );
+    }
+    let replayed = post_with_key(&app, &admin, &path, "freeze-1", &freeze).await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_replayed_refusal_is_byte_identical_to_the_original() {
+    let app = TestApp::new().await;
+    let (_, admin) = app.cheap_key(None, &[Scope::PlatformAdmin]).await;
+    let (revoked, _) = app.cheap_key(None, &[Scope::TenantsRead]).await;
+    app.revoke(revoked).await;
+    let invalid = json!({"name": "x", "scopes": ["tenants:read", "nope"]});
+    let rotate = format!("/v1/api-keys/{revoked}/rotate");
+    for (path, key, body, status) in [
+        (
+            "/v1/api-keys",
+            "bad-scope",
+            &invalid,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            rotate.as_str(),
+            "rotate-revoked",
+            &json!({}),
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let first = post_with_key(&app, &admin, path, key, body).await;
+        assert_eq!(first.status, status, "{path}");
+        assert_eq!(
+            first.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert!(
+            first.json()["detail"]
+                .as_str()
+                .is_some_and(|detail| !detail.is_empty())
+        );
+        let replay = post_with_key(&app, &admin, path, key, body).await;
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"), "{path}");
+        assert_eq!(
+            (
+                replay.status,
+                replay.header("content-type"),
+                replay.body.as_slice()
+            ),
+            (
+                first.status,
+                first.header("content-type"),
+                first.body.as_slice()
+            ),
+            "{path}: {}",
+            String::from_utf8_lossy(&replay.body)
+        );
+    }
+    let first_errors = post_with_key(&app, &admin, "/v1/api-keys", "bad-scope", &invalid).await;
+    assert_eq!(
+        first_errors.pointers(),
+        vec!["/scopes/1"],
+        "errors survive the replay"
+    );
+}

@@ -10,8 +10,8 @@ use sqlx::types::Json;
 use storage::audit::EventRow;
 use uuid::Uuid;
 
-/// The product name of the registry's own events.
-pub const PRODUCT: &str = "tenant-registry";
+/// The product name of the registry's own events, which no catalog product or key may take.
+pub const PRODUCT: &str = domain::product::REGISTRY;
 
 /// Something the registry did or refused, as its own audit record.
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@ mod principal;
 mod tenant_claims;
 mod verifier;
 
-pub use failures::FailureLimiter;
+pub use failures::{Clock, FailureLimiter};
 pub use invalidations::Invalidations;
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use principal::{Principal, PrincipalKind};

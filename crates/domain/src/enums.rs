@@ -83,7 +83,8 @@ labelled_enum! {
         Trial => "trial",
         /// A paying customer in good standing.
         Active => "active",
-        /// Suspended: data kept, access refused.
+        /// Suspended to reads only: its data can be read, not changed, and it is entitled to no
+        /// product until it is active again.
         Frozen => "frozen",
         /// Soft-deleted: kept for restore or purge.
         Archived => "archived",

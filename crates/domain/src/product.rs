@@ -6,7 +6,22 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::TenantStatus;
+use crate::{Slug, TenantStatus};
+
+/// The product name of the registry's own audit records. No catalog product, and so no API
+/// key, may take it: events ingested under it could not be told from the registry's own.
+pub const REGISTRY: &str = "tenant-registry";
+
+/// A catalog product's id: the slug rule, and never [`REGISTRY`].
+pub fn catalog_id(input: &str) -> Result<Slug, String> {
+    let id = Slug::parse(input).map_err(|error| error.to_string())?;
+    if id.as_str() == REGISTRY {
+        return Err(format!(
+            "\"{REGISTRY}\" is the registry's own name (its audit records carry it); choose another"
+        ));
+    }
+    Ok(id)
+}
 
 /// What kind of value a feature takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +324,13 @@ pub fn check_feature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registrys_own_name_is_no_catalog_id() {
+        assert!(catalog_id("billing").is_ok());
+        assert!(catalog_id(REGISTRY).is_err());
+        assert!(catalog_id("Billing Sync").is_err());
+    }
     use serde_json::json;
 
     fn manifest() -> Manifest {

@@ -18,6 +18,30 @@ pub const CREATABLE_STATUSES: &[TenantStatus] = &[
     TenantStatus::Active,
 ];
 
+/// Most former slugs one tenant holds. Each stays reserved to it until a platform principal
+/// releases it, so without a bound a tenant renaming itself in a loop would take any number
+/// of names from every other tenant.
+pub const MAX_FORMER_SLUGS: usize = 5;
+
+/// A rename refused because the tenant would hold more than [`MAX_FORMER_SLUGS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this tenant already holds {MAX_FORMER_SLUGS} former slugs, each reserved to it, the most \
+     one tenant may; take one of them back, or have a platform principal release one \
+     (DELETE /v1/tenants/{{id}}/former-slugs/{{slug}}) before choosing a new slug"
+)]
+pub struct TooManyFormerSlugs;
+
+/// Whether a rename may leave the tenant holding `held_after` former slugs (taking back a
+/// former slug leaves the count as it was; moving to a new one adds the slug left behind).
+pub fn former_slugs_after_rename(held_after: usize) -> Result<(), TooManyFormerSlugs> {
+    if held_after > MAX_FORMER_SLUGS {
+        Err(TooManyFormerSlugs)
+    } else {
+        Ok(())
+    }
+}
+
 /// Every field of a tenant a create or patch body may name (`status` is set only at creation).
 pub const FIELDS: &[&str] = &[
     "slug",
@@ -182,6 +206,21 @@ mod tests {
         assert!(transition_reason("   ").is_err());
         assert!(transition_reason(&"x".repeat(501)).is_err());
         assert!(transition_reason(&"é".repeat(500)).is_ok());
+    }
+
+    #[test]
+    fn a_rename_may_leave_at_most_five_former_slugs() {
+        for held_after in 0..=MAX_FORMER_SLUGS {
+            assert_eq!(
+                former_slugs_after_rename(held_after),
+                Ok(()),
+                "{held_after}"
+            );
+        }
+        assert_eq!(
+            former_slugs_after_rename(MAX_FORMER_SLUGS + 1),
+            Err(TooManyFormerSlugs)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use storage::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::trail::{self, Recorded, Target};
-use crate::{Actor, RegistryError, events, lifecycle};
+use crate::{Actor, RegistryError, constraints, events, lifecycle};
 use domain::event::EventType;
 
 /// A key to create.
@@ -76,14 +76,10 @@ fn validate_create(request: &CreateKey, now: DateTime<Utc>) -> Result<(), Regist
             "must grant at least one scope",
         ));
     }
-    if request
-        .product
-        .as_deref()
-        .is_some_and(|product| domain::Slug::parse(product).is_err())
-    {
+    if let Some(Err(detail)) = request.product.as_deref().map(domain::product::catalog_id) {
         return Err(RegistryError::invalid_field(
             "/product",
-            "must be a product id: 3 to 63 lowercase letters, digits and inner hyphens",
+            format!("must be a product id of the catalog: {detail}"),
         ));
     }
     if request
@@ -182,6 +178,16 @@ pub async fn create(
     {
         return Err(unknown_tenant());
     }
+    // The events the key ingests are recorded under its product: it must be a real one (the
+    // foreign key api_keys_product_fkey holds it under concurrency).
+    if let Some(product) = &request.product
+        && !storage::products::exists(pool, product).await?
+    {
+        return Err(RegistryError::invalid_field(
+            "/product",
+            "no such product in the catalog; publish it first (PUT /v1/products/{id})",
+        ));
+    }
     issue(pool, actor.into(), env, request).await
 }
 
@@ -211,7 +217,8 @@ async fn issue(
                 product: request.product.as_deref(),
             },
         )
-        .await?;
+        .await
+        .map_err(constraints::map)?;
         audit(&mut transaction, recorded, &record, "api_key.created", 'c').await?;
         transaction.commit().await?;
         Ok::<_, RegistryError>(record)

@@ -21,6 +21,12 @@ const MAPPINGS: &[Mapping] = &[
         detail: "an event with this external_id was stored at the same moment; retry and it is skipped as a duplicate",
     },
     Mapping {
+        constraint: "api_keys_product_fkey",
+        conflict: false,
+        pointer: "/product",
+        detail: "no such product in the catalog",
+    },
+    Mapping {
         constraint: "tenants_slug_key",
         conflict: true,
         pointer: "/slug",

@@ -55,6 +55,9 @@ pub enum RegistryError {
     /// The tenant's lifecycle status does not allow the write (frozen or archived).
     #[error(transparent)]
     Lifecycle(#[from] LifecycleRefusal),
+    /// A rename would leave the tenant holding more former slugs than it may.
+    #[error(transparent)]
+    FormerSlugLimit(#[from] domain::tenant::TooManyFormerSlugs),
     /// The tenant cannot move to the asked status from its current one.
     #[error(transparent)]
     IllegalTransition(#[from] TransitionError),

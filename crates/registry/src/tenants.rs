@@ -202,6 +202,7 @@ pub async fn update(
             UpdateOutcome::NotFound => return Err(no_such_tenant()),
             UpdateOutcome::VersionMismatch { current } => return Err(version_mismatch(current)),
             UpdateOutcome::SlugUnavailable => return Err(slug_unavailable()),
+            UpdateOutcome::TooManyFormerSlugs(refusal) => return Err(refusal.into()),
         };
         let fields = field_map(&[("fields", changes.field_names().join(","))]);
         audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;

@@ -149,7 +149,8 @@ pub async fn complete(
     .map(drop)
 }
 
-/// Forgets a claim whose request failed in a way worth retrying (a 5xx).
+/// Forgets a claim whose request ended without an answer worth keeping (a 5xx, a 408 or
+/// 429, or none at all), so that a retry runs.
 pub async fn release(pool: &PgPool, id: &RecordId<'_>) -> Result<(), sqlx::Error> {
     bind_id(
         sqlx::query(&format!(

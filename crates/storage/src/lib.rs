@@ -38,6 +38,28 @@ pub enum StorageError {
     Query(#[from] sqlx::Error),
 }
 
+/// Whether `error` says the database cannot be had right now, rather than that a statement
+/// was wrong: no connection within the pool's acquire timeout, a connection that broke, or a
+/// server that is shutting down, restarting, refusing connections or cut this session off
+/// (SQLSTATE class 08, 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now,
+/// 53300 too many connections). The caller should come back later (503), not report a bug.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| code.starts_with("08") || UNAVAILABLE_CODES.contains(&&*code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs outside class 08 that mean the server, not the statement, is the trouble.
+const UNAVAILABLE_CODES: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
+
 /// How the pool is sized and how long it waits.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {

@@ -65,6 +65,14 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<ProductRow>, sqlx::Er
         .await
 }
 
+/// Whether the catalog has product `id`.
+pub async fn exists(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}
+
 /// Every product, by id.
 pub async fn list(pool: &PgPool) -> Result<Vec<ProductRow>, sqlx::Error> {
     sqlx::query_as("SELECT id, manifest, created_at, updated_at FROM products ORDER BY id")

@@ -2,8 +2,8 @@
 //! slugs that keep leading to their tenant until a platform principal releases them) and the
 //! OIDC organization its users come from.
 //!
-//! Every use case that takes or gives up a slug first takes a transaction-scoped advisory
-//! lock on it (after the tenant's row lock, when it holds one), so a rename and a concurrent
+//! A tenant holds at most `domain::tenant::MAX_FORMER_SLUGS` former slugs. Every use case
+//! that takes or gives up a slug first takes a transaction-scoped advisory lock on it (after the tenant's row lock, when it holds one), so a rename and a concurrent
 //! attempt to take the slug it gives up cannot both see it free.
 
 use chrono::{DateTime, Utc};
@@ -46,18 +46,46 @@ pub async fn reserve(conn: &mut PgConnection, id: Uuid, slug: &str) -> Result<bo
     free_for(conn, slug, id).await
 }
 
+/// What became of a slug move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlugMove {
+    /// The history now holds the slug left behind; the caller writes the new one on the row.
+    Moved,
+    /// The new slug is another tenant's, now or formerly.
+    Unavailable,
+    /// The tenant would hold more former slugs than it may.
+    Refused(domain::tenant::TooManyFormerSlugs),
+}
+
 /// Moves tenant `id` (its row locked) from slug `from` to `to` in the history, if `to` is
-/// free for it: `from` becomes a former slug, and `to` stops being one if it was. Whether
-/// it moved; the caller then writes the new slug on the row.
+/// free for it and the tenant may hold one more former slug
+/// ([`domain::tenant::former_slugs_after_rename`]): `from` becomes a former slug, and `to`
+/// stops being one if it was. The row lock keeps the count exact: every rename of the
+/// tenant waits for it.
 pub(crate) async fn move_slug(
     conn: &mut PgConnection,
     id: Uuid,
     from: &str,
     to: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<SlugMove, sqlx::Error> {
     lock(conn, &[from, to]).await?;
     if !free_for(conn, to, id).await? {
-        return Ok(false);
+        return Ok(SlugMove::Unavailable);
+    }
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenant_slug_history
+         WHERE tenant_id = $1 AND slug <> $2 AND slug <> $3",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await?;
+    let held_after = usize::try_from(kept)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    if let Err(refusal) = domain::tenant::former_slugs_after_rename(held_after) {
+        return Ok(SlugMove::Refused(refusal));
     }
     sqlx::query("DELETE FROM tenant_slug_history WHERE slug = $1 AND tenant_id = $2")
         .bind(to)
@@ -72,7 +100,7 @@ pub(crate) async fn move_slug(
     .bind(id)
     .execute(conn)
     .await?;
-    Ok(true)
+    Ok(SlugMove::Moved)
 }
 
 /// A slug a tenant used to have: it still leads to the tenant, and no other tenant can take

@@ -6,7 +6,7 @@ use domain::{Slug, TenantKind, TenantStatus};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::tenant_names::OidcOrganization;
+use crate::tenant_names::{OidcOrganization, SlugMove};
 
 /// The LISTEN/NOTIFY channel on which a trigger announces every committed change to a
 /// tenant or its products (V8).
@@ -443,6 +443,8 @@ pub enum UpdateOutcome {
     },
     /// The new slug is another tenant's, now or formerly.
     SlugUnavailable,
+    /// The tenant would hold more former slugs than it may.
+    TooManyFormerSlugs(domain::tenant::TooManyFormerSlugs),
 }
 
 /// Locks a tenant's row for the rest of the transaction and returns it.
@@ -491,9 +493,12 @@ pub async fn update(
         .slug
         .as_ref()
         .filter(|slug| slug.as_str() != current.slug)
-        && !crate::tenant_names::move_slug(conn, id, &current.slug, slug.as_str()).await?
     {
-        return Ok(UpdateOutcome::SlugUnavailable);
+        match crate::tenant_names::move_slug(conn, id, &current.slug, slug.as_str()).await? {
+            SlugMove::Moved => {}
+            SlugMove::Unavailable => return Ok(UpdateOutcome::SlugUnavailable),
+            SlugMove::Refused(refusal) => return Ok(UpdateOutcome::TooManyFormerSlugs(refusal)),
+        }
     }
     let mut query: QueryBuilder<Postgres> =
         QueryBuilder::new("UPDATE tenants SET updated_at = now()");

@@ -214,6 +214,27 @@ async fn audit_crud_must_be_one_of_c_r_u_d() {
     assert_eq!(constraint(&error), Some("audit_log_crud_valid"));
 }
 
+#[tokio::test]
+async fn a_keys_product_must_be_in_the_catalog() {
+    let db = TestDb::migrated().await;
+    let insert = |product: &'static str| {
+        sqlx::query(
+            "INSERT INTO api_keys (name, prefix, hash, scopes, product)
+             VALUES ('k', md5(random()::text), '$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA',
+                     ARRAY['audit:write'], $1)",
+        )
+        .bind(product)
+        .execute(db.pool())
+    };
+    let error = insert("ghost").await.expect_err("no such product");
+    assert_eq!(constraint(&error), Some("api_keys_product_fkey"));
+    sqlx::query("INSERT INTO products (id, manifest) VALUES ('billing', '{}')")
+        .execute(db.pool())
+        .await
+        .expect("a product");
+    insert("billing").await.expect("a catalog product");
+}
+
 async fn seed_every_table(pool: &PgPool) -> Uuid {
     let tenant = insert_tenant(pool, "acme").await.expect("tenant");
     sqlx::query(

@@ -250,6 +250,14 @@ impl TestApp {
             .id
     }
 
+    /// Publishes product `id` in the catalog with a minimal manifest (a name, nothing else).
+    pub async fn product(&self, id: &str) {
+        let mut conn = self.db.pool().acquire().await.expect("a connection");
+        storage::products::upsert(&mut conn, id, &serde_json::json!({"name": id}))
+            .await
+            .expect("the product is published");
+    }
+
     /// A key for `tenant_id` (or a platform key) with `scopes`; returns its id and secret.
     pub async fn key(&self, tenant_id: Option<Uuid>, scopes: &[Scope]) -> (Uuid, String) {
         self.key_expiring(tenant_id, scopes, None).await

@@ -18,9 +18,12 @@ use url::Url;
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_6d70_6c61_7465;
 pub mod app;
 pub mod oidc;
+pub mod outage;
 pub mod receiver;
+pub mod serving;
 
 pub use app::{TestApp, TestResponse, settings};
+pub use serving::await_serving;
 
 /// How long a change made on one replica may take to reach every other replica's caches.
 pub const PROPAGATION_BOUND: Duration = Duration::from_secs(1);

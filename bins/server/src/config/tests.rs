@@ -39,6 +39,16 @@ fn connection_limits_default_to_10_s_headers_60_s_idle() {
     assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(limits.idle_timeout, Duration::from_secs(60));
     assert_eq!(limits.max_connections, 1024);
+    assert_eq!(limits.max_connections_per_address, 256);
+}
+
+#[test]
+fn the_per_address_cap_never_exceeds_the_listeners() {
+    let limits = with_database(&["--max-connections", "100"])
+        .check()
+        .expect("valid")
+        .connection_limits;
+    assert_eq!(limits.max_connections_per_address, 100);
 }
 
 #[test]

@@ -428,7 +428,7 @@ pub(crate) async fn list(
     (status = 200, description = "Changed", body = TenantView, headers(("etag" = String, description = "The new version"))),
     (status = 403, description = "A tenant principal changing a platform field (errors names each)", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "slug, erp_id, stripe_id or oidc_organization not available; or the tenant is frozen (tenant principals) or archived", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "slug, erp_id, stripe_id or oidc_organization not available; a new slug while the tenant holds 5 former slugs (former-slug-limit); or the tenant is frozen (tenant principals) or archived", body = Problem, content_type = "application/problem+json"),
     (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid fields, all listed", body = Problem, content_type = "application/problem+json"),
     (status = 428, description = "If-Match required and missing", body = Problem, content_type = "application/problem+json")))]
