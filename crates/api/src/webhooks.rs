@@ -246,6 +246,14 @@ pub struct TestAnswer {
     delivery_id: Uuid,
 }
 
+/// Making an endpoint deliver (creating it, changing it, retrying or replaying) sends events
+/// to a URL the caller chooses, so it needs what reading them needs: `events:read` as well
+/// as `webhooks:manage`.
+fn require_delivering(caller: &Caller) -> Result<(), ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    caller.require(Scope::EventsRead)
+}
+
 fn endpoint_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such webhook endpoint"))
@@ -269,7 +277,7 @@ fn nullable_strings(fields: &mut Fields, name: &str) -> Option<Option<Vec<String
 
 /// Creates an endpoint; the answer carries its secret, once.
 #[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks",
-    security(("bearer" = ["webhooks:manage"])),
+    security(("bearer" = ["webhooks:manage", "events:read"])),
     request_body = WebhookInput,
     responses((status = 201, description = "Created; `secret` is shown only here", body = WebhookWithSecret,
         headers(("location" = String, description = "The endpoint's URL"))),
@@ -281,7 +289,7 @@ pub(crate) async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    require_delivering(&caller)?;
     let mut fields = Fields::new(
         body,
         &["url", "event_types", "tenant_id", "description", "enabled"],
@@ -375,7 +383,7 @@ pub(crate) async fn get_one(
 /// Changes an endpoint (JSON merge patch of `url`, `event_types`, `description`,
 /// `enabled`); enabling clears the failure record. Honours `If-Match`.
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", operation_id = "update_webhook", tag = "webhooks",
-    security(("bearer" = ["webhooks:manage"])),
+    security(("bearer" = ["webhooks:manage", "events:read"])),
     params(("id" = Uuid, Path, description = "The endpoint's id"),
            ("If-Match" = Option<String>, Header, description = "The ETag read; required when REQUIRE_IF_MATCH=true")),
     request_body(content = WebhookInput, content_type = "application/merge-patch+json"),
@@ -393,7 +401,7 @@ pub(crate) async fn patch(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    require_delivering(&caller)?;
     let id = endpoint_id(&id)?;
     let expected = if_match(&headers, state.settings.require_if_match)?;
     let mut fields = Fields::new(body, &["url", "event_types", "description", "enabled"])?;
@@ -530,7 +538,7 @@ fn delivery_status(text: &str) -> Result<&str, ApiError> {
 
 /// Queues a delivery again now, with a fresh retry schedule.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery}/retry", operation_id = "retry_webhook_delivery", tag = "webhooks",
-    security(("bearer" = ["webhooks:manage"])),
+    security(("bearer" = ["webhooks:manage", "events:read"])),
     params(("id" = Uuid, Path, description = "The endpoint's id"), ("delivery" = Uuid, Path, description = "The delivery's id")),
     responses((status = 202, description = "Queued"),
     (status = 403, description = "Missing webhooks:manage", body = Problem, content_type = "application/problem+json"),
@@ -541,7 +549,7 @@ pub(crate) async fn retry_delivery(
     caller: Caller,
     Path((id, delivery)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    require_delivering(&caller)?;
     let delivery: Uuid = delivery
         .parse()
         .map_err(|_| ApiError::not_found("no such delivery"))?;
@@ -558,7 +566,7 @@ pub(crate) async fn retry_delivery(
 
 /// Sends again every retained event since a time that the endpoint wants.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/replay", operation_id = "replay_webhook", tag = "webhooks",
-    security(("bearer" = ["webhooks:manage"])),
+    security(("bearer" = ["webhooks:manage", "events:read"])),
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     request_body = ReplayInput,
     responses((status = 202, description = "Queued", body = ReplayAnswer),
@@ -572,7 +580,7 @@ pub(crate) async fn replay(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    require_delivering(&caller)?;
     let id = endpoint_id(&id)?;
     let mut fields = Fields::new(body, &["since"])?;
     let since = fields.required("since", fields::timestamp);

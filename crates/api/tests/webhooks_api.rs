@@ -136,8 +136,12 @@ async fn a_tenant_manages_only_its_own_endpoints() {
     let admin = app.admin_key().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    let (_, acme_key) = app.cheap_key(Some(acme), &[Scope::WebhooksManage]).await;
-    let (_, globex_key) = app.cheap_key(Some(globex), &[Scope::WebhooksManage]).await;
+    let (_, acme_key) = app
+        .cheap_key(Some(acme), &[Scope::WebhooksManage, Scope::EventsRead])
+        .await;
+    let (_, globex_key) = app
+        .cheap_key(Some(globex), &[Scope::WebhooksManage, Scope::EventsRead])
+        .await;
 
     let own = create(
         &app,
@@ -425,4 +429,175 @@ async fn after_a_rotation_both_secrets_sign_for_a_day() {
     assert!(signed_by(&received[0], &new_secret));
     assert!(signed_by(&received[0], &old_secret));
     assert_eq!(received[0].signature.split(' ').count(), 2);
+}
+
+#[tokio::test]
+async fn outside_development_a_delivery_to_a_private_address_is_refused_when_connecting() {
+    let mut settings = testkit::settings();
+    settings.outbound = egress::Egress::new(egress::Policy::STRICT).expect("a client");
+    let app = TestApp::with_settings(settings).await;
+    let admin = app.admin_key().await;
+    let receiver = Receiver::start().await;
+    // A host name that resolves to loopback passes the URL rules; the address it resolves
+    // to is refused when the runner connects.
+    let url = receiver
+        .url()
+        .replace("http://127.0.0.1", "https://localhost");
+    let created = create(
+        &app,
+        &admin,
+        json!({"url": url, "event_types": ["tenant.*"]}),
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let literal = create(
+        &app,
+        &admin,
+        json!({"url": "https://169.254.169.254/latest"}),
+    )
+    .await;
+    assert_eq!(
+        literal.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a metadata address literal"
+    );
+    append(&app, EventType::TenantCreated, None).await;
+    let runner = runner(&app);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let attempt = loop {
+        runner.run_once().await.expect("a pass");
+        let history = app
+            .request(Method::GET, &format!("/v1/webhooks/{id}/deliveries"))
+            .bearer(&admin)
+            .send()
+            .await;
+        let attempt = history.json()["items"][0]["attempts"][0].clone();
+        if !attempt.is_null() {
+            break attempt;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt was made"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(attempt["outcome"], "failed");
+    assert_eq!(attempt["error"], "no connection could be made");
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the receiver"
+    );
+}
+
+#[tokio::test]
+async fn a_key_without_events_read_cannot_make_an_endpoint_receive_events() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let acme = app.tenant("acme").await;
+    let (_, manage_only) = app.cheap_key(Some(acme), &[Scope::WebhooksManage]).await;
+    let refused = create(
+        &app,
+        &manage_only,
+        json!({"url": "https://acme.example.com/in"}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("events:read")
+    );
+
+    let made = create(
+        &app,
+        &admin,
+        json!({"url": "https://acme.example.com/in", "tenant_id": acme}),
+    )
+    .await;
+    let id = made.json()["id"].as_str().expect("id").to_owned();
+    let replay = app
+        .request(Method::POST, &format!("/v1/webhooks/{id}/replay"))
+        .bearer(&manage_only)
+        .json(&json!({"since": "2000-01-01T00:00:00Z"}))
+        .send()
+        .await;
+    assert_eq!(
+        replay.status,
+        StatusCode::FORBIDDEN,
+        "replaying sends events"
+    );
+    let redirected = app
+        .request(Method::PATCH, &format!("/v1/webhooks/{id}"))
+        .bearer(&manage_only)
+        .json(&json!({"url": "https://attacker.example.com/in"}))
+        .send()
+        .await;
+    assert_eq!(
+        redirected.status,
+        StatusCode::FORBIDDEN,
+        "pointing it elsewhere sends events"
+    );
+    let listed = app
+        .request(Method::GET, "/v1/webhooks")
+        .bearer(&manage_only)
+        .send()
+        .await;
+    assert_eq!(
+        listed.status,
+        StatusCode::OK,
+        "managing without delivering is allowed"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_filter_list_is_refused_rather_than_read_as_everything() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let refused = create(
+        &app,
+        &admin,
+        json!({"url": "https://hooks.example.com/in", "event_types": []}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.pointers(), ["/event_types"]);
+}
+
+#[tokio::test]
+async fn a_tenant_has_at_most_twenty_endpoints() {
+    let app = TestApp::new().await;
+    let acme = app.tenant("acme").await;
+    let (_, key) = app
+        .cheap_key(Some(acme), &[Scope::WebhooksManage, Scope::EventsRead])
+        .await;
+    for n in 0..domain::webhook::MAX_ENDPOINTS_PER_TENANT {
+        let made = create(
+            &app,
+            &key,
+            json!({"url": format!("https://acme.example.com/{n}")}),
+        )
+        .await;
+        assert_eq!(made.status, StatusCode::CREATED, "endpoint {n}");
+    }
+    let one_more = create(&app, &key, json!({"url": "https://acme.example.com/more"})).await;
+    assert_eq!(one_more.status, StatusCode::CONFLICT);
+    let admin = app.admin_key().await;
+    let platform = create(
+        &app,
+        &admin,
+        json!({"url": "https://platform.example.com/in"}),
+    )
+    .await;
+    assert_eq!(
+        platform.status,
+        StatusCode::CREATED,
+        "other owners are not affected"
+    );
 }

@@ -6,6 +6,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 /// Longest description accepted.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
+/// Most endpoints one tenant (or the platform, for its own) may have: each takes delivery
+/// slots of the runner, so a tenant cannot crowd out the others by making many.
+pub const MAX_ENDPOINTS_PER_TENANT: i64 = 20;
 /// Most event type filters one endpoint may hold.
 pub const MAX_EVENT_TYPES: usize = 64;
 /// How long a rotated-out secret keeps signing next to the new one, so receivers can switch

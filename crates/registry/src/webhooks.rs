@@ -77,6 +77,13 @@ fn checked_url(url: &str, policy: &Policy) -> Result<String, FieldProblem> {
 }
 
 fn checked_types(types: &[String]) -> Result<Vec<String>, FieldProblem> {
+    if types.is_empty() {
+        // An empty list reads as "nothing" to some and "everything" to others: refuse it.
+        return Err(FieldProblem::new(
+            "/event_types",
+            "must name at least one filter; use null (or omit it) for every type",
+        ));
+    }
     if types.len() > webhook::MAX_EVENT_TYPES {
         return Err(FieldProblem::new(
             "/event_types",
@@ -189,6 +196,14 @@ pub async fn create(
     let endpoint = storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
         permit_tenant(&mut transaction, actor, tenant_id).await?;
+        if endpoints::count_for(&mut transaction, tenant_id).await?
+            >= webhook::MAX_ENDPOINTS_PER_TENANT
+        {
+            return Err(RegistryError::conflict(format!(
+                "a tenant has at most {} webhook endpoints; delete one first",
+                webhook::MAX_ENDPOINTS_PER_TENANT
+            )));
+        }
         let row = endpoints::insert(
             &mut transaction,
             &endpoints::NewEndpoint {

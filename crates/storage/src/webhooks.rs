@@ -85,6 +85,19 @@ pub async fn insert(
     .await
 }
 
+/// How many endpoints are filtered to `tenant_id` (`None`: platform endpoints).
+pub async fn count_for(
+    conn: &mut PgConnection,
+    tenant_id: Option<Uuid>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_endpoints WHERE tenant_id IS NOT DISTINCT FROM $1",
+    )
+    .bind(tenant_id)
+    .fetch_one(conn)
+    .await
+}
+
 /// One endpoint, if it exists.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<EndpointRow>, sqlx::Error> {
     sqlx::query_as(&format!(
