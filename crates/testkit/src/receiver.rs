@@ -11,6 +11,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::sync::Notify;
 
 /// One request the receiver got.
@@ -27,6 +31,25 @@ pub struct Received {
 }
 
 impl Received {
+    /// Whether one of the `webhook-signature` entries is the Standard Webhooks signature of
+    /// this request under `secret` (`whsec_…`), computed here from the specification alone
+    /// (an HMAC-SHA256 of `id.timestamp.body`), not by the code that signed it.
+    ///
+    /// # Panics
+    /// When `secret` is not `whsec_` and base64.
+    pub fn signed_by(&self, secret: &str) -> bool {
+        let key = STANDARD
+            .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
+            .expect("base64 key");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+        mac.update(format!("{}.{}.", self.id, self.timestamp).as_bytes());
+        mac.update(&self.body);
+        let expected = STANDARD.encode(mac.finalize().into_bytes());
+        self.signature
+            .split(' ')
+            .any(|entry| entry.strip_prefix("v1,") == Some(expected.as_str()))
+    }
+
     /// The body as JSON.
     ///
     /// # Panics
