@@ -47,6 +47,10 @@ pub struct Options {
     /// events), reported to target/bench/benchmarks-quick.md instead of docs/benchmarks.md.
     #[arg(long)]
     quick: bool,
+    /// Only the webhook case (and no ceilings), reported to
+    /// target/bench/benchmarks-webhooks.md: for working on the runner.
+    #[arg(long)]
+    webhooks_only: bool,
 }
 
 impl Options {
@@ -103,6 +107,9 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     let started = Instant::now();
     let mut results = Vec::new();
     let mut profile = None;
+    if options.webhooks_only {
+        return webhooks_only(&root, &cluster, &runtime, &options, &work);
+    }
     let mut webhook = None;
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
     for (index, &tenants) in options.tenants.iter().enumerate() {
@@ -180,6 +187,28 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     std::fs::write(&target, report)
         .map_err(|error| format!("writing {}: {error}", target.display()))?;
     eprintln!("wrote {}", target.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The webhook case alone, on a fresh database.
+fn webhooks_only(
+    root: &Path,
+    cluster: &Cluster,
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+    work: &Path,
+) -> Result<ExitCode, String> {
+    let database_url = runtime.block_on(fresh_database(cluster))?;
+    run_binary(root, "tenant-registry-migrate", &["up"], &database_url)?;
+    let key = create_admin_key(root, &database_url)?;
+    let mut server = Server::start(root, &database_url, None)?;
+    let measured = webhooks::measure(runtime, &key, options.duration);
+    server.stop();
+    let report = webhooks::render(&measured?);
+    let target = work.join("benchmarks-webhooks.md");
+    std::fs::write(&target, &report)
+        .map_err(|error| format!("writing {}: {error}", target.display()))?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

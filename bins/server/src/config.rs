@@ -244,6 +244,16 @@ pub struct Config {
     /// `off` on replicas that should only serve requests. Safe to run on every replica.
     #[arg(long, env = "WORKER", value_enum, default_value = "on", global = true)]
     pub worker: Switch,
+
+    /// Webhook deliveries this replica's runner makes at once, over every endpoint.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
+    pub webhook_concurrency: u32,
+
+    /// Deliveries one endpoint receives at once, across every replica: the bound that keeps
+    /// a receiver from being flooded, and its throughput (about this many divided by its
+    /// answer time).
+    #[arg(long, env = "WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), global = true)]
+    pub webhook_endpoint_concurrency: u32,
 }
 
 /// A feature turned on or off.

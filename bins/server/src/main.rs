@@ -152,7 +152,11 @@ async fn serve(
             std::sync::Arc::clone(&application.state.settings.keyring),
             application.state.settings.outbound.clone(),
             std::sync::Arc::new(webhooks::SystemClock),
-            webhooks::RunnerConfig::default(),
+            webhooks::RunnerConfig {
+                concurrency: usize::try_from(config.webhook_concurrency).unwrap_or(64),
+                per_endpoint: i64::from(config.webhook_endpoint_concurrency),
+                ..webhooks::RunnerConfig::default()
+            },
             application.state.metrics.clone(),
         );
         Some(tokio::spawn(runner.run(stopped())))

@@ -12,6 +12,7 @@ use chrono::{TimeDelta, Utc};
 use domain::event::{EventType, Position};
 use keyring::Keyring;
 use storage::events::{self, FeedFilter, NewEvent};
+use storage::webhooks::deliveries;
 use storage::webhooks::{self as endpoints, NewEndpoint};
 use testkit::TestDb;
 use testkit::receiver::{Received, Receiver};
@@ -389,8 +390,7 @@ async fn a_slow_receiver_does_not_hold_back_the_others() {
     setup.queue_all(12).await;
     let runner = setup.runner();
     let service = tokio::spawn(runner.run(std::future::pending()));
-    // The fast receiver gets all six while the slow one still sits on its first ones
-    // (at most four of one endpoint are in flight at once).
+    // The fast receiver gets all six while the slow one still sits on its first ones.
     fast.wait_for(6, Duration::from_secs(5)).await;
     assert!(slow.received().is_empty());
     service.abort();
@@ -443,4 +443,108 @@ async fn a_delivery_whose_runner_died_is_made_once_its_lease_runs_out() {
         setup.delivery_status(endpoint).await,
         [("delivered".to_owned(), 1)]
     );
+}
+
+/// Queues `count` test messages to `endpoint`, due at `due`.
+async fn queue_messages(setup: &Setup, endpoint: Uuid, count: usize, due: chrono::DateTime<Utc>) {
+    let mut conn = setup.db.pool().acquire().await.expect("a connection");
+    for _ in 0..count {
+        deliveries::enqueue_one(
+            &mut conn,
+            &deliveries::NewDelivery {
+                endpoint_id: endpoint,
+                event_id: None,
+                message_id: Uuid::new_v4().to_string(),
+                event_type: "webhook.test".to_owned(),
+                payload: serde_json::json!({}),
+            },
+            due,
+        )
+        .await
+        .expect("queued");
+    }
+}
+
+#[tokio::test]
+async fn leasing_gives_each_endpoint_at_most_its_share_earliest_due_first() {
+    let setup = Setup::new().await;
+    let (busy, _) = setup.endpoint("http://127.0.0.1:9/busy", None, None).await;
+    let (quiet, _) = setup.endpoint("http://127.0.0.1:9/quiet", None, None).await;
+    let now = setup.clock.now();
+    queue_messages(&setup, busy, 30, now - TimeDelta::seconds(10)).await;
+    queue_messages(&setup, quiet, 3, now - TimeDelta::seconds(5)).await;
+    queue_messages(&setup, quiet, 2, now + TimeDelta::seconds(60)).await;
+    let request = deliveries::LeaseRequest {
+        now,
+        until: now + TimeDelta::seconds(60),
+        batch: 64,
+        per_endpoint: 4,
+    };
+    let first = deliveries::lease_due(setup.db.pool(), request)
+        .await
+        .expect("leased");
+    let per_endpoint = |leased: &[deliveries::Leased], endpoint: Uuid| {
+        leased.iter().filter(|d| d.endpoint_id == endpoint).count()
+    };
+    // The busy endpoint's long backlog takes no more than its share, and the quiet one's
+    // due messages are leased beside it; its messages not due yet wait.
+    assert_eq!(per_endpoint(&first, busy), 4);
+    assert_eq!(per_endpoint(&first, quiet), 3);
+    // Both are at or under their bound with leases running: only the quiet endpoint's
+    // free slot could take more, and it has nothing due.
+    let second = deliveries::lease_due(setup.db.pool(), request)
+        .await
+        .expect("leased");
+    assert!(second.is_empty(), "{second:?}");
+    // A small batch takes the earliest due first: the busy endpoint's, queued earlier.
+    let later = deliveries::LeaseRequest {
+        now: now + TimeDelta::seconds(61),
+        until: now + TimeDelta::seconds(120),
+        batch: 2,
+        per_endpoint: 4,
+    };
+    let third = deliveries::lease_due(setup.db.pool(), later)
+        .await
+        .expect("leased");
+    assert_eq!(third.len(), 2);
+    assert_eq!(per_endpoint(&third, busy), 2);
+}
+
+#[tokio::test]
+async fn settling_an_attempt_wakes_no_runner_but_a_retry_request_does() {
+    let setup = Setup::new().await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = setup.endpoint(&receiver.url(), None, None).await;
+    setup.event(EventType::TenantCreated, None).await;
+    setup.queue_all(1).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(setup.db.pool())
+        .await
+        .expect("a listener");
+    listener
+        .listen("webhook_deliveries_due")
+        .await
+        .expect("listening");
+    let delivered = setup.settle(&setup.runner()).await;
+    assert_eq!(delivered.len(), 1);
+    // Notifications arrive in commit order: if settling had sent one, it would come before
+    // this marker.
+    sqlx::query("SELECT pg_notify('webhook_deliveries_due', 'marker')")
+        .execute(setup.db.pool())
+        .await
+        .expect("notified");
+    let next = listener.recv().await.expect("a notification");
+    assert_eq!(next.payload(), "marker");
+    let mut conn = setup.db.pool().acquire().await.expect("a connection");
+    assert!(
+        deliveries::requeue(
+            &mut conn,
+            endpoint,
+            delivered[0].delivery,
+            setup.clock.now()
+        )
+        .await
+        .expect("requeued")
+    );
+    let next = listener.recv().await.expect("a notification");
+    assert_eq!(next.payload(), "");
 }

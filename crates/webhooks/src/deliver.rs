@@ -110,6 +110,10 @@ async fn settle(
         error: attempt.error.as_deref(),
         response_excerpt: attempt.excerpt.as_deref(),
     };
+    if attempt.outcome == AttemptOutcome::Delivered {
+        deliveries::settle_delivered(pool, leased.id, leased.endpoint_id, &record).await?;
+        return Ok(false);
+    }
     let mut transaction = pool.begin().await?;
     if !deliveries::record_attempt(&mut transaction, leased.id, &record, after).await? {
         // Deleted with its endpoint, or queued afresh by a retry request meanwhile.
@@ -117,10 +121,7 @@ async fn settle(
         return Ok(false);
     }
     let disable_for = match attempt.outcome {
-        AttemptOutcome::Delivered => {
-            deliveries::endpoint_succeeded(&mut transaction, leased.endpoint_id).await?;
-            None
-        }
+        AttemptOutcome::Delivered => None,
         AttemptOutcome::Gone => Some(GONE_REASON),
         AttemptOutcome::Failed => {
             deliveries::endpoint_failed(&mut transaction, leased.endpoint_id, now)

@@ -10,18 +10,18 @@ use chrono::TimeDelta;
 use keyring::Keyring;
 use storage::PgPool;
 use storage::webhooks::deliveries::{self, LeaseRequest};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::deliver::{self, Delivered};
 use crate::fanout::{self, FanOut};
 
-/// Channels that wake the runner.
-pub const WAKE_CHANNELS: [&str; 2] = [fanout::EVENTS_CHANNEL, "webhook_deliveries_due"];
+/// The channel deliveries made due are announced on.
+const DUE_CHANNEL: &str = "webhook_deliveries_due";
 
 /// How soon fan-out looks again at events held back behind a running transaction.
-const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(10);
 
 /// How long the runner waits after its listener lost the database.
 const LISTENER_BACKOFF: Duration = Duration::from_secs(1);
@@ -47,7 +47,7 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             concurrency: 64,
-            per_endpoint: 4,
+            per_endpoint: 16,
             lease: TimeDelta::seconds(60),
             idle_check: Duration::from_secs(30),
             drain: Duration::from_secs(12),
@@ -172,57 +172,101 @@ impl Runner {
     }
 
     /// Runs until `shutdown` resolves, then waits up to the drain bound for deliveries in
-    /// flight.
+    /// flight. Fan-out and delivery run as two loops, so a fan-out pass never delays
+    /// refilling a freed delivery slot.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunnerError> {
+        let (stop, stopped) = watch::channel(false);
+        let queued = Notify::new();
+        let stopping = async {
+            shutdown.await;
+            let _ = stop.send(true);
+            Ok::<(), RunnerError>(())
+        };
+        tokio::try_join!(
+            stopping,
+            self.fan_out_loop(&queued, stopped.clone()),
+            self.delivery_loop(&queued, stopped),
+        )?;
+        Ok(())
+    }
+
+    /// Fans out new events as they are announced, and again shortly after a pass found
+    /// events held back behind a running transaction.
+    async fn fan_out_loop(
+        &self,
+        queued: &Notify,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<(), RunnerError> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen_all(WAKE_CHANNELS).await?;
-        let slots = Arc::new(Semaphore::new(self.config.concurrency));
-        let mut in_flight = JoinSet::new();
-        tokio::pin!(shutdown);
+        listener.listen(fanout::EVENTS_CHANNEL).await?;
         loop {
-            let held_back = match fanout::fan_out(&self.pool, self.clock.now()).await {
-                Ok(fanned) => fanned.held_back,
+            let mut sleep = self.config.idle_check;
+            match fanout::fan_out(&self.pool, self.clock.now()).await {
+                Ok(fanned) => {
+                    if fanned.queued > 0 {
+                        queued.notify_one();
+                    }
+                    if fanned.held_back {
+                        // Events committed behind a transaction still running, which
+                        // announces nothing if it writes no event of its own.
+                        sleep = HELD_BACK_RECHECK;
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "webhook fan-out failed; trying again on the next wake-up");
-                    false
                 }
-            };
-            let free = slots.available_permits();
-            if free > 0 {
-                match self.lease(i64::try_from(free).unwrap_or(1)).await {
-                    Ok(leased) => {
-                        for delivery in leased {
-                            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                                break;
-                            };
-                            let runner = self.clone();
-                            in_flight.spawn(async move {
-                                let _slot = permit;
-                                runner.deliver(delivery).await
-                            });
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "leasing webhook deliveries failed"),
-                }
-            }
-            let mut sleep = self.until_next_due().await;
-            if held_back {
-                // Events committed behind a transaction still running, which announces
-                // nothing if it writes no event of its own.
-                sleep = sleep.min(HELD_BACK_RECHECK);
             }
             tokio::select! {
-                () = &mut shutdown => break,
+                _ = stopped.changed() => return Ok(()),
                 notification = listener.try_recv() => {
                     if let Err(error) = notification {
-                        tracing::warn!(%error, "the webhook runner's listener failed; reconnecting");
+                        tracing::warn!(%error, "the webhook fan-out listener failed; reconnecting");
                         // The database is away: wait before asking it again.
                         tokio::time::sleep(LISTENER_BACKOFF).await;
                     }
                 }
+                () = tokio::time::sleep(sleep) => {}
+            }
+            // Under load, many announcements arrive while one pass runs: one pass reads them all.
+            while listener.next_buffered().is_some() {}
+        }
+    }
+
+    /// Leases due deliveries into free slots whenever one frees up, deliveries are queued
+    /// (here or by another replica) or a retry falls due.
+    async fn delivery_loop(
+        &self,
+        queued: &Notify,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<(), RunnerError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(DUE_CHANNEL).await?;
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut in_flight = JoinSet::new();
+        loop {
+            self.fill(&slots, &mut in_flight).await;
+            // While deliveries are in flight, each one finishing wakes the loop to lease
+            // again (which takes retries fallen due); only an idle loop needs the time of
+            // the next one.
+            let sleep = if in_flight.is_empty() {
+                self.until_next_due().await
+            } else {
+                self.config.idle_check
+            };
+            tokio::select! {
+                _ = stopped.changed() => break,
+                notification = listener.try_recv() => {
+                    if let Err(error) = notification {
+                        tracing::warn!(%error, "the webhook delivery listener failed; reconnecting");
+                        tokio::time::sleep(LISTENER_BACKOFF).await;
+                    }
+                }
+                () = queued.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(sleep) => {}
             }
+            while listener.next_buffered().is_some() {}
+            while in_flight.try_join_next().is_some() {}
         }
         let drained = tokio::time::timeout(self.config.drain, async {
             while in_flight.join_next().await.is_some() {}
@@ -236,6 +280,29 @@ impl Runner {
             in_flight.abort_all();
         }
         Ok(())
+    }
+
+    /// Leases due deliveries into the free slots and starts them.
+    async fn fill(&self, slots: &Arc<Semaphore>, in_flight: &mut JoinSet<Option<Delivered>>) {
+        let free = slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        match self.lease(i64::try_from(free).unwrap_or(1)).await {
+            Ok(leased) => {
+                for delivery in leased {
+                    let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
+                        break;
+                    };
+                    let runner = self.clone();
+                    in_flight.spawn(async move {
+                        let _slot = permit;
+                        runner.deliver(delivery).await
+                    });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "leasing webhook deliveries failed"),
+        }
     }
 
     async fn until_next_due(&self) -> Duration {

@@ -20,7 +20,7 @@ use super::http;
 /// Changes per second in the latency phase (the load).
 pub const STEADY_RATE: u32 = 500;
 /// Threads creating tenants; each paces itself to its share of the rate.
-const CREATORS: u32 = 4;
+const CREATORS: u32 = 16;
 /// Tenants created in the burst phase.
 const BURST: u32 = 2_000;
 /// Targets: commit to receipt.

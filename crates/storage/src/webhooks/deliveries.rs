@@ -121,21 +121,35 @@ pub struct LeaseRequest {
 /// Leases due deliveries of enabled endpoints, oldest due first.
 pub async fn lease_due(pool: &PgPool, request: LeaseRequest) -> Result<Vec<Leased>, sqlx::Error> {
     sqlx::query_as(
-        "WITH in_flight AS (
-             SELECT endpoint_id, count(*) AS leased FROM webhook_deliveries
-             WHERE status = 'pending' AND leased_until > $1
-             GROUP BY endpoint_id
+        // Cost grows with the endpoints that have pending deliveries, not with the backlog:
+        // a loose index scan finds those endpoints, then each gives at most its free share.
+        "WITH RECURSIVE pending_endpoints (endpoint_id) AS (
+             (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending'
+              ORDER BY endpoint_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT d.endpoint_id FROM webhook_deliveries d
+                     WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id
+                     ORDER BY d.endpoint_id LIMIT 1)
+             FROM pending_endpoints p WHERE p.endpoint_id IS NOT NULL
          ), candidates AS (
-             SELECT d.id, row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rank,
-                    coalesce(f.leased, 0) AS leased, d.next_attempt_at
-             FROM webhook_deliveries d
-             JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
-             LEFT JOIN in_flight f ON f.endpoint_id = d.endpoint_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-               AND (d.leased_until IS NULL OR d.leased_until <= $1)
+             SELECT due.id, due.next_attempt_at
+             FROM pending_endpoints p
+             JOIN webhook_endpoints e ON e.id = p.endpoint_id AND e.enabled
+             CROSS JOIN LATERAL (
+                 SELECT count(*) AS leased FROM webhook_deliveries l
+                 WHERE l.endpoint_id = p.endpoint_id AND l.status = 'pending'
+                   AND l.leased_until > $1
+             ) in_flight
+             CROSS JOIN LATERAL (
+                 SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+                 WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
+                   AND d.next_attempt_at <= $1
+                   AND (d.leased_until IS NULL OR d.leased_until <= $1)
+                 ORDER BY d.next_attempt_at, d.id
+                 LIMIT greatest($4 - in_flight.leased, 0)
+             ) due
          ), chosen AS (
-             SELECT id FROM candidates WHERE rank + leased <= $4
-             ORDER BY next_attempt_at, id LIMIT $3
+             SELECT id FROM candidates ORDER BY next_attempt_at, id LIMIT $3
          )
          UPDATE webhook_deliveries d SET leased_until = $2
          FROM webhook_endpoints e
@@ -228,16 +242,43 @@ pub async fn record_attempt(
     Ok(settled)
 }
 
-/// Marks endpoint `id` healthy after a delivery succeeded.
-pub async fn endpoint_succeeded(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_endpoints SET failing_since = NULL
-         WHERE id = $1 AND failing_since IS NOT NULL",
+/// Records a successful attempt of leased delivery `id` of endpoint `endpoint_id`, settles
+/// it as delivered and marks the endpoint healthy, in one statement: the common case, made on
+/// every delivery, so it costs one round trip. Returns `false` when the delivery was no
+/// longer pending (deleted, or settled by a retry request).
+pub async fn settle_delivered(
+    pool: &PgPool,
+    id: Uuid,
+    endpoint_id: Uuid,
+    attempt: &AttemptRecord<'_>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH settled AS (
+             UPDATE webhook_deliveries SET status = 'delivered', next_attempt_at = NULL,
+                 leased_until = NULL, attempts = attempts + 1, last_attempt_at = $3,
+                 last_status_code = $6
+             WHERE id = $1 AND status = 'pending'
+             RETURNING id
+         ), recorded AS (
+             INSERT INTO webhook_attempts
+                 (delivery_id, attempted_at, duration_ms, outcome, status_code, error, response_excerpt)
+             SELECT id, $3, $4, $5, $6, $7, $8 FROM settled
+         ), healthy AS (
+             UPDATE webhook_endpoints SET failing_since = NULL
+             WHERE id = $2 AND failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM settled)
+         )
+         SELECT EXISTS (SELECT 1 FROM settled)",
     )
     .bind(id)
-    .execute(conn)
+    .bind(endpoint_id)
+    .bind(attempt.attempted_at)
+    .bind(attempt.duration_ms)
+    .bind(attempt.outcome)
+    .bind(attempt.status_code)
+    .bind(attempt.error)
+    .bind(attempt.response_excerpt)
+    .fetch_one(pool)
     .await
-    .map(drop)
 }
 
 /// Records a failure of endpoint `id` at `now`; returns since when it has been failing.
