@@ -73,3 +73,70 @@ pub async fn run<T: Send + 'static>(
         Err(_) => Err(Overrun::TooSlow),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, mpsc};
+
+    use super::*;
+
+    fn cores() -> usize {
+        available_parallelism().map_or(1, usize::from)
+    }
+
+    /// Blocks until every slot is free again (jobs end on their own threads, unseen by the
+    /// paused clock).
+    fn await_free_slots() {
+        while SLOTS.available_permits() < cores() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// `job`'s answer once the clock has moved past the deadline. A paused clock does not
+    /// move by itself while blocking jobs run, so the test moves it.
+    async fn answer_past_the_deadline<T: Send + 'static>(
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Overrun> {
+        let pending = tokio::spawn(run(job));
+        for _ in 0..10 {
+            // Let the request start its deadline before the clock moves.
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(DEADLINE + Duration::from_millis(1)).await;
+        pending.await.expect("the request ended")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_running_past_the_deadline_is_answered_too_slow_and_keeps_its_slot() {
+        let (release, wait) = mpsc::channel::<()>();
+        let answer = answer_past_the_deadline(move || wait.recv()).await;
+        assert!(matches!(answer, Err(Overrun::TooSlow)), "{answer:?}");
+        assert_eq!(SLOTS.available_permits(), cores() - 1);
+        release.send(()).expect("the job still waits");
+        await_free_slots();
+        assert_eq!(run(|| 42).await.expect("a free slot"), 42);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_slot_taken_a_job_is_answered_busy_without_running() {
+        let (release, wait) = mpsc::channel::<()>();
+        let wait = Arc::new(Mutex::new(wait));
+        for _ in 0..cores() {
+            let wait = Arc::clone(&wait);
+            let answer =
+                answer_past_the_deadline(move || wait.lock().is_ok_and(|wait| wait.recv().is_ok()))
+                    .await;
+            assert!(matches!(answer, Err(Overrun::TooSlow)), "{answer:?}");
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let answer = answer_past_the_deadline(move || flag.store(true, Ordering::SeqCst)).await;
+        assert!(matches!(answer, Err(Overrun::Busy)), "{answer:?}");
+        assert!(!ran.load(Ordering::SeqCst));
+        for _ in 0..cores() {
+            release.send(()).expect("a job still waits");
+        }
+        await_free_slots();
+    }
+}

@@ -31,56 +31,71 @@ async fn verify(app: &TestApp, key: &str, query: &str) -> TestResponse {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingesting_and_patching_one_tenant_at_once_never_deadlocks() {
+    // The mix that deadlocked: 8 clients ingesting for a tenant while 8 others PATCH it,
+    // 30 requests each, every client sending its next as soon as its last is answered.
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 30;
     let app = TestApp::new().await;
     let admin = app.admin_key().await;
     let tenant = app.tenant("acme").await;
     let (_, writer) = app.key(Some(tenant), &[Scope::AuditWrite]).await;
-    for round in 0..3 {
-        let ingests = (0..8).map(|client| {
-            let (app, writer) = (&app, &writer);
-            async move {
+    let ingests = (0..CLIENTS).map(|client| {
+        let (app, writer) = (&app, &writer);
+        async move {
+            let mut failures = Vec::new();
+            for request in 0..REQUESTS {
                 let batch: Vec<Value> = (0..10)
                     .map(|n| json!({"action": "doc.read", "crud": "r", "group": {"id": "acme"},
-                                    "description": format!("round {round} client {client} read {n}")}))
+                                    "description": format!("client {client} request {request} read {n}")}))
                     .collect();
-                ingest(app, writer, Value::Array(batch)).await
+                let response = ingest(app, writer, Value::Array(batch)).await;
+                if response.status != StatusCode::CREATED {
+                    failures.push(format!(
+                        "ingest {client}/{request}: {} {}",
+                        response.status,
+                        String::from_utf8_lossy(&response.body)
+                    ));
+                }
             }
-        });
-        let patches = (0..8).map(|client| {
-            let (app, admin) = (&app, &admin);
-            async move {
-                app.request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
+            failures
+        }
+    });
+    let patches = (0..CLIENTS).map(|client| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let mut failures = Vec::new();
+            for request in 0..REQUESTS {
+                let response = app
+                    .request(Method::PATCH, &format!("/v1/tenants/{tenant}"))
                     .bearer(admin)
                     .raw(
                         "application/merge-patch+json",
-                        json!({"name": format!("Acme {round}-{client}")}).to_string(),
+                        json!({"name": format!("Acme {client}-{request}")}).to_string(),
                     )
                     .send()
-                    .await
+                    .await;
+                if response.status != StatusCode::OK {
+                    failures.push(format!(
+                        "patch {client}/{request}: {} {}",
+                        response.status,
+                        String::from_utf8_lossy(&response.body)
+                    ));
+                }
             }
-        });
-        let (ingested, patched) = futures::future::join(
-            futures::future::join_all(ingests),
-            futures::future::join_all(patches),
-        )
-        .await;
-        for response in ingested {
-            assert_eq!(
-                response.status,
-                StatusCode::CREATED,
-                "round {round}: {}",
-                String::from_utf8_lossy(&response.body)
-            );
+            failures
         }
-        for response in patched {
-            assert_eq!(
-                response.status,
-                StatusCode::OK,
-                "round {round}: {}",
-                String::from_utf8_lossy(&response.body)
-            );
-        }
-    }
+    });
+    let (ingested, patched) = futures::future::join(
+        futures::future::join_all(ingests),
+        futures::future::join_all(patches),
+    )
+    .await;
+    let failures: Vec<String> = ingested.into_iter().chain(patched).flatten().collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
     let report = verify(&app, &admin, "?group_id=acme").await.json();
     assert_eq!(report["ok"], true, "{report}");
 }
