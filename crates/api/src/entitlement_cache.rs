@@ -97,3 +97,77 @@ impl EntitlementCache {
         self.answers.invalidate_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(allowed: bool) -> FeatureCheck {
+        FeatureCheck {
+            allowed,
+            limit: None,
+            reason: if allowed {
+                "subscribed"
+            } else {
+                "not subscribed"
+            }
+            .to_owned(),
+        }
+    }
+
+    fn key(tenant: Uuid) -> CheckKey {
+        (tenant, "billing".to_owned(), "invoices".to_owned())
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_before_a_change_that_was_heard_is_never_served_after_it() {
+        let cache = EntitlementCache::default();
+        let tenant = Uuid::new_v4();
+        // The read sees the old subscription; the change is heard before it is stored.
+        let overtaken = cache
+            .answer(key(tenant), async {
+                cache.forget_tenant(tenant);
+                Ok(check(true))
+            })
+            .await
+            .expect("an answer");
+        assert!(overtaken.allowed);
+        let fresh = cache
+            .answer(key(tenant), async { Ok(check(false)) })
+            .await
+            .expect("an answer");
+        assert!(!fresh.allowed, "the stale answer was served");
+    }
+
+    #[tokio::test]
+    async fn a_tenant_change_makes_only_its_answers_stale_and_a_product_change_all_of_its() {
+        let cache = EntitlementCache::default();
+        let (changed, bystander) = (Uuid::new_v4(), Uuid::new_v4());
+        for tenant in [changed, bystander] {
+            cache
+                .answer(key(tenant), async { Ok(check(true)) })
+                .await
+                .expect("an answer");
+        }
+        cache.forget_tenant(changed);
+        let reread = cache
+            .answer(key(changed), async { Ok(check(false)) })
+            .await
+            .expect("an answer");
+        assert!(!reread.allowed, "the changed tenant's answer was served");
+        let kept = cache
+            .answer(key(bystander), async { Ok(check(false)) })
+            .await
+            .expect("an answer");
+        assert!(kept.allowed, "the bystander's answer was read again");
+        cache.forget_product("billing");
+        let after_manifest = cache
+            .answer(key(bystander), async { Ok(check(false)) })
+            .await
+            .expect("an answer");
+        assert!(
+            !after_manifest.allowed,
+            "a published manifest left answers current"
+        );
+    }
+}

@@ -410,4 +410,36 @@ mod tests {
             "a read after the change is served from memory"
         );
     }
+
+    /// A database that knows no tenant.
+    struct Nowhere;
+
+    impl TenantSource for Nowhere {
+        async fn by_id(&self, _: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+            Ok(None)
+        }
+
+        async fn by_slug(&self, _: &str) -> Result<Option<SlugMatch>, sqlx::Error> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_slugs_are_remembered_within_a_bounded_weight() {
+        let entries = 1_000;
+        let cache = TenantCache::new(entries);
+        for n in 0..20_000 {
+            let slug = format!("unknown-{n:05}-{}", "a".repeat(40));
+            let found = cache.get_by_slug(&Nowhere, &slug).await.expect("no error");
+            assert!(found.is_none());
+        }
+        cache.missing_slugs.run_pending_tasks().await;
+        let bound = entries / 10 * u64::from(ENTRY_OVERHEAD_BYTES + 64);
+        assert!(cache.missing_slugs.entry_count() > 0, "nothing remembered");
+        assert!(
+            cache.missing_slugs.weighted_size() <= bound,
+            "{} > {bound}",
+            cache.missing_slugs.weighted_size()
+        );
+    }
 }
