@@ -3,6 +3,7 @@
 //! in flight as the change committed; and a change forgets only what it names, so one tenant
 //! churning its own keys costs no other tenant its cached answers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
@@ -138,9 +139,28 @@ async fn race(fleet: &Fleet, round: u64, keys: &[(Uuid, String)]) -> Batch {
     }
 }
 
+/// Asks both replicas about every key of a batch once a second has passed since its commit;
+/// answers the keys still accepted.
+async fn probe_a_second_after_commit(
+    fleet: Arc<Fleet>,
+    committed: Instant,
+    keys: Vec<(Uuid, String)>,
+) -> Vec<Uuid> {
+    tokio::time::sleep_until((committed + PROPAGATION_BOUND).into()).await;
+    let probes = keys
+        .iter()
+        .map(|(id, key)| async { (*id, fleet.me_on_both(key).await) });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, statuses)| statuses.contains(&StatusCode::OK))
+        .map(|(id, _)| id)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_is_accepted_a_second_after_its_revocation_even_with_verifications_in_flight() {
-    let fleet = Fleet::new().await;
+    let fleet = Arc::new(Fleet::new().await);
     let tenant = fleet.app.tenant("racer").await;
     let mut keys = Vec::with_capacity(REVOCATIONS);
     for _ in 0..REVOCATIONS {
@@ -152,36 +172,27 @@ async fn no_key_is_accepted_a_second_after_its_revocation_even_with_verification
         );
     }
 
-    let mut batches = Vec::new();
+    // Each batch is probed at its own commit + 1 s, while later batches are still racing.
+    let mut probes = tokio::task::JoinSet::new();
+    let mut raced = 0;
     for (round, chunk) in (0..).zip(keys.chunks(KEYS_PER_COMMIT)) {
-        batches.push(race(&fleet, round, chunk).await);
-    }
-    let last_commit = batches.last().expect("races ran").committed;
-    tokio::time::sleep_until((last_commit + PROPAGATION_BOUND).into()).await;
-    let mut late: Vec<Uuid> = Vec::new();
-    for chunk in keys.chunks(KEYS_PER_COMMIT) {
-        let probes = chunk
+        let batch = race(&fleet, round, chunk).await;
+        raced += batch
+            .uses
             .iter()
-            .map(|(id, key)| async { (*id, fleet.me_on_both(key).await) });
-        for (id, statuses) in futures::future::join_all(probes).await {
-            if statuses.contains(&StatusCode::OK) {
-                late.push(id);
-            }
-        }
+            .filter(|used| used.started < batch.commit_sent && used.ended > batch.committed)
+            .count();
+        probes.spawn(probe_a_second_after_commit(
+            Arc::clone(&fleet),
+            batch.committed,
+            chunk.to_vec(),
+        ));
     }
+    let late: Vec<Uuid> = probes.join_all().await.into_iter().flatten().collect();
 
-    let raced = batches
-        .iter()
-        .flat_map(|batch| {
-            batch
-                .uses
-                .iter()
-                .filter(|used| used.started < batch.commit_sent && used.ended > batch.committed)
-        })
-        .count();
     assert!(
         late.is_empty(),
-        "{} of {REVOCATIONS} keys were still accepted more than a second after their revocation \
+        "{} of {REVOCATIONS} keys were still accepted a second after their revocation \
          committed ({raced} uses were in flight across their key's revocation): {late:?}",
         late.len()
     );
@@ -189,6 +200,76 @@ async fn no_key_is_accepted_a_second_after_its_revocation_even_with_verification
         raced >= REVOCATIONS / 10,
         "only {raced} uses were in flight across their key's revocation: the race was hardly run"
     );
+}
+
+#[tokio::test]
+async fn a_listener_reconnect_forgets_every_cached_key_and_entitlement() {
+    let fleet = Fleet::new().await;
+    let (app, servers) = (&fleet.app, fleet.servers());
+    let put = fleet
+        .admin(
+            servers[0],
+            Method::PUT,
+            "/v1/products/certifai",
+            Some(manifest("Certifai")),
+        )
+        .await;
+    assert!(put.status.is_success(), "{put:?}");
+    let (tenant, marker_id, marker) = fleet.tenant_with_cached_key().await;
+    let subscription = format!("/v1/tenants/{tenant}/products/certifai");
+    let sso = json!({"feature_overrides": {"sso": true}});
+    let subscribed = fleet
+        .admin(servers[0], Method::PUT, &subscription, Some(sso))
+        .await;
+    assert!(subscribed.status.is_success(), "{subscribed:?}");
+    // Notifications arrive in commit order: once a later revocation is heard everywhere, the
+    // subscription's is too, and what is cached from here on stays until something is heard.
+    app.revoke(marker_id).await;
+    within_a_second("a later revocation heard on both replicas", async || {
+        fleet.me_on_both(&marker).await == REFUSED
+    })
+    .await;
+    let (key_id, key) = app.cheap_key(Some(tenant), &[Scope::TenantsRead]).await;
+    assert_eq!(fleet.me_on_both(&key).await, ACCEPTED);
+    let check = async |server| {
+        let path = format!("/v1/tenants/{tenant}/entitlements/certifai/sso");
+        fleet.admin(server, Method::GET, &path, None).await.json()["allowed"].clone()
+    };
+    for server in servers {
+        assert_eq!(check(server).await, json!(true));
+    }
+    app.change_silently(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+        key_id,
+    )
+    .await;
+    app.change_silently(
+        "UPDATE tenant_products SET enabled = false WHERE tenant_id = $1",
+        tenant,
+    )
+    .await;
+    assert_eq!(fleet.me_on_both(&key).await, ACCEPTED, "still cached");
+    for server in servers {
+        assert_eq!(check(server).await, json!(true), "still cached");
+    }
+
+    let listeners: Vec<i32> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .expect("listeners terminated");
+    assert!(listeners.len() >= 2, "both replicas listen: {listeners:?}");
+    within_a_second(
+        "both replicas reading keys and entitlements again after their listeners reconnected",
+        async || {
+            fleet.me_on_both(&key).await == REFUSED
+                && check(servers[0]).await == json!(false)
+                && check(servers[1]).await == json!(false)
+        },
+    )
+    .await;
 }
 
 fn manifest(name: &str) -> Value {
