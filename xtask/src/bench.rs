@@ -3,8 +3,6 @@
 //! and a report with the framework and database ceilings measured in the same run.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -15,16 +13,18 @@ use sqlx::{Connection, PgConnection};
 use crate::project_root;
 
 mod ceilings;
+mod load;
 mod report;
+mod server;
 mod webhooks;
 
 use ceilings::{Profile, pgbench};
+use load::{Load, Measurement};
 use report::render;
+use server::{Server, http};
 
 /// The bench cluster's port, away from the development (54329) and test clusters.
 const BENCH_PG_PORT: u16 = 54339;
-/// Where the server under test listens.
-const SERVER_ADDR: &str = "127.0.0.1:18090";
 /// The server's pool size (storage::PoolConfig's default), which pgbench mirrors.
 const POOL_CONNECTIONS: u32 = 16;
 /// Tenants in the hot set of the "hot" lookup case.
@@ -73,20 +73,6 @@ impl Options {
         }
         Ok(self)
     }
-}
-
-/// One measured case.
-#[derive(Debug, Clone)]
-struct Measurement {
-    case: String,
-    tenants: Option<u32>,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-    rss_mb: Option<f64>,
-    /// Events per request, for the ingest case.
-    per_request: u32,
 }
 
 pub fn run(options: Options) -> Result<ExitCode, String> {
@@ -444,112 +430,6 @@ async fn write_path_files(database_url: &str, work: &Path) -> Result<PathFiles, 
     })
 }
 
-/// The server under test, as a child process.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(root: &Path, database_url: &str, cache_entries: Option<u64>) -> Result<Self, String> {
-        let mut command = Command::new(root.join("target/release/tenant-registry"));
-        command
-            .env("DATABASE_URL", database_url)
-            .env("ADDR", SERVER_ADDR)
-            .env("APP_ENV", "dev")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .current_dir(root)
-            .stdout(Stdio::null());
-        if let Some(entries) = cache_entries {
-            command.env("TENANT_CACHE_ENTRIES", entries.to_string());
-        }
-        let child = command
-            .spawn()
-            .map_err(|error| format!("cannot start the server: {error}"))?;
-        let server = Self { child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if http("GET", "/readyz", None, None).is_ok_and(|(status, _)| status == 200) {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err("the server did not become ready within 30 s".to_owned())
-    }
-
-    /// Resident memory now, in MB.
-    fn rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kilobytes: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kilobytes / 1024.0)
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
-}
-
-/// A bare HTTP/1.0 exchange with the server under test: `(status, body)`.
-fn http(
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&str>,
-) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(SERVER_ADDR).map_err(|error| error.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|error| error.to_string())?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {SERVER_ADDR}\r\n");
-    if let Some(key) = key {
-        let _ = write!(request, "Authorization: Bearer {key}\r\n");
-    }
-    if let Some(body) = body {
-        let _ = write!(
-            request,
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or_default());
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| error.to_string())?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {response:.80}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 fn publish_bench_product(key: &str) -> Result<(), String> {
     let manifest = r#"{"name": "Bench", "config_schema": {"type": "object"}, "default_config": {},
         "features": {"sso": {"type": "bool"}}, "plans": {"standard": {"sso": true}}}"#;
@@ -558,166 +438,5 @@ fn publish_bench_product(key: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("publishing the bench product: {status} {body}"))
-    }
-}
-
-/// Drives `wrk` against the server.
-struct Load<'a> {
-    work: &'a Path,
-    key: &'a str,
-    options: &'a Options,
-}
-
-impl Load<'_> {
-    fn script(&self, name: &str, source: &str) -> Result<PathBuf, String> {
-        let path = self.work.join(name);
-        let script = format!(
-            "{}\n{source}\n{}",
-            include_str!("bench/threads.lua"),
-            include_str!("bench/report.lua")
-        );
-        std::fs::write(&path, script)
-            .map_err(|error| format!("writing {}: {error}", path.display()))?;
-        Ok(path)
-    }
-
-    /// `wrk` with two threads against the server, authenticated with the bench key.
-    fn run_wrk(
-        &self,
-        connections: u32,
-        seconds: u64,
-        script: &Path,
-        args: &[String],
-    ) -> Result<std::process::Output, String> {
-        Command::new("wrk")
-            .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
-            .args(["--timeout", "10s", "-H"])
-            .arg(format!("Authorization: Bearer {}", self.key))
-            .arg("-s")
-            .arg(script)
-            .arg(format!("http://{SERVER_ADDR}"))
-            .arg("--")
-            .args(args)
-            .output()
-            .map_err(|error| format!("cannot run wrk: {error}"))
-    }
-
-    fn wrk(
-        &self,
-        server: &Server,
-        case: &str,
-        tenants: Option<u32>,
-        script: &Path,
-        args: &[String],
-        per_request: u32,
-    ) -> Result<Measurement, String> {
-        eprintln!(
-            "running: {case}{}",
-            tenants
-                .map(|count| format!(" ({count} tenants)"))
-                .unwrap_or_default()
-        );
-        let output = self.run_wrk(
-            self.options.connections,
-            self.options.duration,
-            script,
-            args,
-        )?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("BENCH "))
-            .ok_or_else(|| {
-                format!(
-                    "wrk printed no result for {case}: {stdout}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?;
-        let number = |name: &str| -> f64 {
-            line.split(&format!("\"{name}\":"))
-                .nth(1)
-                .and_then(|rest| rest.split([',', '}']).next())
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(0.0)
-        };
-        let seconds = number("duration_us") / 1e6;
-        let measurement = Measurement {
-            case: case.to_owned(),
-            tenants,
-            rps: if seconds > 0.0 {
-                number("requests") / seconds
-            } else {
-                0.0
-            },
-            p50_ms: number("p50_us") / 1000.0,
-            p99_ms: number("p99_us") / 1000.0,
-            errors: number("errors") as u64,
-            rss_mb: server.rss_mb(),
-            per_request,
-        };
-        eprintln!(
-            "  {:.0} rps, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-            measurement.rps, measurement.p50_ms, measurement.p99_ms, measurement.errors
-        );
-        Ok(measurement)
-    }
-
-    fn get(
-        &self,
-        server: &Server,
-        case: &str,
-        tenants: Option<u32>,
-        paths: &Path,
-    ) -> Result<Measurement, String> {
-        let script = self.script("paths.lua", include_str!("bench/paths.lua"))?;
-        self.wrk(
-            server,
-            case,
-            tenants,
-            &script,
-            &[paths.display().to_string()],
-            1,
-        )
-    }
-
-    /// Requests every path of `paths` in turn for long enough to pass over all of them
-    /// once, so the cached cases measure a warm cache; nothing is recorded.
-    fn warm_up(&self, tenants: u32, paths: &Path) -> Result<(), String> {
-        let script = self.script("sequential.lua", include_str!("bench/sequential.lua"))?;
-        let seconds = (tenants / 4000).clamp(2, 40);
-        eprintln!("warming the cache: every slug once ({seconds} s)");
-        let args = [paths.display().to_string(), "2".to_owned()];
-        let output = self.run_wrk(16, u64::from(seconds), &script, &args)?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "the warm-up failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    }
-
-    fn create_tenants(&self, server: &Server, tenants: Option<u32>) -> Result<Measurement, String> {
-        let script = self.script("create_tenant.lua", include_str!("bench/create_tenant.lua"))?;
-        let run_id = std::process::id().to_string();
-        self.wrk(server, "tenant create", tenants, &script, &[run_id], 1)
-    }
-
-    fn ingest(
-        &self,
-        server: &Server,
-        tenants: Option<u32>,
-        slugs: &Path,
-    ) -> Result<Measurement, String> {
-        let script = self.script("ingest.lua", include_str!("bench/ingest.lua"))?;
-        self.wrk(
-            server,
-            &format!("audit ingest, batches of {INGEST_BATCH}"),
-            tenants,
-            &script,
-            &[slugs.display().to_string(), INGEST_BATCH.to_string()],
-            INGEST_BATCH,
-        )
     }
 }

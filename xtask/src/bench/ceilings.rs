@@ -19,7 +19,7 @@ impl Profile {
                 "499",
                 "-g",
                 "-p",
-                &server.child.id().to_string(),
+                &server.pid().to_string(),
                 "-o",
             ])
             .arg(&data)
