@@ -13,6 +13,7 @@ use sqlx::{Connection, PgConnection};
 use crate::project_root;
 
 mod ceilings;
+mod hostile;
 mod load;
 mod report;
 mod server;
@@ -102,6 +103,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
         return webhooks_only(&root, &cluster, &runtime, &options, &work);
     }
     let mut webhook = None;
+    let mut hostile_cases = Vec::new();
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
     for (index, &tenants) in options.tenants.iter().enumerate() {
         let database_url = runtime.block_on(fresh_database(&cluster))?;
@@ -114,6 +116,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
             work: &work,
             key: &key,
             options: &options,
+            connections: None,
         };
         let scale = Some(tenants);
         results.push(load.get(
@@ -146,6 +149,14 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
                 scale,
                 &files.audit_queries,
             )?);
+            let hostile_files = runtime.block_on(hostile::prepare(
+                &database_url,
+                &key,
+                &work,
+                options.audit_events,
+            ))?;
+            hostile_cases =
+                hostile::measure(&load, &server, &hostile_files, &files.ids, &files.healthz)?;
         }
         server.stop();
         server = Server::start(&root, &database_url, Some(0))?;
@@ -166,6 +177,9 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     let mut report = render(&options, &results, pgbench_tps, started.elapsed());
     if let Some(webhook) = &webhook {
         report.push_str(&webhooks::render(webhook));
+    }
+    if !hostile_cases.is_empty() {
+        report.push_str(&hostile::render(&hostile_cases));
     }
     if let Some(profile) = profile {
         report.push_str(&profile);

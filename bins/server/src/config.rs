@@ -254,6 +254,12 @@ pub struct Config {
     /// answer time).
     #[arg(long, env = "WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024), global = true)]
     pub webhook_endpoint_concurrency: u32,
+
+    /// Seconds a replica holds a delivery it is making. Well over an attempt's 10 s timeout:
+    /// a delivery whose replica died (SIGKILL, lost node) is made by another replica once
+    /// its lease runs out, so this is also how late such a delivery can be.
+    #[arg(long, env = "WEBHOOK_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(15..=3600), global = true)]
+    pub webhook_lease_secs: u32,
 }
 
 /// A feature turned on or off.

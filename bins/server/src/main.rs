@@ -155,6 +155,7 @@ async fn serve(
             webhooks::RunnerConfig {
                 concurrency: usize::try_from(config.webhook_concurrency).unwrap_or(64),
                 per_endpoint: i64::from(config.webhook_endpoint_concurrency),
+                lease: chrono::TimeDelta::seconds(i64::from(config.webhook_lease_secs)),
                 ..webhooks::RunnerConfig::default()
             },
             application.state.metrics.clone(),

@@ -149,6 +149,44 @@ fn an_unreachable_database_is_an_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// A platform admin key for `db`, made as an operator makes the first one.
+fn admin_key(db: &TestDb) -> String {
+    let created = server()
+        .args(["create-admin-key", "--name", "tests", "--expires-in", "1"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .expect("runs");
+    assert!(created.status.success(), "{}", stderr(&created));
+    String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// Sends one request with `key` and a JSON body; answers its status and body.
+async fn post(port: u16, key: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("sends");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("reads");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    (status, answer)
+}
+
 /// A server process, killed if a test ends before it exits.
 struct Running(Child);
 
@@ -238,16 +276,7 @@ async fn sigterm_ends_open_event_streams_and_still_drains_and_exits_zero() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let db = TestDb::migrated().await;
-    let created = server()
-        .args(["create-admin-key", "--name", "streams", "--expires-in", "1"])
-        .env("DATABASE_URL", db.url())
-        .output()
-        .expect("runs");
-    assert!(created.status.success(), "{}", stderr(&created));
-    let key = String::from_utf8(created.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
+    let key = admin_key(&db);
     let (mut server, port, lines) = serving(&db, &[("EVENTS_HEARTBEAT_SECS", "1")]);
     // Read on, so that the log's pipe never fills while the stream is open.
     let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
@@ -290,4 +319,50 @@ async fn sigterm_ends_open_event_streams_and_still_drains_and_exits_zero() {
     );
     exits_zero(&mut server);
     assert_drained(&log.join().expect("the log is read"));
+}
+
+#[tokio::test]
+async fn a_delivery_cut_off_by_sigkill_is_made_after_a_restart() {
+    let db = TestDb::migrated().await;
+    let key = admin_key(&db);
+    let receiver = testkit::receiver::Receiver::start().await;
+    // The receiver holds the first request until the process making it is gone.
+    receiver.delay(Duration::from_secs(3600));
+    let settings = [
+        ("WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("WEBHOOK_LEASE_SECS", "15"),
+    ];
+    let (mut first, port, lines) = serving(&db, &settings);
+    std::thread::spawn(move || lines.for_each(drop));
+    let endpoint = serde_json::json!({"url": receiver.url(), "event_types": ["tenant.created"]});
+    let (status, answer) = post(port, &key, "/v1/webhooks", &endpoint).await;
+    assert_eq!(status, 201, "{answer}");
+    let tenant = serde_json::json!({"slug": "acme", "name": "Acme", "plan": "free"});
+    let (status, answer) = post(port, &key, "/v1/tenants", &tenant).await;
+    assert_eq!(status, 201, "{answer}");
+    receiver.wait_for_arrivals(1, Duration::from_secs(10)).await;
+
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("the first server is gone");
+    receiver.delay(Duration::ZERO);
+    let (_second, _, lines) = serving(&db, &settings);
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let received = receiver.wait_for(1, Duration::from_secs(45)).await;
+    let delivered = received[0].json();
+    assert_eq!(delivered["type"], "tenant.created");
+    assert_eq!(delivered["data"]["data"]["slug"], "acme");
+    // The receiver answered; the restarted server records it as delivered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: String = sqlx::query_scalar("SELECT status FROM webhook_deliveries")
+            .fetch_one(db.pool())
+            .await
+            .expect("one delivery");
+        if status == "delivered" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -62,6 +62,8 @@ impl Received {
 struct Script {
     status: StatusCode,
     delay: Duration,
+    /// Requests that arrived, answered or not.
+    arrivals: usize,
     received: Vec<Received>,
 }
 
@@ -88,12 +90,14 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 
 async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let (status, delay) = {
-        let script = shared
+        let mut script = shared
             .script
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        script.arrivals += 1;
         (script.status, script.delay)
     };
+    shared.arrived.notify_waiters();
     tokio::time::sleep(delay).await;
     shared
         .script
@@ -120,6 +124,7 @@ impl Receiver {
             script: Arc::new(Mutex::new(Script {
                 status: StatusCode::OK,
                 delay: Duration::ZERO,
+                arrivals: 0,
                 received: Vec::new(),
             })),
             arrived: Arc::new(Notify::new()),
@@ -159,6 +164,26 @@ impl Receiver {
     /// Every request so far.
     pub fn received(&self) -> Vec<Received> {
         self.script().received.clone()
+    }
+
+    /// Waits until at least `count` requests arrived, answered yet or not (at most
+    /// `within`): a request held by [`Receiver::delay`] counts as soon as it arrives.
+    ///
+    /// # Panics
+    /// When fewer arrived in time.
+    pub async fn wait_for_arrivals(&self, count: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            if self.script().arrivals >= count {
+                return;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, arrived).await.is_ok(),
+                "only {} of {count} requests arrived within {within:?}",
+                self.script().arrivals
+            );
+        }
     }
 
     /// Waits until at least `count` requests arrived (at most `within`) and returns them all.

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::server::{SERVER_ADDR, Server};
 use super::{INGEST_BATCH, Options};
@@ -11,6 +12,8 @@ use super::{INGEST_BATCH, Options};
 pub struct Measurement {
     pub case: String,
     pub tenants: Option<u32>,
+    /// Concurrent connections of the load.
+    pub connections: u32,
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -25,11 +28,28 @@ pub struct Load<'a> {
     pub work: &'a Path,
     pub key: &'a str,
     pub options: &'a Options,
+    /// Connections of every run, when not the options' number.
+    pub connections: Option<u32>,
 }
 
-impl Load<'_> {
+impl<'a> Load<'a> {
+    /// The same load with `connections` connections.
+    pub fn with_connections(&self, connections: u32) -> Load<'a> {
+        Load {
+            connections: Some(connections),
+            ..*self
+        }
+    }
+
+    fn connections(&self) -> u32 {
+        self.connections.unwrap_or(self.options.connections)
+    }
+
+    /// Writes a wrk script under a name of its own, since two runs may load at once.
     pub fn script(&self, name: &str, source: &str) -> Result<PathBuf, String> {
-        let path = self.work.join(name);
+        static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+        let run = WRITTEN.fetch_add(1, Ordering::Relaxed);
+        let path = self.work.join(format!("{run}-{name}"));
         let script = format!(
             "{}\n{source}\n{}",
             include_str!("threads.lua"),
@@ -76,12 +96,8 @@ impl Load<'_> {
                 .map(|count| format!(" ({count} tenants)"))
                 .unwrap_or_default()
         );
-        let output = self.run_wrk(
-            self.options.connections,
-            self.options.duration,
-            script,
-            args,
-        )?;
+        let connections = self.connections();
+        let output = self.run_wrk(connections, self.options.duration, script, args)?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let line = stdout
             .lines()
@@ -103,6 +119,7 @@ impl Load<'_> {
         let measurement = Measurement {
             case: case.to_owned(),
             tenants,
+            connections,
             rps: if seconds > 0.0 {
                 number("requests") / seconds
             } else {
