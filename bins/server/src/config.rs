@@ -129,6 +129,12 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub max_connections_per_address: u64,
 
+    /// Proxies (addresses or CIDR networks, comma separated) whose `Forwarded` and
+    /// `X-Forwarded-For` headers name the client for the failed-key brake and the audit
+    /// trail's source address; from any other peer those headers are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy, global = true)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// PostgreSQL URL, e.g. postgres://user:password@host:5432/tenant_registry.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
@@ -260,6 +266,14 @@ pub struct Config {
     /// its lease runs out, so this is also how late such a delivery can be.
     #[arg(long, env = "WEBHOOK_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(15..=3600), global = true)]
     pub webhook_lease_secs: u32,
+}
+
+/// A trusted proxy: a network (`10.0.0.0/8`) or one address (`10.0.0.7`).
+fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR network"))
 }
 
 /// A feature turned on or off.

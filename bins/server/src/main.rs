@@ -124,7 +124,8 @@ async fn serve(
         tenant_cache_entries: config.tenant_cache_entries,
         outbound: egress::Egress::new(checked.outbound).map_err(|error| error.to_string())?,
         events: checked.events,
-        failure_clock: auth::Clock::default(),
+        brake_clock: auth::Clock::default(),
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     let application = api::build(pool, settings)
         .await

@@ -2,6 +2,7 @@
 //! all or nothing), tenants and platform operators search, export and verify them.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 use audit::{EventFilter, EventRow, EventView, ExportFormat, Verification};
 use axum::body::Body;
@@ -209,12 +210,16 @@ pub(crate) async fn export(
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         format.extension()
     );
-    let body = Body::from_stream(audit::export(
+    // The first page is read before the status is sent, so its failure is a status; a later
+    // one ends the body after the last whole page (logged), never in the middle of a chunk.
+    let chunks = audit::export(
         state.pool.clone(),
         filter,
         format,
         state.settings.statement_timeout(),
-    ));
+    )
+    .await?;
+    let body = Body::from_stream(futures::StreamExt::map(chunks, Ok::<_, Infallible>));
     Ok((
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),

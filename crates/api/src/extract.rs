@@ -9,10 +9,11 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use domain::Scope;
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
 use crate::problem::{ApiError, FieldError};
+use crate::{AppState, forwarded};
 
 /// A JSON body: 415 unless `Content-Type` is JSON, 400 when it does not parse, 422 with a
 /// pointer when a field has the wrong type, is missing, or is unknown.
@@ -85,6 +86,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
             ApiError::bad_request(format!("the body is not valid JSON: {error}"))
         })?;
+        if let Some(pointer) = crate::hygiene::nul_in(&value) {
+            return Err(crate::hygiene::nul_problem(pointer));
+        }
         from_json_value(value).map(ApiJson)
     }
 }
@@ -122,14 +126,16 @@ pub fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> 
         })
 }
 
-/// The caller's address (the TCP peer; unknown when driven in-process).
-pub fn client_ip(parts: &Parts) -> IpAddr {
-    parts
+/// The caller's address: the TCP peer (unknown when driven in-process), or the client a
+/// trusted proxy names for it (`api::forwarded`).
+pub fn client_ip(parts: &Parts, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(address)| {
             address.ip()
-        })
+        });
+    forwarded::client(peer, &parts.headers, trusted_proxies)
 }
 
 /// The authenticated caller. Rejects with 401 (with `WWW-Authenticate`), 429 after too
@@ -195,10 +201,21 @@ pub(crate) async fn verify_credential(
 }
 
 /// The principal behind the request's `Authorization` header.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AuthError> {
+/// A key this replica verified recently passes at once; any other key costs an argon2
+/// verification, which the client's address must have quota for (429 otherwise). Bearer
+/// tokens cost no hashing and are not braked.
+async fn authenticate(parts: &Parts, state: &AppState, ip: IpAddr) -> Result<Principal, AuthError> {
     let credential = bearer(&parts.headers)?;
     if credential.starts_with("tr_") || state.oidc.is_some() {
         state.metrics.credential_checked();
+    }
+    if credential.starts_with("tr_") {
+        if let Some(principal) = state.verifier.cached(credential).await {
+            return Ok(principal);
+        }
+        if !state.brake.admit(ip) {
+            return Err(AuthError::Braked);
+        }
     }
     verify_credential(credential, state).await
 }
@@ -219,15 +236,13 @@ pub async fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiEr
 }
 
 async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let ip = client_ip(parts);
-    if state.limiter.is_blocked(ip, state.limiter.now()) {
-        state.metrics.auth_failure("rate_limited");
-        return Err(ApiError::too_many_requests(
-            "too many failed authentications from this address; retry in a second",
-        ));
-    }
-    match authenticate(parts, state).await {
+    let ip = client_ip(parts, &state.settings.trusted_proxies);
+    match authenticate(parts, state, ip).await {
         Ok(principal) => Ok(Caller { principal, ip }),
+        Err(AuthError::Braked) => {
+            state.metrics.auth_failure(AuthError::Braked.reason());
+            Err(ApiError::too_many_requests(AuthError::Braked.to_string()))
+        }
         Err(AuthError::Unavailable(cause)) => {
             tracing::error!(%cause, "authentication unavailable");
             Err(ApiError::busy(
@@ -236,7 +251,6 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
             ))
         }
         Err(error) => {
-            state.limiter.record_failure(ip, state.limiter.now());
             state.metrics.auth_failure(error.reason());
             tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
             Err(match error {

@@ -1,9 +1,11 @@
 //! `Idempotency-Key` on POST: the first response to a key is stored for 24 h and replayed to
 //! the same principal for the same request, byte for byte (a refusal's problem details
 //! included); the same key with another request is a 422, and a key whose first request is
-//! still running is a 409. A request that ends without an answer worth keeping (a 5xx, a
-//! 408 or 429, or no answer at all: timed out, or its client gone) releases its key, so the
-//! client's retry runs.
+//! still running is a 409 of its own type (`/problems/idempotency-in-progress`, with
+//! `Retry-After`). A request that ends without an answer worth keeping (a 5xx, a 408 or 429,
+//! or no answer at all: timed out, or its client gone) releases its key, so the client's
+//! retry runs; when the database is away at that moment, the release is tried again in the
+//! background until it returns.
 //!
 //! A record belongs to its principal (kind, tenant, key id or OIDC subject), method and path:
 //! another principal's identical key, or the same key on another path, is another record.
@@ -11,6 +13,8 @@
 //! secret (a new API key) or PII. Unauthenticated requests never reach the store, and the
 //! request is authenticated once (the handler reuses the outcome). A background task sweeps
 //! records older than 24 h in batches.
+
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -100,10 +104,7 @@ pub async fn idempotent_posts(
             "this Idempotency-Key was used for a different request; use a new key",
         )
         .into_response(),
-        Ok(Claim::InProgress) => ApiError::conflict(
-            "a request with this Idempotency-Key is still in progress; retry later",
-        )
-        .into_response(),
+        Ok(Claim::InProgress) => ApiError::idempotency_in_progress().into_response(),
         Ok(Claim::Replay {
             status,
             headers,
@@ -163,13 +164,13 @@ impl HeldClaim {
         self.record = None;
     }
 
-    async fn release(self) {
-        if let Some(id) = self.id()
-            && let Err(error) = idempotency::release(&self.pool, &id).await
-        {
-            tracing::warn!(%error, "could not release an idempotency key");
+    /// Releases the key now; when the database cannot be reached, keeps trying in the
+    /// background until it can (a claim never waits for its abandonment time just because
+    /// the database was away when its request failed).
+    async fn release(mut self) {
+        if let Some(record) = self.record.take() {
+            release_until_done(self.pool.clone(), record).await;
         }
-        self.settle();
     }
 }
 
@@ -181,13 +182,46 @@ impl Drop for HeldClaim {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let pool = self.pool.clone();
-        runtime.spawn(async move {
-            if let Err(error) = idempotency::release(&pool, &record.as_id()).await {
-                tracing::warn!(%error, "could not release the key of an abandoned request");
-            }
-        });
+        runtime.spawn(release_until_done(self.pool.clone(), record));
     }
+}
+
+/// The first wait before a failed release is tried again; it doubles up to the next bound.
+const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Releases `record`'s claim, trying again while the database is unreachable, in the
+/// background after the first failure, until it works or the claim would count as abandoned
+/// anyway.
+async fn release_until_done(pool: PgPool, record: OwnedRecordId) {
+    match idempotency::release(&pool, &record.as_id()).await {
+        Ok(()) => return,
+        Err(error) if !storage::is_unavailable(&error) => {
+            tracing::warn!(%error, "could not release an idempotency key");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not release an idempotency key yet; retrying in the background");
+        }
+    }
+    tokio::spawn(async move {
+        let give_up = tokio::time::Instant::now()
+            + Duration::from_secs_f64(idempotency::ABANDONED_AFTER_SECS);
+        let mut wait = RELEASE_RETRY_FIRST;
+        while tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(wait).await;
+            match idempotency::release(&pool, &record.as_id()).await {
+                Ok(()) => return,
+                Err(error) if storage::is_unavailable(&error) => {
+                    wait = (wait * 2).min(RELEASE_RETRY_MAX);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not release an idempotency key");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Whether a response is kept and replayed. A server failure (5xx, a busy 503 included),

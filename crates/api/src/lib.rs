@@ -13,6 +13,8 @@ mod entitlement_cache;
 pub mod events;
 pub mod extract;
 mod fields;
+mod forwarded;
+mod hygiene;
 pub mod idempotency;
 mod idps;
 mod invalidation;
@@ -35,7 +37,7 @@ mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth::{ApiKeyVerifier, FailureLimiter, OidcConfig, OidcVerifier};
+use auth::{ApiKeyVerifier, OidcConfig, OidcVerifier, VerificationBrake};
 use axum::Router;
 use axum::http::HeaderValue;
 use keyring::Keyring;
@@ -72,9 +74,11 @@ pub struct Settings {
     pub outbound: egress::Egress,
     /// Event retention and streams.
     pub events: events::EventSettings,
-    /// The time source of the authentication failure brake (the system's; tests hold it
-    /// still).
-    pub failure_clock: auth::Clock,
+    /// The time source of the key verification brake (the system's; tests hold it still).
+    pub brake_clock: auth::Clock,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client; from any
+    /// other peer those headers are ignored and the peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -96,7 +100,8 @@ impl Settings {
             outbound: egress::Egress::new(egress::Policy::DEVELOPMENT)
                 .map_err(|error| error.to_string())?,
             events: events::EventSettings::default(),
-            failure_clock: auth::Clock::default(),
+            brake_clock: auth::Clock::default(),
+            trusted_proxies: Vec::new(),
         })
     }
 
@@ -134,8 +139,8 @@ pub struct Shared {
     pub verifier: ApiKeyVerifier,
     /// Bearer token validation, when an issuer is configured.
     pub oidc: Option<Arc<OidcVerifier>>,
-    /// The brake on repeated authentication failures.
-    pub limiter: FailureLimiter,
+    /// The brake on uncached key verifications per client address.
+    pub brake: VerificationBrake,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The settings it was built with.
@@ -214,7 +219,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         pool,
         verifier,
         oidc,
-        limiter: FailureLimiter::with_clock(settings.failure_clock.clone()),
+        brake: VerificationBrake::with_clock(settings.brake_clock.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),

@@ -37,7 +37,7 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])), responses(
     (status = 200, description = "The caller", body = MeView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "Too many failed authentications", body = Problem, content_type = "application/problem+json")))]
+    (status = 429, description = "The address started too many uncached key verifications this second (Retry-After)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn me(caller: Caller) -> Json<MeView> {
     let principal = caller.principal;
     Json(MeView {

@@ -1,6 +1,7 @@
 //! The layers every request passes through, outermost first: request id (accepted or
-//! generated, echoed back), a tracing span carrying it, problem+json for every error, CORS,
-//! panic capture, a timeout and the body size limit.
+//! generated, echoed back), a tracing span carrying it, problem+json for every error, the
+//! refusal of text PostgreSQL cannot store in the path or query, CORS, panic capture, a
+//! timeout and the body size limit.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::problem;
+use crate::{hygiene, problem};
 
 /// The request id header, accepted from the caller or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -59,6 +60,7 @@ pub fn apply(router: Router, cors_origins: &[HeaderValue], timeout: Duration) ->
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(trace)
             .layer(axum::middleware::from_fn(problem::problem_responses))
+            .layer(axum::middleware::from_fn(hygiene::refuse_unstorable_text))
             .layer(cors)
             .layer(CatchPanicLayer::custom(problem::panic_response))
             .layer(TimeoutLayer::with_status_code(

@@ -4,7 +4,9 @@
 use axum::Json;
 use axum::response::Html;
 use axum::routing::get;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
@@ -26,6 +28,116 @@ impl Modify for BearerScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the answers every operation of a kind can give, where its own annotation names none:
+/// so a generated client and a conformance checker know every status the server sends.
+struct StandardResponses;
+
+/// What every operation can answer, whatever it does.
+const EVERY_OPERATION: [(&str, &str); 3] = [
+    (
+        "400",
+        "The path holds a NUL character or bytes that are not UTF-8",
+    ),
+    ("408", "The request took longer than REQUEST_TIMEOUT_SECS"),
+    (
+        "503",
+        "The database, or authentication, is unavailable, or the server is busy (see Retry-After)",
+    ),
+];
+/// What an authenticated operation can answer too.
+const AUTHENTICATED: [(&str, &str); 4] = [
+    (
+        "401",
+        "No credentials, or not valid ones (WWW-Authenticate: Bearer)",
+    ),
+    ("403", "The credential lacks a scope this operation needs"),
+    ("422", "A query parameter is invalid (errors names each)"),
+    (
+        "429",
+        "The address started too many uncached key verifications this second (Retry-After)",
+    ),
+];
+/// What an operation on a resource named in its path can answer too.
+const ON_A_RESOURCE: [(&str, &str); 1] = [(
+    "404",
+    "No such resource, or one the caller may not see (never told apart)",
+)];
+/// What an operation with a JSON body can answer too.
+const WITH_BODY: [(&str, &str); 3] = [
+    ("413", "The body is over 1 MiB"),
+    ("415", "The body is not sent as JSON"),
+    ("422", "A field of the body is invalid (errors names each)"),
+];
+/// What a POST can answer too: any may carry an Idempotency-Key.
+const POST: [(&str, &str); 1] = [(
+    "409",
+    "A request with this Idempotency-Key is still running (idempotency-in-progress, Retry-After), or the change conflicts with the current state",
+)];
+
+fn add_problems<'a>(
+    operation: &mut Operation,
+    answers: impl IntoIterator<Item = &'a (&'a str, &'a str)>,
+) {
+    for (status, description) in answers {
+        operation
+            .responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(*description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .into()
+            });
+    }
+}
+
+impl Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.put, false),
+                (&mut item.post, true),
+                (&mut item.patch, false),
+                (&mut item.delete, false),
+            ];
+            for (operation, is_post) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                add_problems(operation, &EVERY_OPERATION);
+                if operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|security| !security.is_empty())
+                {
+                    add_problems(operation, &AUTHENTICATED);
+                }
+                let names_a_resource = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|parameter| matches!(parameter.parameter_in, ParameterIn::Path));
+                if names_a_resource {
+                    add_problems(operation, &ON_A_RESOURCE);
+                }
+                if operation.request_body.is_some() {
+                    add_problems(operation, &WITH_BODY);
+                }
+                if is_post {
+                    add_problems(operation, &POST);
+                }
+            }
+        }
     }
 }
 
@@ -99,7 +211,7 @@ impl Modify for BearerScheme {
         crate::webhooks::deliveries::send_test,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &StandardResponses),
     tags(
         (name = "probes", description = "Liveness, readiness and metrics"),
         (name = "auth", description = "The caller's identity"),

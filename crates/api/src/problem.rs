@@ -157,6 +157,20 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
     }
 
+    /// 409: a request with the same `Idempotency-Key` is still running (`Retry-After: 1`);
+    /// its own type, so a client tells it from a real conflict and simply retries.
+    pub fn idempotency_in_progress() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "idempotency-in-progress",
+                "Request in progress",
+                "a request with this Idempotency-Key is still in progress; retry when it has finished",
+            )
+        }
+    }
+
     /// 409 naming the field whose value another row holds.
     pub fn conflict_field(pointer: &str, detail: &str) -> Self {
         let field = pointer.trim_start_matches('/');
@@ -245,14 +259,17 @@ impl ApiError {
         }])
     }
 
-    /// 429: too many failed authentications from this address.
+    /// 429: this address has used up its quota for the second (`Retry-After: 1`).
     pub fn too_many_requests(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
-            detail,
-        )
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                detail,
+            )
+        }
     }
 
     /// 503: a dependency is unavailable.

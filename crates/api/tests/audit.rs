@@ -393,28 +393,13 @@ async fn search_results_carry_retraceds_nested_shape() {
     );
 }
 
-/// Stores `count` events of `tenant` straight in the table, one second apart, newest last.
-async fn seed(app: &TestApp, tenant: uuid::Uuid, action: &str, count: i32) {
-    sqlx::query(
-        "INSERT INTO audit_log (tenant_id, group_id, product, action, crud, description, created_at)
-         SELECT $1, $1::text, 'bulk', $2, 'r', 'event ' || n, now() - (($3 - n) * interval '1 second')
-         FROM generate_series(1, $3) AS n",
-    )
-    .bind(tenant)
-    .bind(action)
-    .bind(count)
-    .execute(app.db.pool())
-    .await
-    .expect("seeded");
-}
-
 #[tokio::test]
 async fn export_streams_fifty_thousand_events_a_page_at_a_time() {
     let app = TestApp::new().await;
     let tenant = app.tenant("acme").await;
     let other = app.tenant("globex").await;
-    seed(&app, tenant, "bulk.read", 50_000).await;
-    seed(&app, other, "bulk.read", 10).await;
+    app.seed_audit_events(tenant, "bulk.read", 50_000).await;
+    app.seed_audit_events(other, "bulk.read", 10).await;
     let (_, reader) = app.key(Some(tenant), &[Scope::AuditRead]).await;
     let response = app
         .request(

@@ -129,3 +129,34 @@ async fn requests_while_the_database_is_gone_answer_503_with_retry_after() {
         .await;
     assert_unavailable(&unverified, "a key not verified yet");
 }
+
+#[tokio::test]
+async fn readiness_turns_503_within_a_second_of_the_database_going_and_200_of_its_return() {
+    let app = TestApp::new().await;
+    let mut relay = DbRelay::start(app.db.url()).await;
+    // The default acquire timeout (5 s): readiness must not wait for it.
+    let pool = storage::connect(relay.url(), &storage::PoolConfig::default())
+        .await
+        .expect("a pool through the relay");
+    let service = api::build(pool, testkit::settings())
+        .await
+        .expect("the service builds");
+    let ready = async || {
+        app.request_on(&service, Method::GET, "/readyz")
+            .send()
+            .await
+            .status
+    };
+    assert_eq!(ready().await, StatusCode::OK);
+
+    relay.cut().await;
+    testkit::within_a_second("readiness failing once the database is gone", async || {
+        ready().await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    relay.resume().await;
+    testkit::within_a_second("readiness passing once the database is back", async || {
+        ready().await == StatusCode::OK
+    })
+    .await;
+}

@@ -211,22 +211,6 @@ async fn records_expire_after_a_day_and_are_swept() {
     assert_eq!(left, ["old", "recent"]);
 }
 
-/// Waits until a request has claimed `key`.
-async fn claimed(app: &TestApp, key: &str) {
-    loop {
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM idempotency_records WHERE key = $1)")
-                .bind(key)
-                .fetch_one(app.db.pool())
-                .await
-                .expect("a lookup");
-        if found {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
 #[tokio::test]
 async fn a_timed_out_or_abandoned_request_releases_its_key_so_the_retry_runs() {
     let app = TestApp::with_settings(api::Settings {
@@ -258,7 +242,7 @@ async fn a_timed_out_or_abandoned_request_releases_its_key_so_the_retry_runs() {
         abandoned = post_with_key(&app, &admin, &path, "freeze-2", &freeze) => {
             panic!("answered while the row is held: {}", abandoned.status);
         }
-        () = claimed(&app, "freeze-2") => {}
+        () = app.claimed_idempotency_key("freeze-2") => {}
     }
     testkit::within_a_second("the abandoned request releasing its key", async || {
         records(&app).await == 0

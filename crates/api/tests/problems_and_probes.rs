@@ -117,18 +117,28 @@ async fn every_error_status_is_a_problem_document() {
     assert_problem(&wrong_method, StatusCode::METHOD_NOT_ALLOWED, "/v1/me");
 }
 
-#[tokio::test]
-async fn more_than_ten_failures_a_second_from_one_address_get_429() {
-    // The brake's clock stands still until told: the eleven failures share one window
-    // however long their verifications take on a loaded machine.
+/// An app whose brake's clock stands still until told: requests share a second however
+/// long their verifications take on a loaded machine.
+async fn braked_app(trusted_proxies: Vec<ipnet::IpNet>) -> (TestApp, auth::Clock) {
     let clock = auth::Clock::manual();
     let app = TestApp::with_settings(api::Settings {
-        failure_clock: clock.clone(),
+        brake_clock: clock.clone(),
+        trusted_proxies,
         ..testkit::settings()
     })
     .await;
+    (app, clock)
+}
+
+fn unknown_key() -> String {
+    format!("tr_test_{}_{}", "0".repeat(16), "2".repeat(64))
+}
+
+#[tokio::test]
+async fn more_than_ten_uncached_verifications_a_second_from_one_address_get_429() {
+    let (app, clock) = braked_app(Vec::new()).await;
     let address = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
-    let bad = format!("tr_test_{}_{}", "0".repeat(16), "2".repeat(64));
+    let bad = unknown_key();
     let me = || {
         app.request(Method::GET, "/v1/me")
             .bearer(&bad)
@@ -145,24 +155,93 @@ async fn more_than_ten_failures_a_second_from_one_address_get_429() {
             .all(|status| *status == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
-    assert_problem(&me().await, StatusCode::TOO_MANY_REQUESTS, "/v1/me");
+    let braked = me().await;
+    assert_problem(&braked, StatusCode::TOO_MANY_REQUESTS, "/v1/me");
+    assert_eq!(braked.header("retry-after"), Some("1"));
     let elsewhere = app.request(Method::GET, "/v1/me").bearer(&bad).send().await;
     assert_eq!(
         elsewhere.status,
         StatusCode::UNAUTHORIZED,
         "other addresses are not braked"
     );
-    clock.advance(Duration::from_millis(999));
-    assert_eq!(
-        me().await.status,
-        StatusCode::TOO_MANY_REQUESTS,
-        "the whole second"
-    );
+    clock.advance(Duration::from_millis(99));
+    assert_eq!(me().await.status, StatusCode::TOO_MANY_REQUESTS);
     clock.advance(Duration::from_millis(1));
     assert_eq!(
         me().await.status,
         StatusCode::UNAUTHORIZED,
-        "the next second starts afresh"
+        "a verification more every tenth of a second"
+    );
+}
+
+#[tokio::test]
+async fn a_key_already_verified_passes_while_its_address_is_braked() {
+    let (app, _clock) = braked_app(Vec::new()).await;
+    let shared = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 8));
+    let (_, good) = app.key(None, &[Scope::TenantsRead]).await;
+    let (_, never_used) = app.key(None, &[Scope::TenantsRead]).await;
+    let me = |key: String| {
+        app.request(Method::GET, "/v1/me")
+            .bearer(&key)
+            .from_ip(shared)
+            .send()
+    };
+    assert_eq!(me(good.clone()).await.status, StatusCode::OK);
+    for _ in 0..20 {
+        me(unknown_key()).await;
+    }
+    assert_eq!(
+        me(unknown_key()).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the noisy neighbour is braked"
+    );
+    assert_eq!(
+        me(good).await.status,
+        StatusCode::OK,
+        "a key verified before passes the brake"
+    );
+    assert_eq!(
+        me(never_used).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a key that needs hashing waits for the address's quota"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_quota() {
+    let (app, _clock) = braked_app(vec!["10.0.0.0/24".parse().expect("a network")]).await;
+    let proxy = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+    let bad = unknown_key();
+    let me = |client: &'static str| {
+        app.request(Method::GET, "/v1/me")
+            .bearer(&bad)
+            .header("x-forwarded-for", client)
+            .from_ip(proxy)
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(me("203.0.113.1").await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        me("203.0.113.1").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        me("203.0.113.2").await.status,
+        StatusCode::UNAUTHORIZED,
+        "another client behind the same proxy"
+    );
+    let spoofed = app
+        .request(Method::GET, "/v1/me")
+        .bearer(&bad)
+        .header("x-forwarded-for", "203.0.113.3")
+        .from_ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)))
+        .send()
+        .await;
+    assert_eq!(
+        spoofed.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an untrusted peer's header is ignored: it is still the braked client"
     );
 }
 

@@ -244,38 +244,60 @@ fn csv_cell(value: &str) -> String {
 /// Events read per round trip while exporting; each becomes one chunk of the body.
 pub const EXPORT_PAGE: i64 = 1000;
 
+/// Where a page ends: the position the next page starts after, when the page was full.
+type Next = Option<(DateTime<Utc>, i64)>;
+
+fn chunk(format: ExportFormat, rows: Vec<EventRow>) -> (String, Next) {
+    let next = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == EXPORT_PAGE)
+        .then(|| rows.last().map(|row| (row.created_at, row.id)))
+        .flatten();
+    let mut text = String::new();
+    for row in rows {
+        format.write(row, &mut text);
+    }
+    (text, next)
+}
+
 /// The events matching `filter`, newest first, as chunks of `format` text. Each chunk is
 /// one page read with its own query (keyset pagination), so no transaction or cursor stays
 /// open while a slow client reads; each query is cancelled after `statement_timeout`.
-pub fn export(
+///
+/// The first page is read before this returns, so a failure then is the caller's to answer
+/// with a status. A later page that fails ends the stream after the last whole page (every
+/// line and row complete) and is logged: the answer's status and headers are sent by then.
+pub async fn export(
     pool: PgPool,
     filter: EventFilter,
     format: ExportFormat,
     statement_timeout: Duration,
-) -> impl Stream<Item = Result<String, sqlx::Error>> + Send + 'static {
+) -> Result<impl Stream<Item = String> + Send + 'static, sqlx::Error> {
+    let first = crate::search(&pool, &filter, None, EXPORT_PAGE, statement_timeout).await?;
+    let (first, next) = chunk(format, first);
     let start = (format == ExportFormat::Csv).then(|| CSV_HEADER.to_owned());
-    let pages = futures::stream::try_unfold(Some(None), move |position| {
+    let rest = futures::stream::unfold(next, move |position| {
         let pool = pool.clone();
         let filter = filter.clone();
         async move {
-            let Some(before) = position else {
-                return Ok(None);
-            };
-            let rows =
-                crate::search(&pool, &filter, before, EXPORT_PAGE, statement_timeout).await?;
-            if rows.is_empty() {
-                return Ok(None);
+            let before = position?;
+            match crate::search(&pool, &filter, Some(before), EXPORT_PAGE, statement_timeout).await
+            {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => Some(chunk(format, rows)),
+                Err(error) => {
+                    tracing::error!(%error, "audit export cut short after its last whole page");
+                    None
+                }
             }
-            let next = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == EXPORT_PAGE)
-                .then(|| rows.last().map(|row| (row.created_at, row.id)));
-            let mut chunk = String::new();
-            for row in rows {
-                format.write(row, &mut chunk);
-            }
-            Ok(Some((chunk, next)))
         }
     });
-    futures::StreamExt::chain(futures::stream::iter(start.map(Ok)), pages)
+    Ok(futures::StreamExt::chain(
+        futures::stream::iter(
+            start
+                .into_iter()
+                .chain(Some(first).filter(|text| !text.is_empty())),
+        ),
+        rest,
+    ))
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Who is calling and what they may do: principals and scopes, API keys (format, argon2id
 //! hashing, a verification cache invalidated across replicas by LISTEN/NOTIFY, and their
 //! management rules), the rule for what a principal may grant, OIDC bearer tokens, and the
-//! brake on repeated failures.
+//! brake on uncached key verifications per client address.
 
-mod failures;
+mod brake;
 pub mod grant;
 pub mod invalidations;
 pub mod keys;
@@ -12,7 +12,7 @@ mod principal;
 mod tenant_claims;
 mod verifier;
 
-pub use failures::{Clock, FailureLimiter};
+pub use brake::{Clock, VerificationBrake};
 pub use invalidations::Invalidations;
 pub use oidc::{OidcConfig, OidcVerifier};
 pub use principal::{Principal, PrincipalKind};
@@ -47,6 +47,9 @@ pub enum AuthError {
     /// Bearer tokens are not accepted because no issuer is configured.
     #[error("bearer tokens are not accepted: no OIDC issuer is configured")]
     OidcDisabled,
+    /// The client's address has started too many uncached key verifications this second.
+    #[error("too many key verifications from this address; retry in a moment")]
+    Braked,
     /// The database or the identity provider could not be reached.
     #[error("authentication is unavailable: {0}")]
     Unavailable(String),
@@ -64,6 +67,7 @@ impl AuthError {
             Self::TenantArchived => "tenant_archived",
             Self::Token(_) => "invalid_token",
             Self::OidcDisabled => "oidc_disabled",
+            Self::Braked => "rate_limited",
             Self::Unavailable(_) => "unavailable",
         }
     }

@@ -344,6 +344,39 @@ impl TestApp {
         transaction.commit().await.expect("committed");
     }
 
+    /// Stores `count` audit events of `tenant` straight in the table (no chain), one second
+    /// apart, newest last, described `event 1`… and reported by product `bulk`.
+    pub async fn seed_audit_events(&self, tenant: Uuid, action: &str, count: i32) {
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, group_id, product, action, crud, description, created_at)
+             SELECT $1, $1::text, 'bulk', $2, 'r', 'event ' || n, now() - (($3 - n) * interval '1 second')
+             FROM generate_series(1, $3) AS n",
+        )
+        .bind(tenant)
+        .bind(action)
+        .bind(count)
+        .execute(self.db.pool())
+        .await
+        .expect("seeded");
+    }
+
+    /// Returns once a request has claimed idempotency key `key` (its record exists).
+    pub async fn claimed_idempotency_key(&self, key: &str) {
+        loop {
+            let found: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM idempotency_records WHERE key = $1)",
+            )
+            .bind(key)
+            .fetch_one(self.db.pool())
+            .await
+            .expect("a lookup");
+            if found {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Revokes a key directly (no HTTP, no cache involved).
     pub async fn revoke(&self, id: Uuid) {
         let admin = platform_admin();

@@ -9,8 +9,37 @@ use url::Url;
 /// A relay from a loopback port to a test database's server.
 pub struct DbRelay {
     url: String,
+    port: u16,
+    upstream: String,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Relays every connection `listener` accepts to `upstream` until `stopping` changes; the
+/// relayed connections end with the task.
+fn relay(
+    listener: TcpListener,
+    upstream: String,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Dropped with the task: aborts every relayed connection.
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stopping.changed() => return,
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { continue };
+                    let upstream = upstream.clone();
+                    connections.spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }
+        }
+    })
 }
 
 impl DbRelay {
@@ -29,27 +58,12 @@ impl DbRelay {
         let port = listener.local_addr().expect("its address").port();
         url.set_host(Some("127.0.0.1")).expect("a host");
         url.set_port(Some(port)).expect("a port");
-        let (stop, mut stopping) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            // Dropped with the task: aborts every relayed connection.
-            let mut connections = JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = stopping.changed() => return,
-                    accepted = listener.accept() => {
-                        let Ok((mut client, _)) = accepted else { continue };
-                        let upstream = upstream.clone();
-                        connections.spawn(async move {
-                            if let Ok(mut server) = TcpStream::connect(upstream).await {
-                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            }
-                        });
-                    }
-                }
-            }
-        });
+        let (stop, stopping) = watch::channel(false);
+        let task = relay(listener, upstream.clone(), stopping);
         Self {
             url: url.into(),
+            port,
+            upstream,
             stop,
             task: Some(task),
         }
@@ -66,6 +80,20 @@ impl DbRelay {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+
+    /// The database comes back on the same address.
+    ///
+    /// # Panics
+    /// When the relay is running, or its port was taken meanwhile.
+    pub async fn resume(&mut self) {
+        assert!(self.task.is_none(), "the relay is running");
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the relay's port again");
+        let (stop, stopping) = watch::channel(false);
+        self.stop = stop;
+        self.task = Some(relay(listener, self.upstream.clone(), stopping));
     }
 }
 
