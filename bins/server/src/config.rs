@@ -400,6 +400,8 @@ impl Config {
                 issuer,
                 audience: self.oidc_audience.clone(),
                 admin_role: self.oidc_admin_role.clone(),
+                key_refresh_interval: auth::oidc::REFRESH_INTERVAL,
+                key_set_max_age: auth::oidc::KEY_SET_MAX_AGE,
             }),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             connection_limits: api::ConnectionLimits {

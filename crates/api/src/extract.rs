@@ -202,20 +202,19 @@ pub(crate) async fn verify_credential(
 
 /// The principal behind the request's `Authorization` header.
 /// A key this replica verified recently passes at once; any other key costs an argon2
-/// verification, which the client's address must have quota for (429 otherwise). Bearer
-/// tokens cost no hashing and are not braked.
+/// verification (one, however many requests present it at once), which the client's
+/// address must have quota for (429 otherwise). Bearer tokens cost no hashing and are not
+/// braked.
 async fn authenticate(parts: &Parts, state: &AppState, ip: IpAddr) -> Result<Principal, AuthError> {
     let credential = bearer(&parts.headers)?;
     if credential.starts_with("tr_") || state.oidc.is_some() {
         state.metrics.credential_checked();
     }
     if credential.starts_with("tr_") {
-        if let Some(principal) = state.verifier.cached(credential).await {
-            return Ok(principal);
-        }
-        if !state.brake.admit(ip) {
-            return Err(AuthError::Braked);
-        }
+        return state
+            .verifier
+            .verify_admitted(credential, || state.brake.admit(ip))
+            .await;
     }
     verify_credential(credential, state).await
 }

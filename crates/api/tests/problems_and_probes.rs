@@ -208,6 +208,28 @@ async fn a_key_already_verified_passes_while_its_address_is_braked() {
 }
 
 #[tokio::test]
+async fn many_requests_with_one_new_key_at_once_cost_one_verification_and_are_all_served() {
+    let (app, _clock) = braked_app(Vec::new()).await;
+    let address = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+    let (_, fresh) = app.key(None, &[Scope::TenantsRead]).await;
+    let requests = (0..40).map(|_| {
+        app.request(Method::GET, "/v1/me")
+            .bearer(&fresh)
+            .from_ip(address)
+            .send()
+    });
+    let statuses: Vec<StatusCode> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|response| response.status)
+        .collect();
+    assert!(
+        statuses.iter().all(|status| *status == StatusCode::OK),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_quota() {
     let (app, _clock) = braked_app(vec!["10.0.0.0/24".parse().expect("a network")]).await;
     let proxy = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));

@@ -191,13 +191,7 @@ impl ExportFormat {
                     text(row.external_id),
                     row.fields.0.to_string(),
                 ];
-                for (index, cell) in cells.iter().enumerate() {
-                    if index > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&csv_cell(cell));
-                }
-                out.push_str("\r\n");
+                out.push_str(&csv_row(cells.iter().map(|cell| defused(cell))));
             }
         }
     }
@@ -220,11 +214,10 @@ fn starts_formula(text: &str) -> bool {
         .starts_with(FORMULA_STARTS)
 }
 
-/// A CSV cell a spreadsheet shows as text (CSV injection): every part that would start a
+/// A cell a spreadsheet shows as text (CSV injection): every part that would start a
 /// formula gets a `'` in front, the cell itself and each part after a separator (a `;`
-/// locale splits `a;=1+1` into `a` and a formula, even inside quotes for some importers);
-/// then the cell is quoted when it holds a separator, a quote or a line break.
-fn csv_cell(value: &str) -> String {
+/// locale splits `a;=1+1` into `a` and a formula, even inside quotes for some importers).
+fn defused(value: &str) -> String {
     let mut defused = String::with_capacity(value.len() + 2);
     let mut part_starts = true;
     for (index, character) in value.char_indices() {
@@ -234,11 +227,26 @@ fn csv_cell(value: &str) -> String {
         defused.push(character);
         part_starts = SEPARATORS.contains(&character);
     }
-    if defused.contains(SEPARATORS) || defused.contains('"') {
-        format!("\"{}\"", defused.replace('"', "\"\""))
-    } else {
-        defused
-    }
+    defused
+}
+
+/// One CSV row (RFC 4180, CRLF) written by the maintained `csv` crate, every cell quoted:
+/// a `;` or a tab inside a cell then splits nothing, in any locale.
+fn csv_row<'a>(cells: impl Iterator<Item = String> + 'a) -> String {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
+    let written = writer
+        .write_record(cells)
+        .map_err(|error| error.to_string())
+        .and_then(|()| writer.into_inner().map_err(|error| error.to_string()))
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|error| error.to_string()));
+    written.unwrap_or_else(|error| {
+        // Writing to memory fails only on a bug; the row is left out, the export goes on.
+        tracing::error!(%error, "an audit event could not be written as CSV");
+        String::new()
+    })
 }
 
 /// Events read per round trip while exporting; each becomes one chunk of the body.
@@ -305,41 +313,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_cells_are_quoted_and_defused() {
-        for (cell, written) in [
+    fn cells_that_would_start_a_formula_are_defused() {
+        for (cell, shown) in [
             ("plain", "plain"),
             ("", ""),
-            ("a,b", "\"a,b\""),
-            ("say \"hi\"", "\"say \"\"hi\"\"\""),
-            ("line\nbreak", "\"line\nbreak\""),
+            ("a,b", "a,b"),
+            ("say \"hi\"", "say \"hi\""),
             ("=SUM(A1)", "'=SUM(A1)"),
             ("+1", "'+1"),
             ("-1", "'-1"),
             ("@cmd", "'@cmd"),
             (" =1+1", "' =1+1"),
             ("   @SUM(A1)", "'   @SUM(A1)"),
-            ("\t=1", "\"'\t'=1\""),
-            ("\n=1", "\"'\n'=1\""),
-            ("\r\n+1", "\"'\r'\n'+1\""),
+            ("\t=1", "'\t'=1"),
+            ("\n=1", "'\n'=1"),
+            ("\r\n+1", "'\r'\n'+1"),
             ("\u{b}=1", "'\u{b}=1"),
             ("\u{a0}=1", "'\u{a0}=1"),
             ("\u{ff1d}1+1", "'\u{ff1d}1+1"),
-            ("a;=1+1", "\"a;'=1+1\""),
-            ("a; =HYPERLINK(x)", "\"a;' =HYPERLINK(x)\""),
-            ("a,-2", "\"a,'-2\""),
-            ("x;y", "\"x;y\""),
+            ("a;=1+1", "a;'=1+1"),
+            ("a; =HYPERLINK(x)", "a;' =HYPERLINK(x)"),
+            ("a,-2", "a,'-2"),
+            ("x;y", "x;y"),
             ("a=b", "a=b"),
             ("a - b", "a - b"),
             ("e-mail@example.com", "e-mail@example.com"),
         ] {
-            assert_eq!(csv_cell(cell), written, "{cell:?}");
+            assert_eq!(defused(cell), shown, "{cell:?}");
         }
+    }
+
+    #[test]
+    fn a_row_reads_back_as_its_defused_cells_with_every_cell_quoted() {
+        let cells = [
+            "say \"hi\", then left",
+            "=HYPERLINK(\"x\")",
+            "line\nbreak",
+            "x;y",
+            "",
+        ];
+        let row = csv_row(cells.iter().map(|cell| defused(cell)));
+        assert!(row.ends_with("\r\n"));
+        assert!(
+            row.starts_with("\"say \"\"hi\"\", then left\",\"'=HYPERLINK"),
+            "{row}"
+        );
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(row.as_bytes());
+        let read: Vec<String> = reader
+            .records()
+            .next()
+            .expect("one row")
+            .expect("well-formed")
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let expected: Vec<String> = cells.iter().map(|cell| defused(cell)).collect();
+        assert_eq!(read, expected);
     }
 
     #[test]
     fn the_csv_header_names_every_cell() {
         let mut line = String::new();
         ExportFormat::Csv.write(EventRow::default(), &mut line);
-        assert_eq!(line.split(',').count(), CSV_HEADER.split(',').count());
+        let text = format!("{CSV_HEADER}{line}");
+        let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        let header = reader.headers().expect("a header").len();
+        let cells = reader
+            .records()
+            .next()
+            .expect("a row")
+            .expect("well-formed")
+            .len();
+        assert_eq!(cells, header);
     }
 }

@@ -6,7 +6,9 @@
 //! fetch is in flight at once (the others wait for its outcome), none follows a successful
 //! one for [`REFRESH_INTERVAL`], and after a failure none follows for a backoff that starts
 //! at [`FIRST_BACKOFF`] and doubles with each further failure up to [`MAX_BACKOFF`]. Tokens
-//! with a known `kid` never wait for a fetch.
+//! with a known `kid` wait for a fetch only when the key set is older than
+//! [`KEY_SET_MAX_AGE`]: so a key the issuer retired stops working within that time, and a
+//! failing issuer leaves the last keys it served in use.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,6 +26,9 @@ use domain::{Scope, Scopes};
 
 /// The shortest time between a successful JWKS fetch and the next one.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The oldest a fetched key set may be before the next token makes it be fetched again.
+pub const KEY_SET_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// After a failed fetch, how long until the next may be tried.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -44,6 +49,10 @@ pub struct OidcConfig {
     pub audience: String,
     /// The realm role that makes a platform admin.
     pub admin_role: String,
+    /// The shortest time between successful key fetches ([`REFRESH_INTERVAL`]).
+    pub key_refresh_interval: Duration,
+    /// How long fetched keys are trusted before they are fetched again ([`KEY_SET_MAX_AGE`]).
+    pub key_set_max_age: Duration,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +79,12 @@ struct Claims {
 
 type KeySet = HashMap<String, (DecodingKey, Algorithm)>;
 
+/// The issuer's keys as last fetched.
+struct FetchedKeys {
+    keys: KeySet,
+    fetched: Instant,
+}
+
 /// When the next key fetch may happen, after the outcomes of the previous ones.
 #[derive(Debug, Default)]
 struct FetchSchedule {
@@ -82,9 +97,9 @@ impl FetchSchedule {
         self.next.is_none_or(|next| now >= next)
     }
 
-    fn succeeded(&mut self, now: Instant) {
+    fn succeeded(&mut self, now: Instant, interval: Duration) {
         self.failures = 0;
-        self.next = Some(now + REFRESH_INTERVAL);
+        self.next = Some(now + interval);
     }
 
     fn failed(&mut self, now: Instant) {
@@ -101,11 +116,18 @@ fn backoff(failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// Whether a cached key set must be younger than its maximum age to be used.
+#[derive(Clone, Copy)]
+enum Freshness {
+    Fresh,
+    Any,
+}
+
 /// Validates bearer tokens; shared by clones of the app state through an `Arc`.
 pub struct OidcVerifier {
     config: OidcConfig,
     http: reqwest::Client,
-    keys: RwLock<Option<KeySet>>,
+    keys: RwLock<Option<FetchedKeys>>,
     /// Held while fetching, so one fetch is in flight at a time.
     schedule: Mutex<FetchSchedule>,
 }
@@ -210,37 +232,56 @@ impl OidcVerifier {
     }
 
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
-        if let Some(found) = self.cached_key(kid).await {
+        if let Some(found) = self.cached_key(kid, Freshness::Fresh).await {
             return Ok(found);
         }
         let mut schedule = self.schedule.lock().await;
-        if let Some(found) = self.cached_key(kid).await {
+        if let Some(found) = self.cached_key(kid, Freshness::Fresh).await {
             return Ok(found);
         }
+        let mut failure = None;
         if schedule.is_due(Instant::now()) {
             match self.fetch_keys().await {
-                Ok(fetched) => {
-                    *self.keys.write().await = Some(fetched);
-                    schedule.succeeded(Instant::now());
+                Ok(keys) => {
+                    let fetched = Instant::now();
+                    *self.keys.write().await = Some(FetchedKeys { keys, fetched });
+                    schedule.succeeded(fetched, self.config.key_refresh_interval);
                 }
                 Err(error) => {
                     schedule.failed(Instant::now());
-                    return Err(error);
+                    failure = Some(error);
                 }
             }
-        } else if self.keys.read().await.is_none() {
+        }
+        // A set too old to trust without asking still serves while the issuer cannot be
+        // asked: a failing issuer locks nobody out.
+        if let Some(found) = self.cached_key(kid, Freshness::Any).await {
+            return Ok(found);
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if self.keys.read().await.is_none() {
             return Err(AuthError::Unavailable(
                 "the issuer's keys could not be fetched; the next try waits for a backoff"
                     .to_owned(),
             ));
         }
-        self.cached_key(kid)
-            .await
-            .ok_or_else(|| AuthError::Token(format!("unknown signing key {kid:?}")))
+        Err(AuthError::Token(format!("unknown signing key {kid:?}")))
     }
 
-    async fn cached_key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
-        self.keys.read().await.as_ref()?.get(kid).cloned()
+    async fn cached_key(
+        &self,
+        kid: &str,
+        freshness: Freshness,
+    ) -> Option<(DecodingKey, Algorithm)> {
+        let keys = self.keys.read().await;
+        let fetched = keys.as_ref()?;
+        let trusted = match freshness {
+            Freshness::Fresh => fetched.fetched.elapsed() <= self.config.key_set_max_age,
+            Freshness::Any => true,
+        };
+        trusted.then(|| fetched.keys.get(kid).cloned()).flatten()
     }
 
     async fn fetch_keys(&self) -> Result<KeySet, AuthError> {
@@ -317,7 +358,7 @@ mod tests {
         schedule.failed(start);
         assert!(!schedule.is_due(start + FIRST_BACKOFF));
         assert!(schedule.is_due(start + FIRST_BACKOFF * 2));
-        schedule.succeeded(start);
+        schedule.succeeded(start, REFRESH_INTERVAL);
         assert!(!schedule.is_due(start + REFRESH_INTERVAL / 2));
         schedule.failed(start);
         assert!(schedule.is_due(start + FIRST_BACKOFF));

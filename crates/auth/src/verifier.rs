@@ -95,20 +95,38 @@ impl ApiKeyVerifier {
 
     /// The principal behind `presented`, or why there is none.
     pub async fn verify(&self, presented: &str) -> Result<Principal, AuthError> {
+        self.verify_admitted(presented, || true).await
+    }
+
+    /// Like [`ApiKeyVerifier::verify`], asking `admit` first whenever the key must be
+    /// hashed (it is not cached, and no other request is verifying it already):
+    /// [`AuthError::Braked`] when it says no. A cached key never asks.
+    pub async fn verify_admitted(
+        &self,
+        presented: &str,
+        admit: impl Fn() -> bool,
+    ) -> Result<Principal, AuthError> {
         let parsed = PresentedKey::parse(presented).ok_or(AuthError::Malformed)?;
         let digest: [u8; 32] = Sha256::digest(parsed.whole.as_bytes()).into();
+        let verify_uncached = async || {
+            if admit() {
+                self.verify_uncached(&parsed).await
+            } else {
+                Err(AuthError::Braked)
+            }
+        };
+        // Concurrent requests with one uncached key wait for a single verification, and
+        // only that one asks `admit`.
         let mut verified = self
             .cache
-            .try_get_with(digest, async {
-                self.verify_uncached(&parsed).await.map(Arc::new)
-            })
+            .try_get_with(digest, async { verify_uncached().await.map(Arc::new) })
             .await
             .map_err(|error| AuthError::clone(&error))?;
         if !self.is_current(&verified) {
             // Read before a change this replica has heard of since (possibly by another
             // request's verification that was still running): never served.
             self.cache.invalidate(&digest).await;
-            verified = Arc::new(self.verify_uncached(&parsed).await?);
+            verified = Arc::new(verify_uncached().await?);
             if self.is_current(&verified) {
                 self.cache.insert(digest, Arc::clone(&verified)).await;
             }
@@ -118,16 +136,6 @@ impl ApiKeyVerifier {
             return Err(AuthError::Expired);
         }
         Ok(verified.principal.clone())
-    }
-
-    /// The principal behind `presented` when this replica verified it recently and nothing
-    /// it heard of since touches it: no database, no argon2. `None` when it needs verifying.
-    pub async fn cached(&self, presented: &str) -> Option<Principal> {
-        let parsed = PresentedKey::parse(presented)?;
-        let digest: [u8; 32] = Sha256::digest(parsed.whole.as_bytes()).into();
-        let verified = self.cache.get(&digest).await?;
-        let live = verified.expires_at.is_none_or(|at| at > Utc::now());
-        (live && self.is_current(&verified)).then(|| verified.principal.clone())
     }
 
     fn is_current(&self, verified: &Verified) -> bool {

@@ -10,7 +10,7 @@ pub mod idp;
 mod lifecycle;
 pub mod product;
 mod scope;
-mod slug;
+pub mod slug;
 pub mod subscription;
 pub mod tenant;
 pub mod webhook;

@@ -305,3 +305,54 @@ async fn a_post_carries_its_headers_and_body_and_any_status_is_an_answer() {
     let body = answer.body_prefix(1024).await.expect("its body");
     assert_eq!(body, b"msg_1:{\"type\":\"tenant.created\"}");
 }
+
+/// Serves at `/endless` a body that never ends, or one byte every 100 ms that would end far
+/// under any cap but long past a short deadline.
+fn never_ending(trickle: bool) -> Router {
+    Router::new().route(
+        "/endless",
+        get(move || async move {
+            let chunks = futures::stream::unfold((), move |()| async move {
+                if trickle {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Ok::<_, std::io::Error>(vec![b'x']), ()))
+                } else {
+                    Some((Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]), ()))
+                }
+            });
+            axum::body::Body::from_stream(chunks)
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_cut_at_the_cap() {
+    let server = serve(never_ending(false)).await;
+    let error = client(Policy::DEVELOPMENT)
+        .fetch_text(
+            &format!("http://127.0.0.1:{}/endless", server.port()),
+            Duration::from_secs(30),
+            1024 * 1024,
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, Error::TooLarge { limit: 1_048_576 }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_past_the_deadline_is_cut_at_the_deadline() {
+    let server = serve(never_ending(true)).await;
+    let error = client(Policy::DEVELOPMENT)
+        .fetch_text(
+            &format!("http://127.0.0.1:{}/endless", server.port()),
+            Duration::from_millis(500),
+            1024 * 1024,
+        )
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, Error::Timeout), "{error:?}");
+    assert_eq!(error.to_string(), GENERIC);
+}

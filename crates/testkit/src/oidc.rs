@@ -1,7 +1,9 @@
 //! A real OIDC issuer on loopback for tests: a discovery document and a JWKS with an ES256
 //! key pair made in the test and an RS256 key from the fixtures (ring cannot generate RSA
 //! keys; this one exists only for tests), and tokens signed with either. It records every
-//! request for its discovery document and can be told to fail them.
+//! request for its discovery document and can be told to fail them. Its ES256 keys rotate
+//! as a real issuer's do: a new key is added and signs from then on, an old one is retired
+//! from the JWKS later.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -70,12 +72,32 @@ impl DiscoveryLog {
     }
 }
 
+/// A new ES256 key pair: its kid, its signing key and its public JWK.
+fn es256_key() -> (String, EncodingKey, Value) {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .expect("an ES256 key pair");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("the key pair parses");
+    // An uncompressed P-256 point: 0x04, then x and y of 32 bytes each.
+    let point = pair.public_key().as_ref();
+    let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    });
+    (kid, EncodingKey::from_ec_der(pkcs8.as_ref()), jwk)
+}
+
 /// An issuer serving its discovery document and keys until dropped.
 pub struct TestIssuer {
     /// The issuer URL (`http://127.0.0.1:<port>/realms/test`).
     pub url: String,
-    kid: String,
-    key: EncodingKey,
+    /// The ES256 keys by kid, the current signing key's kid first.
+    keys: Mutex<Vec<(String, EncodingKey)>>,
+    /// The JWKS served.
+    jwks: Arc<Mutex<Value>>,
     rsa_key: EncodingKey,
     discovery: Arc<DiscoveryLog>,
     server: tokio::task::JoinHandle<()>,
@@ -90,22 +112,12 @@ impl Drop for TestIssuer {
 impl TestIssuer {
     /// Generates a key pair and starts serving on a free loopback port.
     pub async fn start() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .expect("an ES256 key pair");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .expect("the key pair parses");
-        // An uncompressed P-256 point: 0x04, then x and y of 32 bytes each.
-        let point = pair.public_key().as_ref();
-        let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
-        let jwks = json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-        }, {
+        let (kid, key, jwk) = es256_key();
+        let jwks = Arc::new(Mutex::new(json!({"keys": [jwk, {
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": RSA_KID,
             "n": include_str!("../fixtures/rs256-test-key.n"), "e": "AQAB",
-        }]});
+        }]})));
+        let served_keys = Arc::clone(&jwks);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -128,15 +140,18 @@ impl TestIssuer {
             )
             .route(
                 "/realms/test/protocol/openid-connect/certs",
-                get(move || async move { Json(jwks) }),
+                get(move || {
+                    let keys = served_keys.lock().expect("the JWKS").clone();
+                    async move { Json(keys) }
+                }),
             );
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
         Self {
             url,
-            kid,
-            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            keys: Mutex::new(vec![(kid, key)]),
+            jwks,
             rsa_key: EncodingKey::from_rsa_pem(include_bytes!("../fixtures/rs256-test-key.pem"))
                 .expect("the fixture RSA key parses"),
             discovery: log,
@@ -169,13 +184,56 @@ impl TestIssuer {
             issuer: self.url.clone(),
             audience: AUDIENCE.to_owned(),
             admin_role: "platform-admin".to_owned(),
+            key_refresh_interval: auth::oidc::REFRESH_INTERVAL,
+            key_set_max_age: auth::oidc::KEY_SET_MAX_AGE,
         }
     }
 
     /// A signed token: valid `iss`, `aud`, `exp`, `nbf` and `sub`, overridden and extended by
-    /// `claims`.
+    /// `claims`, signed with the current key.
     pub fn token(&self, claims: Value) -> String {
-        self.token_with_kid(&self.kid.clone(), claims)
+        let kid = self.current_kid();
+        self.token_signed_by(&kid, claims)
+    }
+
+    /// The current signing key's kid.
+    pub fn current_kid(&self) -> String {
+        self.keys.lock().expect("the keys")[0].0.clone()
+    }
+
+    /// Like [`TestIssuer::token`], signed with key `kid` (current or not).
+    ///
+    /// # Panics
+    /// When the issuer never had that key.
+    pub fn token_signed_by(&self, kid: &str, claims: Value) -> String {
+        let keys = self.keys.lock().expect("the keys");
+        let (_, key) = keys
+            .iter()
+            .find(|(known, _)| known == kid)
+            .expect("a key this issuer made");
+        self.sign(Algorithm::ES256, kid, key, claims)
+    }
+
+    /// Adds a new ES256 key to the JWKS and signs with it from now on; answers its kid.
+    pub fn rotate(&self) -> String {
+        let (kid, key, jwk) = es256_key();
+        self.jwks.lock().expect("the JWKS")["keys"]
+            .as_array_mut()
+            .expect("a key list")
+            .push(jwk);
+        self.keys
+            .lock()
+            .expect("the keys")
+            .insert(0, (kid.clone(), key));
+        kid
+    }
+
+    /// Takes key `kid` out of the JWKS (tokens it signed can no longer be checked).
+    pub fn retire(&self, kid: &str) {
+        self.jwks.lock().expect("the JWKS")["keys"]
+            .as_array_mut()
+            .expect("a key list")
+            .retain(|jwk| jwk["kid"] != kid);
     }
 
     /// Like [`TestIssuer::token`], signed RS256 with the fixture RSA key.
@@ -183,9 +241,11 @@ impl TestIssuer {
         self.sign(Algorithm::RS256, RSA_KID, &self.rsa_key, claims)
     }
 
-    /// Like [`TestIssuer::token`], naming key `kid` in the header.
+    /// Like [`TestIssuer::token`], signed with the current key but naming key `kid` in the
+    /// header.
     pub fn token_with_kid(&self, kid: &str, claims: Value) -> String {
-        self.sign(Algorithm::ES256, kid, &self.key, claims)
+        let keys = self.keys.lock().expect("the keys");
+        self.sign(Algorithm::ES256, kid, &keys[0].1, claims)
     }
 
     fn sign(&self, algorithm: Algorithm, kid: &str, key: &EncodingKey, claims: Value) -> String {
