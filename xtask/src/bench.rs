@@ -15,6 +15,7 @@ use crate::project_root;
 mod ceilings;
 mod hostile;
 mod load;
+mod peer;
 mod report;
 mod server;
 mod webhooks;
@@ -104,6 +105,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     }
     let mut webhook = None;
     let mut hostile_cases = Vec::new();
+    let peer_binary = peer::build(&root, &work)?;
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
     for (index, &tenants) in options.tenants.iter().enumerate() {
         let database_url = runtime.block_on(fresh_database(&cluster))?;
@@ -166,6 +168,12 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
             scale,
             &files.ids,
         )?);
+        results.push(load.get(
+            &server,
+            "by slug, uniform, cache off (uncached)",
+            scale,
+            &files.slugs,
+        )?);
         if Some(&tenants) == options.tenants.last() {
             // A second, unrecorded pass under perf: sampling would slow the measured one.
             let recording = Profile::start(&server, options.duration, &work);
@@ -173,6 +181,10 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
             profile = recording.map(|recording| recording.finish(tenants));
         }
         server.stop();
+        let mut plain = peer::start(&peer_binary, &database_url)?;
+        let case = format!("{}: by slug, uniform", peer::CASE);
+        results.push(load.get(&plain, &case, scale, &files.slugs)?);
+        plain.stop();
     }
     let mut report = render(&options, &results, pgbench_tps, started.elapsed());
     if let Some(webhook) = &webhook {

@@ -158,6 +158,9 @@ impl TenantCache {
         source: &impl TenantSource,
         id: Uuid,
     ) -> Result<Option<Arc<TenantRow>>, sqlx::Error> {
+        if !self.enabled {
+            return Ok(source.by_id(id).await?.map(Arc::new));
+        }
         let tenant = Depends::Tenant(id);
         if let Some(hit) = self.rows.get(&id).await
             && self.current(&hit.read, [&tenant])
@@ -173,14 +176,12 @@ impl TenantCache {
         let found = source.by_id(id).await?.map(Arc::new);
         // Stored even if a change was heard meanwhile: every hit checks its stamp, so what
         // was stale when stored is never served, whenever the change landed.
-        if self.enabled {
-            match &found {
-                Some(row) => {
-                    let value = Arc::clone(row);
-                    self.rows.insert(id, Stamped { value, read }).await;
-                }
-                None => self.missing_ids.insert(id, read).await,
+        match &found {
+            Some(row) => {
+                let value = Arc::clone(row);
+                self.rows.insert(id, Stamped { value, read }).await;
             }
+            None => self.missing_ids.insert(id, read).await,
         }
         Ok(found)
     }
@@ -194,6 +195,9 @@ impl TenantCache {
     ) -> Result<Option<SlugMatch>, sqlx::Error> {
         if Slug::parse(slug).is_err() {
             return Ok(None);
+        }
+        if !self.enabled {
+            return source.by_slug(slug).await;
         }
         if let Some(hit) = self.slugs.get(slug).await
             && self.current(&hit.read, [&hit.slug, &Depends::Tenant(hit.target.id())])
@@ -212,9 +216,6 @@ impl TenantCache {
         }
         let read = self.invalidations.stamp();
         let found = source.by_slug(slug).await?;
-        if !self.enabled {
-            return Ok(found);
-        }
         match &found {
             Some(SlugMatch::Current(row)) => {
                 self.remember(slug, SlugTarget::Current(row.id), row, read)

@@ -21,6 +21,7 @@ pub mod webhooks;
 use std::time::Duration;
 
 pub use retry::{Transient, with_retries};
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use sqlx::{PgConnection, PgPool};
 
@@ -60,6 +61,10 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 /// SQLSTATEs outside class 08 that mean the server, not the statement, is the trouble.
 const UNAVAILABLE_CODES: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
 
+/// A pooled connection idle longer than this is pinged before it is handed out (a
+/// database restart or a proxy may have closed it meanwhile).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
+
 /// How the pool is sized and how long it waits.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -84,6 +89,18 @@ pub async fn connect(database_url: &str, config: &PoolConfig) -> Result<PgPool, 
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
+        // A ping on every acquire doubles the round trips of a one-statement request; a
+        // connection busy a moment ago is alive, and one that broke since fails its
+        // statement, which answers 503 and closes it.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options.application_name("tenant-registry"))
         .await
         .map_err(StorageError::Connect)

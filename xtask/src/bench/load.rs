@@ -60,9 +60,11 @@ impl<'a> Load<'a> {
         Ok(path)
     }
 
-    /// `wrk` with two threads against the server, authenticated with the bench key.
+    /// `wrk` with two threads against the server on `address`, authenticated with the
+    /// bench key.
     pub fn run_wrk(
         &self,
+        address: &str,
         connections: u32,
         seconds: u64,
         script: &Path,
@@ -74,7 +76,7 @@ impl<'a> Load<'a> {
             .arg(format!("Authorization: Bearer {}", self.key))
             .arg("-s")
             .arg(script)
-            .arg(format!("http://{SERVER_ADDR}"))
+            .arg(format!("http://{address}"))
             .arg("--")
             .args(args)
             .output()
@@ -97,7 +99,13 @@ impl<'a> Load<'a> {
                 .unwrap_or_default()
         );
         let connections = self.connections();
-        let output = self.run_wrk(connections, self.options.duration, script, args)?;
+        let output = self.run_wrk(
+            server.address(),
+            connections,
+            self.options.duration,
+            script,
+            args,
+        )?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let line = stdout
             .lines()
@@ -163,7 +171,7 @@ impl<'a> Load<'a> {
         let seconds = (tenants / 4000).clamp(2, 40);
         eprintln!("warming the cache: every slug once ({seconds} s)");
         let args = [paths.display().to_string(), "2".to_owned()];
-        let output = self.run_wrk(16, u64::from(seconds), &script, &args)?;
+        let output = self.run_wrk(SERVER_ADDR, 16, u64::from(seconds), &script, &args)?;
         if output.status.success() {
             Ok(())
         } else {

@@ -82,7 +82,9 @@ pub(super) fn render(
         "Ceilings measured in the same run: `GET /healthz` under the same load as the cases, \
          once per tenant count (each case's share of it is in the last column); `pgbench -S -c \
          {POOL_CONNECTIONS} -j 2` {pgbench_tps:.0} tps (database, select-only, the server's pool \
-         size).\n"
+         size); and a plain peer of the miss path, `xtask/peer` (Go `net/http` + `pgx`, one \
+         SELECT per lookup, no cache, a pool of {POOL_CONNECTIONS}), over the same database \
+         under the same load.\n"
     );
     let _ = writeln!(
         out,
@@ -180,8 +182,29 @@ pub(super) fn render(
             ),
         ));
     }
+    for &tenants in &options.tenants {
+        let Some(plain) = find(results, peer::CASE, Some(tenants)) else {
+            continue;
+        };
+        for (case, factor) in [
+            ("by slug, uniform, cache off", 1.2),
+            ("by slug, uniform", 3.0),
+        ] {
+            if let Some(ours) = find(results, case, Some(tenants)) {
+                let ratio = ours.rps / plain.rps.max(1.0);
+                out.push_str(&verdict(
+                    ratio >= factor,
+                    format!(
+                        "{case} at {tenants} tenants ≥ {factor}× the plain Go peer: {ratio:.2}× ({:.0} vs {:.0} rps)",
+                        ours.rps, plain.rps
+                    ),
+                ));
+            }
+        }
+    }
     let peak = results
         .iter()
+        .filter(|result| !result.case.starts_with(peer::CASE))
         .filter_map(|result| result.rss_mb)
         .fold(0.0, f64::max);
     out.push_str(&verdict(

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 /// Where the server under test listens.
 pub const SERVER_ADDR: &str = "127.0.0.1:18090";
 
-/// The server under test, as a child process.
+/// A server under test (the registry, or the plain peer), as a child process.
 pub struct Server {
     child: Child,
+    address: &'static str,
 }
 
 impl Server {
@@ -33,18 +34,34 @@ impl Server {
         if let Some(entries) = cache_entries {
             command.env("TENANT_CACHE_ENTRIES", entries.to_string());
         }
+        Self::spawn(command, SERVER_ADDR, "/readyz")
+    }
+
+    /// Starts `command`, listening on `address`, and waits until `ready_path` answers 200.
+    pub fn spawn(
+        mut command: Command,
+        address: &'static str,
+        ready_path: &str,
+    ) -> Result<Self, String> {
         let child = command
             .spawn()
-            .map_err(|error| format!("cannot start the server: {error}"))?;
-        let server = Self { child };
+            .map_err(|error| format!("cannot start {command:?}: {error}"))?;
+        let server = Self { child, address };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http("GET", "/readyz", None, None).is_ok_and(|(status, _)| status == 200) {
+            if http_at(address, "GET", ready_path, None, None)
+                .is_ok_and(|(status, _)| status == 200)
+            {
                 return Ok(server);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err("the server did not become ready within 30 s".to_owned())
+        Err(format!("{address} did not become ready within 30 s"))
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> &'static str {
+        self.address
     }
 
     /// The server's process id.
@@ -82,18 +99,29 @@ impl Drop for Server {
     }
 }
 
-/// A bare HTTP/1.0 exchange with the server under test: `(status, body)`.
+/// A bare HTTP/1.0 exchange with the registry under test: `(status, body)`.
 pub fn http(
     method: &str,
     path: &str,
     key: Option<&str>,
     body: Option<&str>,
 ) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(SERVER_ADDR).map_err(|error| error.to_string())?;
+    http_at(SERVER_ADDR, method, path, key, body)
+}
+
+/// A bare HTTP/1.0 exchange with the server on `address`: `(status, body)`.
+pub fn http_at(
+    address: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(address).map_err(|error| error.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|error| error.to_string())?;
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {SERVER_ADDR}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {address}\r\n");
     if let Some(key) = key {
         let _ = write!(request, "Authorization: Bearer {key}\r\n");
     }
