@@ -412,6 +412,7 @@ impl Config {
                     self.max_connections_per_address.min(self.max_connections),
                 )
                 .unwrap_or(usize::MAX),
+                trusted_proxies: self.trusted_proxies.clone().into(),
             },
             outbound: self.outbound_policy(),
             events: api::events::EventSettings {

@@ -168,7 +168,12 @@ async fn serve(
     tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), worker = worker.is_some(), "serving");
     let limits = checked.connection_limits;
     let (api, admin) = tokio::join!(
-        api::serve(listener, application.router.clone(), limits, stopped()),
+        api::serve(
+            listener,
+            application.router.clone(),
+            limits.clone(),
+            stopped()
+        ),
         api::serve(
             admin_listener,
             application.admin_router.clone(),

@@ -248,3 +248,23 @@ async fn one_address_cannot_hold_more_than_its_share_of_connections() {
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    let server = start(&[
+        ("MAX_CONNECTIONS_PER_ADDRESS", "2"),
+        ("HEADER_READ_TIMEOUT_SECS", "300"),
+        ("TRUSTED_PROXIES", "127.0.0.9/32"),
+    ])
+    .await;
+    let proxy = [127, 0, 0, 9];
+    let _held = [
+        connect_from(proxy, server.api).await,
+        connect_from(proxy, server.api).await,
+    ];
+    let third = health_on(connect_from(proxy, server.api).await).await;
+    assert!(
+        third.starts_with("HTTP/1.1 200"),
+        "the proxy's connections carry many clients: {third}"
+    );
+}

@@ -52,6 +52,8 @@ pub struct ApiKeyView {
     last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
     revoked_at: Option<DateTime<Utc>>,
+    /// Until when the secret it had before its last rotation still works, if it does.
+    previous_valid_until: Option<DateTime<Utc>>,
     /// Creation time.
     created_at: DateTime<Utc>,
     /// Last change.
@@ -70,6 +72,7 @@ impl From<ApiKeyRecord> for ApiKeyView {
             expires_at: record.expires_at,
             last_used_at: record.last_used_at,
             revoked_at: record.revoked_at,
+            previous_valid_until: record.previous_valid_until,
             created_at: record.created_at,
             updated_at: record.updated_at,
         }
@@ -282,21 +285,40 @@ pub(crate) async fn revoke(
     Ok(Json(record.into()))
 }
 
-/// Gives a key a new secret (same id and scopes); the old secret stops working at once. Only a
-/// caller that could have granted the key may, as the answer carries its secret.
+/// The body of a rotation (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// Seconds the old secret keeps working beside the new one (0, the default, ends it at
+    /// once; at most 604800, a week).
+    #[serde(default)]
+    #[schema(example = 3600)]
+    grace_seconds: i64,
+}
+
+/// Gives a key a new secret (same id and scopes); the old secret stops working at once, or
+/// after `grace_seconds`. Only a caller that could have granted the key may, as the answer
+/// carries its secret.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", operation_id = "rotate_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
-    params(("id" = Uuid, Path, description = "The key's id")), responses(
+    params(("id" = Uuid, Path, description = "The key's id")),
+    request_body(content = Option<RotateBody>, description = "Optional: a grace period for the old secret"),
+    responses(
     (status = 200, description = "Rotated; `key` is shown only now", body = IssuedKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Missing api_keys:manage, or the caller could not have granted this key (its scopes, product or expiry reach further); the detail names each", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The key is revoked, or its tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
+    (status = 409, description = "The key is revoked, or its tenant is frozen or archived", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "grace_seconds out of 0 to 604800", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    request: axum::extract::Request,
 ) -> Result<Json<IssuedKeyView>, ApiError> {
     caller.require(Scope::ApiKeysManage)?;
+    let body: RotateBody = crate::extract::optional_json(request, &state)
+        .await?
+        .unwrap_or_default();
     let current = registry::api_keys::get(&state.pool, &caller.actor(), parse_id(&id)?).await?;
     if let Some(tenant) = current.tenant_id {
         crate::tenants::permit_if_known(&state, &caller, tenant, TenantWrite::Operate).await?;
@@ -306,6 +328,7 @@ pub(crate) async fn rotate(
         &caller.actor(),
         &state.settings.key_env,
         current.id,
+        body.grace_seconds,
     )
     .await?;
     state.verifier.forget_key(issued.record.id);

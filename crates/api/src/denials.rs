@@ -36,10 +36,17 @@ pub(crate) async fn record(
     // Cheap copies only; the text is built for denials alone, not on every request.
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
+    // The client as a trusted proxy names it, like every other audit record's source.
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip());
+        .map(|ConnectInfo(address)| {
+            crate::forwarded::client(
+                address.ip(),
+                request.headers(),
+                &state.settings.trusted_proxies,
+            )
+        });
     let response = next.run(request).await;
     let action = match response.status() {
         StatusCode::UNAUTHORIZED => "auth.denied",

@@ -93,6 +93,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A JSON body that may be left out: `None` when the request has no body at all (no
+/// `Content-Type`, no bytes), else read as [`ApiJson`] reads it.
+pub async fn optional_json<T: DeserializeOwned>(
+    request: Request,
+    state: &AppState,
+) -> Result<Option<T>, ApiError> {
+    let headers = request.headers();
+    let declared = headers.contains_key(header::CONTENT_TYPE);
+    let empty = !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0");
+    if !declared && empty {
+        return Ok(None);
+    }
+    ApiJson::from_request(request, state)
+        .await
+        .map(|ApiJson(body)| Some(body))
+}
+
 /// Query parameters: 422 naming the parameter when one is invalid.
 pub struct ApiQuery<T>(pub T);
 
@@ -247,6 +267,14 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
             Err(ApiError::busy(
                 "authentication is temporarily unavailable; retry shortly",
                 crate::problem::DATABASE_RETRY_AFTER_SECS,
+            ))
+        }
+        Err(_) if !state.failure_brake.admit(ip) => {
+            // Every 401 is recorded (auth.denied): past its quota, a failing address gets
+            // 429s, which are not.
+            state.metrics.auth_failure(AuthError::Braked.reason());
+            Err(ApiError::too_many_requests(
+                "too many failed authentications from this address; retry in a moment",
             ))
         }
         Err(error) => {

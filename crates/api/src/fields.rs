@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+use chrono::Datelike as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
@@ -159,10 +160,13 @@ pub fn timestamp(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| "must be an RFC 3339 timestamp like 2026-01-31T12:00:00Z".to_owned())
 }
 
-/// A calendar date.
+/// A calendar date of the years 1 to 9999 (PostgreSQL cannot store every date chrono
+/// reads, and no contract is dated outside them).
 pub fn date(text: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| "must be a date like 2026-01-31".to_owned())
+        .ok()
+        .filter(|date| (1..=9999).contains(&date.year()))
+        .ok_or_else(|| "must be a date like 2026-01-31, of the years 1 to 9999".to_owned())
 }
 
 /// A label of a closed set (status, kind, …).
@@ -173,6 +177,21 @@ pub fn label<T: FromStr<Err = domain::UnknownLabel>>(text: &str) -> Result<T, St
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_date_outside_the_years_1_to_9999_is_refused() {
+        assert!(date("2026-01-31").is_ok());
+        assert!(date("9999-12-31").is_ok());
+        for text in [
+            "-4714-01-01",
+            "0000-01-01",
+            "+10000-01-01",
+            "-5000-01-01",
+            "2026-02-30",
+        ] {
+            assert!(date(text).is_err(), "{text}");
+        }
+    }
     use super::*;
     use serde_json::json;
 

@@ -141,6 +141,8 @@ pub struct Shared {
     pub oidc: Option<Arc<OidcVerifier>>,
     /// The brake on uncached key verifications per client address.
     pub brake: VerificationBrake,
+    /// The same quota on failed authentications per client address (each 401 is recorded).
+    pub failure_brake: VerificationBrake,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The settings it was built with.
@@ -220,6 +222,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         verifier,
         oidc,
         brake: VerificationBrake::with_clock(settings.brake_clock.clone()),
+        failure_brake: VerificationBrake::with_clock(settings.brake_clock.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),

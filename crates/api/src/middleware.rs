@@ -23,6 +23,28 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// The longest request id accepted from a caller.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A caller's request id is echoed in the answer, the problem and every log line: one
+/// longer than [`MAX_REQUEST_ID`] or with characters beyond `[A-Za-z0-9._:-]` is replaced
+/// by a generated one.
+async fn drop_unusable_request_id(
+    mut request: Request<axum::body::Body>,
+) -> Request<axum::body::Body> {
+    let unusable = request.headers().get(REQUEST_ID).is_some_and(|id| {
+        id.len() > MAX_REQUEST_ID
+            || !id
+                .as_bytes()
+                .iter()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._:-".contains(byte))
+    });
+    if unusable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
 /// Wraps `router` in the service-wide layers.
 pub fn apply(router: Router, cors_origins: &[HeaderValue], timeout: Duration) -> Router {
     let cors = CorsLayer::new()
@@ -56,6 +78,7 @@ pub fn apply(router: Router, cors_origins: &[HeaderValue], timeout: Duration) ->
     });
     router.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::map_request(drop_unusable_request_id))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(trace)

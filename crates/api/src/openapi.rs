@@ -36,29 +36,37 @@ impl Modify for BearerScheme {
 struct StandardResponses;
 
 /// What every operation can answer, whatever it does.
-const EVERY_OPERATION: [(&str, &str); 3] = [
+const EVERY_OPERATION: [(&str, &str); 4] = [
     (
         "400",
         "The path holds a NUL character or bytes that are not UTF-8",
     ),
     ("408", "The request took longer than REQUEST_TIMEOUT_SECS"),
     (
+        "422",
+        "A query parameter is invalid, holds a NUL character or is not UTF-8 (errors names each)",
+    ),
+    (
         "503",
         "The database, or authentication, is unavailable, or the server is busy (see Retry-After)",
     ),
 ];
 /// What an authenticated operation can answer too.
-const AUTHENTICATED: [(&str, &str); 4] = [
+const AUTHENTICATED: [(&str, &str); 3] = [
     (
         "401",
         "No credentials, or not valid ones (WWW-Authenticate: Bearer)",
     ),
     ("403", "The credential lacks a scope this operation needs"),
-    ("422", "A query parameter is invalid (errors names each)"),
     (
         "429",
-        "The address started too many uncached key verifications this second (Retry-After)",
+        "The address started too many uncached key verifications, or failed to authenticate too often, this second (Retry-After)",
     ),
+];
+/// What a PATCH or DELETE can answer too: the resource may carry an ETag.
+const CONDITIONAL: [(&str, &str); 2] = [
+    ("412", "If-Match names another version"),
+    ("428", "If-Match is required (REQUIRE_IF_MATCH) and missing"),
 ];
 /// What an operation on a resource named in its path can answer too.
 const ON_A_RESOURCE: [(&str, &str); 1] = [(
@@ -104,13 +112,13 @@ impl Modify for StandardResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
             let operations = [
-                (&mut item.get, false),
-                (&mut item.put, false),
-                (&mut item.post, true),
-                (&mut item.patch, false),
-                (&mut item.delete, false),
+                (&mut item.get, false, false),
+                (&mut item.put, false, false),
+                (&mut item.post, true, false),
+                (&mut item.patch, false, true),
+                (&mut item.delete, false, true),
             ];
-            for (operation, is_post) in operations {
+            for (operation, is_post, is_conditional) in operations {
                 let Some(operation) = operation.as_mut() else {
                     continue;
                 };
@@ -135,6 +143,9 @@ impl Modify for StandardResponses {
                 }
                 if is_post {
                     add_problems(operation, &POST);
+                }
+                if is_conditional {
+                    add_problems(operation, &CONDITIONAL);
                 }
             }
         }

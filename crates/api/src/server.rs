@@ -52,7 +52,7 @@ const TOO_MANY_CONNECTIONS: &str = concat!(
 );
 
 /// What one listener allows its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// From the connection's start, or the end of the previous response, to the end of
     /// the request headers.
@@ -65,6 +65,9 @@ pub struct ConnectionLimits {
     /// Open connections from one peer address; a further one from it is answered 429 and
     /// closed at once (it does not wait: it would hold a place in the backlog).
     pub max_connections_per_address: usize,
+    /// Peers not held to `max_connections_per_address`: the trusted proxies, whose
+    /// connections carry many clients (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Default for ConnectionLimits {
@@ -74,6 +77,7 @@ impl Default for ConnectionLimits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            trusted_proxies: Arc::from([]),
         }
     }
 }
@@ -124,9 +128,16 @@ pub async fn serve(
                 }
             },
         };
-        let Some(address_slot) =
-            per_address.admit(client_of(peer.ip()), limits.max_connections_per_address)
-        else {
+        let is_proxy = limits
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer.ip()));
+        let cap = if is_proxy {
+            usize::MAX
+        } else {
+            limits.max_connections_per_address
+        };
+        let Some(address_slot) = per_address.admit(client_of(peer.ip()), cap) else {
             tracing::debug!(%peer, "refusing a connection over its address's cap");
             refuse(stream, &refusals);
             continue;
@@ -135,7 +146,7 @@ pub async fn serve(
             stream,
             peer,
             router.clone(),
-            limits,
+            limits.clone(),
             stopping.clone(),
             (slot, address_slot),
         ));

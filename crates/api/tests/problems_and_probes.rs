@@ -230,6 +230,91 @@ async fn many_requests_with_one_new_key_at_once_cost_one_verification_and_are_al
 }
 
 #[tokio::test]
+async fn a_key_whose_cache_entry_aged_out_is_not_braked_with_the_guesses() {
+    let (app, _clock) = braked_app(Vec::new()).await;
+    let shared = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10));
+    let (_, good) = app.key(None, &[Scope::TenantsRead]).await;
+    let me = |key: String| {
+        app.request(Method::GET, "/v1/me")
+            .bearer(&key)
+            .from_ip(shared)
+            .send()
+    };
+    assert_eq!(me(good.clone()).await.status, StatusCode::OK);
+    // What a minute later looks like: the cache entry is gone.
+    app.app.state.verifier.invalidate_all();
+    for _ in 0..20 {
+        me(unknown_key()).await;
+    }
+    assert_eq!(
+        me(unknown_key()).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        me(good).await.status,
+        StatusCode::OK,
+        "verified again without spending the braked address's quota"
+    );
+}
+
+#[tokio::test]
+async fn failed_authentications_past_the_quota_get_429_and_leave_no_record() {
+    let (app, _clock) = braked_app(Vec::new()).await;
+    let noisy = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11));
+    let (_, good) = app.key(None, &[Scope::TenantsRead]).await;
+    let anonymous = || app.request(Method::GET, "/v1/me").from_ip(noisy).send();
+    let garbage = || {
+        app.request(Method::GET, "/v1/me")
+            .bearer("garbage")
+            .from_ip(noisy)
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(anonymous().await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(garbage().await.status, StatusCode::UNAUTHORIZED);
+    }
+    let records = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_log WHERE action = 'auth.denied'")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("counted")
+    };
+    let before = records().await;
+    for _ in 0..30 {
+        assert_eq!(garbage().await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(records().await, before, "429s are not recorded as denials");
+    let served = app
+        .request(Method::GET, "/v1/me")
+        .bearer(&good)
+        .from_ip(noisy)
+        .send()
+        .await;
+    assert_eq!(served.status, StatusCode::OK, "a valid key still passes");
+}
+
+#[tokio::test]
+async fn an_overlong_or_odd_request_id_is_replaced() {
+    let app = TestApp::new().await;
+    for sent in ["x".repeat(129), "a b".to_owned(), "ünïcode".to_owned()] {
+        let response = app
+            .request(Method::GET, "/healthz")
+            .header("x-request-id", &sent)
+            .send()
+            .await;
+        let echoed = response.header("x-request-id").expect("an id").to_owned();
+        assert_ne!(echoed, sent);
+        assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
+    }
+    let kept = app
+        .request(Method::GET, "/healthz")
+        .header("x-request-id", "trace-42.a:b_c")
+        .send()
+        .await;
+    assert_eq!(kept.header("x-request-id"), Some("trace-42.a:b_c"));
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_quota() {
     let (app, _clock) = braked_app(vec!["10.0.0.0/24".parse().expect("a network")]).await;
     let proxy = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
@@ -264,6 +349,22 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_quota() {
         spoofed.status,
         StatusCode::TOO_MANY_REQUESTS,
         "an untrusted peer's header is ignored: it is still the braked client"
+    );
+    let sources: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT source_ip::text FROM audit_log WHERE action = 'auth.denied'",
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .expect("denials");
+    assert!(
+        sources
+            .iter()
+            .any(|source| source.starts_with("203.0.113.2")),
+        "denials name the forwarded client: {sources:?}"
+    );
+    assert!(
+        !sources.iter().any(|source| source.starts_with("10.0.0.5")),
+        "never the proxy: {sources:?}"
     );
 }
 

@@ -1,7 +1,9 @@
 //! The brake on guessing: an API key the verification cache does not hold costs an argon2
 //! verification, so each client address may start at most [`VERIFICATIONS_PER_SECOND`] of
 //! them a second (a burst of as many, then one every tenth of a second); beyond that the
-//! request is refused (429) before any work. Keys already verified never meet the brake, so
+//! request is refused (429) before any work. A second brake of the same shape counts failed
+//! authentications, so that the records of denials stay bounded too. Keys already verified
+//! (or verified in the last hour) never meet the brake, so
 //! one noisy client behind a shared address (a NAT, a load balancer) cannot lock out the
 //! others there. A keyed GCRA limiter from the `governor` crate keeps the counts: no lock
 //! shared by every request, and memory swept as addresses go quiet. Its time comes from a
@@ -56,6 +58,14 @@ impl governor::clock::Clock for Clock {
     }
 }
 
+/// The key an address is counted under: itself, or its /64 for IPv6.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 type Limiter = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, Clock, NoOpMiddleware<Instant>>;
 
 /// Counts the uncached verifications each address starts; shared by clones.
@@ -82,13 +92,13 @@ impl VerificationBrake {
         }
     }
 
-    /// Takes one verification from `address`'s quota: `false` when it has none left, and
-    /// the verification must not run.
+    /// Takes one unit from `address`'s quota (an IPv6 address counts by its /64, which one
+    /// client usually holds whole): `false` when it has none left, and the work must not run.
     pub fn admit(&self, address: IpAddr) -> bool {
         if self.limiter.len() > SWEEP_ABOVE {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&address).is_ok()
+        self.limiter.check_key(&client_of(address)).is_ok()
     }
 }
 
@@ -141,6 +151,18 @@ mod tests {
             "{} addresses still tracked",
             brake.limiter.len()
         );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_slash_64() {
+        let brake = VerificationBrake::with_clock(Clock::manual());
+        let within = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n));
+        for n in 0..u16::try_from(VERIFICATIONS_PER_SECOND).unwrap_or(u16::MAX) {
+            assert!(brake.admit(within(n)));
+        }
+        assert!(!brake.admit(within(999)), "another address of the same /64");
+        let next_net = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1));
+        assert!(brake.admit(next_net));
     }
 
     #[test]

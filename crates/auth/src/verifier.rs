@@ -77,8 +77,13 @@ impl Verified {
 pub struct ApiKeyVerifier {
     pool: PgPool,
     cache: Cache<[u8; 32], Arc<Verified>>,
+    /// Digests of keys that verified within [`KNOWN_GOOD_TTL`]: exempt from the brake.
+    known_good: Cache<[u8; 32], ()>,
     invalidations: Arc<Invalidations<KeyScope>>,
 }
+
+/// How long a key that verified stays exempt from the verification brake.
+const KNOWN_GOOD_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl ApiKeyVerifier {
     /// A verifier over `pool` with an empty cache.
@@ -88,6 +93,10 @@ impl ApiKeyVerifier {
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(CACHE_TTL)
+                .build(),
+            known_good: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(KNOWN_GOOD_TTL)
                 .build(),
             invalidations: Arc::new(Invalidations::new(CACHE_TTL)),
         }
@@ -109,11 +118,18 @@ impl ApiKeyVerifier {
         let parsed = PresentedKey::parse(presented).ok_or(AuthError::Malformed)?;
         let digest: [u8; 32] = Sha256::digest(parsed.whole.as_bytes()).into();
         let verify_uncached = async || {
-            if admit() {
-                self.verify_uncached(&parsed).await
-            } else {
-                Err(AuthError::Braked)
+            // A key that verified in the last hour is a known client's, whose cache entry
+            // merely aged out: it does not compete with guesses for the address's quota.
+            if !self.known_good.contains_key(&digest) && !admit() {
+                return Err(AuthError::Braked);
             }
+            let verified = self.verify_uncached(&parsed).await;
+            if verified.is_ok() {
+                self.known_good.insert(digest, ()).await;
+            } else {
+                self.known_good.invalidate(&digest).await;
+            }
+            verified
         };
         // Concurrent requests with one uncached key wait for a single verification, and
         // only that one asks `admit`.

@@ -333,24 +333,37 @@ pub async fn revoke(
     .await
 }
 
-/// Gives a live key the caller could have granted a new secret; the old one stops working
-/// everywhere at commit.
+/// The longest a rotated key's old secret may keep working: a week.
+pub const MAX_GRACE_SECONDS: i64 = 604_800;
+
+/// Gives a live key the caller could have granted a new secret. The old one stops working
+/// everywhere at commit, or, with `grace_seconds` (0 to [`MAX_GRACE_SECONDS`]), that many
+/// seconds later (revoking ends both at once; rotating again ends the old one at once).
 pub async fn rotate(
     pool: &PgPool,
     actor: &Actor<'_>,
     env: &str,
     id: Uuid,
+    grace_seconds: i64,
 ) -> Result<IssuedKey, RegistryError> {
+    if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
+        return Err(RegistryError::invalid_field(
+            "/grace_seconds",
+            format!("must be 0 to {MAX_GRACE_SECONDS} (a week)"),
+        ));
+    }
     let current = get_grantable(pool, actor, id, grant::may_grant).await?;
     if current.revoked_at.is_some() {
         return Err(RegistryError::conflict("a revoked key cannot be rotated"));
     }
     let generated = generate(env).await?;
     let (prefix, hash, tenant_id) = (&generated.prefix, &generated.hash, current.tenant_id);
+    let grace_until =
+        (grace_seconds > 0).then(|| chrono::Utc::now() + chrono::TimeDelta::seconds(grace_seconds));
     let record = storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
         permit_key_tenant(&mut transaction, tenant_id, no_such_key).await?;
-        let record = api_keys::rotate(&mut transaction, id, prefix, hash)
+        let record = api_keys::rotate(&mut transaction, id, prefix, hash, grace_until)
             .await?
             .ok_or_else(no_such_key)?;
         audit(

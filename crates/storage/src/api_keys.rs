@@ -52,6 +52,8 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Until when the secret it had before its last rotation still works, if it does.
+    pub previous_valid_until: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -114,7 +116,8 @@ pub struct ListFilter {
 }
 
 const RECORD_COLUMNS: &str = "id, tenant_id, name, prefix, scopes, product, expires_at, \
-                              last_used_at, revoked_at, created_at, updated_at";
+                              last_used_at, revoked_at, previous_valid_until, created_at, \
+                              updated_at";
 
 /// Inserts a key.
 pub async fn insert(
@@ -173,11 +176,17 @@ pub async fn credential_by_prefix(
     pool: &PgPool,
     prefix: &str,
 ) -> Result<Option<ApiKeyCredential>, sqlx::Error> {
+    // The secret a key had before a rotation with a grace period answers too, until the
+    // grace ends: its own hash, and an expiry no later than the grace's end.
     sqlx::query_as(
-        "SELECT k.id, k.tenant_id, k.hash, k.scopes, k.product, k.expires_at, k.revoked_at,
-                t.status::text AS tenant_status
+        "SELECT k.id, k.tenant_id,
+                CASE WHEN k.prefix = $1 THEN k.hash ELSE k.previous_hash END AS hash,
+                k.scopes, k.product,
+                CASE WHEN k.prefix = $1 THEN k.expires_at
+                     ELSE least(k.expires_at, k.previous_valid_until) END AS expires_at,
+                k.revoked_at, t.status::text AS tenant_status
          FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
-         WHERE k.prefix = $1",
+         WHERE k.prefix = $1 OR (k.previous_prefix = $1 AND k.previous_valid_until > now())",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -204,14 +213,20 @@ pub async fn rotate(
     id: Uuid,
     prefix: &str,
     hash: &str,
+    previous_valid_until: Option<DateTime<Utc>>,
 ) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+    // The right-hand sides read the row as it was: the old secret moves aside.
     sqlx::query_as(&format!(
-        "UPDATE api_keys SET prefix = $2, hash = $3, last_used_at = NULL
+        "UPDATE api_keys SET prefix = $2, hash = $3, last_used_at = NULL,
+             previous_prefix = CASE WHEN $4::timestamptz IS NULL THEN NULL ELSE prefix END,
+             previous_hash = CASE WHEN $4::timestamptz IS NULL THEN NULL ELSE hash END,
+             previous_valid_until = $4
          WHERE id = $1 RETURNING {RECORD_COLUMNS}"
     ))
     .bind(id)
     .bind(prefix)
     .bind(hash)
+    .bind(previous_valid_until)
     .fetch_optional(conn)
     .await
 }
