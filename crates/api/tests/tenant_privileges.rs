@@ -451,3 +451,42 @@ async fn a_frozen_tenant_is_read_only_and_an_archived_one_changes_only_by_restor
         .clone();
     assert_eq!(plan, "pro", "restored as it was archived");
 }
+
+#[tokio::test]
+async fn a_purge_with_a_stale_if_match_is_refused_and_purges_nothing() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("leaving").await;
+    let path = format!("/v1/tenants/{tenant}");
+    let archived = app
+        .request(Method::DELETE, &path)
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(archived.status, StatusCode::OK);
+    let current = archived.header("etag").expect("an etag").to_owned();
+
+    let stale = app
+        .request(Method::DELETE, &format!("{path}?purge=true"))
+        .bearer(&admin)
+        .header("if-match", "\"999\"")
+        .send()
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        app.request(Method::GET, &path)
+            .bearer(&admin)
+            .send()
+            .await
+            .status,
+        StatusCode::OK,
+        "still there"
+    );
+    let purged = app
+        .request(Method::DELETE, &format!("{path}?purge=true"))
+        .bearer(&admin)
+        .header("if-match", &current)
+        .send()
+        .await;
+    assert_eq!(purged.status, StatusCode::NO_CONTENT);
+}

@@ -369,13 +369,22 @@ pub async fn release_former_slug(
     .await
 }
 
-/// Deletes an archived tenant and everything it owns; its audit trail stays, unlinked.
-pub async fn purge(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<(), RegistryError> {
+/// Deletes an archived tenant and everything it owns; its audit trail stays, unlinked. A
+/// stale `expected_version` (the caller's If-Match) refuses it: a purge cannot be undone.
+pub async fn purge(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    id: Uuid,
+    expected_version: Option<i64>,
+) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
         let current = tenants::lock(&mut transaction, id)
             .await?
             .ok_or_else(no_such_tenant)?;
+        if expected_version.is_some_and(|expected| expected != current.version) {
+            return Err(version_mismatch(current.version));
+        }
         if current.status != TenantStatus::Archived {
             return Err(RegistryError::conflict(format!(
                 "only an archived tenant can be purged; this one is {}",

@@ -510,7 +510,7 @@ pub(crate) async fn delete(
     let expected = if_match(&headers, state.settings.require_if_match)?;
     if params.purge.unwrap_or(false) {
         caller.require(Scope::PlatformAdmin)?;
-        registry::tenants::purge(&state.pool, &caller.actor(), id).await?;
+        registry::tenants::purge(&state.pool, &caller.actor(), id, expected).await?;
         state.tenant_changed(id, &[&before.slug]).await;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
