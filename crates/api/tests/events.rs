@@ -688,3 +688,29 @@ async fn an_event_held_back_by_a_transaction_that_writes_none_arrives_when_it_en
     long.commit().await.expect("committed");
     assert_eq!(stream.next_id().await, held);
 }
+
+#[tokio::test]
+async fn a_long_transaction_in_another_database_holds_back_nothing() {
+    let app = app().await;
+    let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
+    let elsewhere_url = testkit::database_url(&testkit::server_url(), "postgres");
+    let mut elsewhere = <sqlx::PgConnection as sqlx::Connection>::connect(&elsewhere_url)
+        .await
+        .expect("a session on another database of the same server");
+    let mut long = sqlx::Connection::begin(&mut elsewhere)
+        .await
+        .expect("a transaction there");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *long)
+        .await
+        .expect("it holds a transaction id, as a writer there would");
+
+    let appended = append(&app, EventType::TenantUpdated, None).await;
+    let page = get(&app, &key, "/v1/events").await.json();
+    assert_eq!(
+        ids(&page),
+        vec![appended],
+        "read at once: the other database's transaction cannot write this feed"
+    );
+    long.rollback().await.expect("ended");
+}

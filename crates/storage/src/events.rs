@@ -118,13 +118,28 @@ pub struct FeedPage {
     pub held_back: bool,
 }
 
+/// The id of the oldest transaction that may still write events here, as `below`: the
+/// oldest running in the current snapshot, leaving out those a session of another database
+/// holds (they cannot write this table, and a long report query there must not hold back
+/// this feed), or the next id to be assigned when none is left. A transaction that ends
+/// between the snapshot and the look at the sessions, or a session whose transaction id
+/// this role may not see, counts as this database's: the horizon only errs towards
+/// waiting. Session ids are 32-bit, snapshot ids 64-bit: their low halves are compared.
+const BELOW: &str = "SELECT coalesce(
+        (SELECT min(running::text::bigint)
+         FROM pg_snapshot_xip(s.snap) AS running
+         WHERE (running::text::bigint & 4294967295) NOT IN (
+             SELECT backend_xid::text::bigint FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())),
+        pg_snapshot_xmax(s.snap)::text::bigint) AS below
+    FROM (SELECT pg_current_snapshot() AS snap) s";
+
 /// The position before which every event is committed and readable, and whether committed
 /// events already wait after it.
 async fn horizon_and_backlog(conn: &mut PgConnection) -> Result<(Position, bool), sqlx::Error> {
-    let (below, held_back): (i64, bool) = sqlx::query_as(
-        "SELECT h.below, EXISTS (SELECT 1 FROM events WHERE xact_id >= h.below)
-         FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS below) h",
-    )
+    let (below, held_back): (i64, bool) = sqlx::query_as(&format!(
+        "SELECT h.below, EXISTS (SELECT 1 FROM events WHERE xact_id >= h.below) FROM ({BELOW}) h"
+    ))
     .fetch_one(conn)
     .await?;
     Ok((before_transaction(below), held_back))
@@ -140,10 +155,7 @@ fn before_transaction(xact: i64) -> Position {
 /// The horizon: every event before it is committed and readable; every event yet to be
 /// read comes after it. Where a reader that wants only new events starts.
 pub async fn horizon(pool: &PgPool) -> Result<Position, sqlx::Error> {
-    let below: i64 =
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(pool)
-            .await?;
+    let below: i64 = sqlx::query_scalar(BELOW).fetch_one(pool).await?;
     Ok(before_transaction(below))
 }
 
