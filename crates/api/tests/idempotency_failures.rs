@@ -98,13 +98,24 @@ async fn a_key_whose_request_failed_while_the_database_was_away_runs_again_once_
     let outage = async {
         app.claimed_idempotency_key(FREEZE_KEY).await;
         relay.cut().await;
+        // A database that goes away ends its sessions; the relay alone would leave the
+        // request's session waiting for the row, to take it once it is let go.
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_all(app.db.pool())
+        .await
+        .expect("the waiting session is ended");
+        assert!(ended.iter().all(|ended| *ended), "{ended:?}");
     };
     let (failed, ()) = tokio::join!(failed, outage);
     assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
     holder.rollback().await.expect("the row is let go");
     relay.resume().await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    // Well under the 5 minutes after which an unreleased claim would count as abandoned.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let retried = loop {
         let retried = freeze_request(&app, &service, &admin, tenant).send().await;
         let still_held = retried.status == StatusCode::CONFLICT
