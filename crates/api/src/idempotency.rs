@@ -97,25 +97,23 @@ pub async fn idempotent_posts(
     hasher.update(b"\n");
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
-    match claim(&state.pool, &record, request_hash).await {
-        Err(problem) => problem.into_response(),
-        Ok((Claim::Mismatch, _)) => ApiError::invalid_field(
+    match idempotency::claim(&state.pool, &id, &request_hash).await {
+        Err(error) => ApiError::from(error).into_response(),
+        Ok(Claim::Mismatch) => ApiError::invalid_field(
             "/",
             "this Idempotency-Key was used for a different request; use a new key",
         )
         .into_response(),
-        Ok((Claim::InProgress, _)) => ApiError::idempotency_in_progress().into_response(),
-        Ok((
-            Claim::Replay {
-                status,
-                headers,
-                sealed_body,
-            },
-            _,
-        )) => replay(&state.settings.keyring, &id, status, &headers, &sealed_body),
-        Ok((Claim::Fresh, held)) => {
-            let Some(held) = held else {
-                return ApiError::internal("a fresh claim came without its guard").into_response();
+        Ok(Claim::InProgress) => ApiError::idempotency_in_progress().into_response(),
+        Ok(Claim::Replay {
+            status,
+            headers,
+            sealed_body,
+        }) => replay(&state.settings.keyring, &id, status, &headers, &sealed_body),
+        Ok(Claim::Fresh) => {
+            let held = HeldClaim {
+                pool: state.pool.clone(),
+                record: Some(record.clone()),
             };
             let request_id = problem::request_id(&parts.headers);
             let response = next
@@ -125,36 +123,6 @@ pub async fn idempotent_posts(
             store(&state, held, response).await
         }
     }
-}
-
-/// Claims `record`'s key in a task of its own, and hands a fresh claim over as a
-/// [`HeldClaim`]: whoever drops it without settling it releases the key, so a request
-/// dropped at any point after the claim committed (its client went away), even with the
-/// answer still in the channel, leaves no key "in progress".
-async fn claim(
-    pool: &PgPool,
-    record: &OwnedRecordId,
-    request_hash: String,
-) -> Result<(Claim, Option<HeldClaim>), ApiError> {
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let (pool, record) = (pool.clone(), record.clone());
-    tokio::spawn(async move {
-        let outcome = idempotency::claim(&pool, &record.as_id(), &request_hash)
-            .await
-            .map(|claim| {
-                let held = (claim == Claim::Fresh).then(|| HeldClaim {
-                    pool,
-                    record: Some(record),
-                });
-                (claim, held)
-            });
-        // Unsent, the claim comes back and is dropped here, which releases it.
-        drop(answer.send(outcome));
-    });
-    answered
-        .await
-        .map_err(|error| ApiError::internal(format!("the idempotency claim was lost: {error}")))?
-        .map_err(ApiError::from)
 }
 
 /// A [`RecordId`] that owns its parts, so a claim can outlive the request's borrows.
@@ -222,14 +190,20 @@ impl Drop for HeldClaim {
 const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const RELEASE_RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// Releases `record`'s claim, trying again in the background after a failure (a connection
-/// broken by an outage fails in more ways than "unavailable"; releasing twice is harmless)
-/// until it works or the claim would count as abandoned anyway.
+/// Releases `record`'s claim, trying again while the database is unreachable, in the
+/// background after the first failure, until it works or the claim would count as abandoned
+/// anyway.
 async fn release_until_done(pool: PgPool, record: OwnedRecordId) {
-    let Err(error) = idempotency::release(&pool, &record.as_id()).await else {
-        return;
-    };
-    tracing::warn!(%error, "could not release an idempotency key yet; retrying in the background");
+    match idempotency::release(&pool, &record.as_id()).await {
+        Ok(()) => return,
+        Err(error) if !storage::is_unavailable(&error) => {
+            tracing::warn!(%error, "could not release an idempotency key");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not release an idempotency key yet; retrying in the background");
+        }
+    }
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now()
             + Duration::from_secs_f64(idempotency::ABANDONED_AFTER_SECS);
@@ -238,13 +212,15 @@ async fn release_until_done(pool: PgPool, record: OwnedRecordId) {
             tokio::time::sleep(wait).await;
             match idempotency::release(&pool, &record.as_id()).await {
                 Ok(()) => return,
-                Err(error) => {
-                    tracing::debug!(%error, "an idempotency key release failed again");
+                Err(error) if storage::is_unavailable(&error) => {
                     wait = (wait * 2).min(RELEASE_RETRY_MAX);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not release an idempotency key");
+                    return;
                 }
             }
         }
-        tracing::warn!("gave up releasing an idempotency key; it counts as abandoned by now");
     });
 }
 
