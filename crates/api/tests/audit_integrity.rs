@@ -455,23 +455,6 @@ async fn a_full_check_goes_on_only_from_a_checkpoint_and_incremental_takes_no_po
     );
 }
 
-/// Waits until `count` statements of this database wait for a lock.
-async fn until_waiting_on_a_lock(app: &TestApp, count: i64) {
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(app.db.pool())
-        .await
-        .expect("activity");
-        if waiting >= count {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_verification_at_once_is_told_to_come_back_later() {
     let app = TestApp::new().await;
@@ -487,7 +470,7 @@ async fn a_third_verification_at_once_is_told_to_come_back_later() {
     let running =
         futures::future::join_all((0..2).map(|_| verify(&app, &admin, "?group_id=acme&mode=full")));
     let third = async {
-        until_waiting_on_a_lock(&app, 2).await;
+        app.until_waiting_on_a_lock(2).await;
         let third = verify(&app, &admin, "?group_id=acme").await;
         hold.rollback().await.expect("released");
         third

@@ -248,19 +248,7 @@ async fn a_timed_out_or_abandoned_request_releases_its_key_so_the_retry_runs() {
             // waiting too). A drop in the instant between the claim's commit and the guard
             // taking it over still strands the key until it counts as abandoned (5 minutes):
             // a known gap, not what this test checks.
-            loop {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(app.db.pool())
-                .await
-                .expect("the sessions are listed");
-                if waiting >= 2 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            app.until_waiting_on_a_lock(2).await;
         } => {}
     }
     // Released by a task once the dropped request's guard runs; on a loaded machine that

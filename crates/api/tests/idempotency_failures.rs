@@ -99,19 +99,7 @@ async fn a_key_whose_request_failed_while_the_database_was_away_runs_again_once_
         app.claimed_idempotency_key(FREEZE_KEY).await;
         // Cut only once the request's session waits for the row, so that ending it below
         // finds it there.
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(app.db.pool())
-            .await
-            .expect("the sessions are listed");
-            if waiting > 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        app.until_waiting_on_a_lock(1).await;
         relay.cut().await;
         // A database that goes away ends its sessions; the relay alone would leave the
         // request's session waiting for the row, to take it once it is let go.

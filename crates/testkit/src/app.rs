@@ -377,6 +377,23 @@ impl TestApp {
         }
     }
 
+    /// Returns once at least `count` sessions of this database wait for a lock.
+    pub async fn until_waiting_on_a_lock(&self, count: i64) {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(self.db.pool())
+            .await
+            .expect("the sessions are listed");
+            if waiting >= count {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Revokes a key directly (no HTTP, no cache involved).
     pub async fn revoke(&self, id: Uuid) {
         let admin = platform_admin();
