@@ -98,7 +98,7 @@ async fn a_platform_key_with_only_api_keys_manage_cannot_rotate_or_revoke_an_adm
 }
 
 #[tokio::test]
-async fn a_key_expiring_in_a_minute_cannot_mint_or_rotate_a_key_that_outlives_it() {
+async fn a_key_expiring_in_a_minute_cannot_mint_rotate_or_revoke_a_key_that_outlives_it() {
     let app = TestApp::new().await;
     let tenant = app.tenant("acme").await;
     let expires_at = Utc::now() + Duration::minutes(1);
@@ -136,15 +136,20 @@ async fn a_key_expiring_in_a_minute_cannot_mint_or_rotate_a_key_that_outlives_it
         .expect("count");
     assert_eq!(keys, 1, "no key without expiry was made but the test's own");
 
-    // Revoking hands out nothing: a short-lived credential may end a longer-lived key
-    // it could otherwise grant.
-    assert_eq!(
-        revoke(&app, &short_lived, forever_id).await.status,
-        StatusCode::OK
+    // Revoking is authorized like creating: a short-lived credential cannot end a key
+    // that outlives it, only one that dies first.
+    assert_refused(
+        &revoke(&app, &short_lived, forever_id).await,
+        &["never expires"],
     );
+    assert_eq!(reads_tenant(&app, &forever, tenant).await, StatusCode::OK);
+    let within_id: Uuid = within.json()["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("the new key's id");
     assert_eq!(
-        reads_tenant(&app, &forever, tenant).await,
-        StatusCode::UNAUTHORIZED
+        revoke(&app, &short_lived, within_id).await.status,
+        StatusCode::OK
     );
 }
 

@@ -413,15 +413,20 @@ async fn a_frozen_tenant_is_read_only_and_an_archived_one_changes_only_by_restor
         StatusCode::OK,
         "the platform puts the account right while frozen"
     );
-    let revoked = app
-        .request(Method::POST, &format!("/v1/api-keys/{spare_id}/revoke"))
-        .bearer(&key)
-        .send()
-        .await;
+    let revoke = |credential: &str| {
+        app.request(Method::POST, &format!("/v1/api-keys/{spare_id}/revoke"))
+            .bearer(credential)
+            .send()
+    };
     assert_eq!(
-        revoked.status,
+        revoke(&key).await.json()["type"],
+        "/problems/tenant-frozen",
+        "a frozen tenant revokes nothing itself"
+    );
+    assert_eq!(
+        revoke(&admin).await.status,
         StatusCode::OK,
-        "taking access away always works"
+        "the platform ends a frozen tenant's keys"
     );
 
     // Archiving may end the tenant's own keys, so the platform tries every write here.
@@ -443,6 +448,12 @@ async fn a_frozen_tenant_is_read_only_and_an_archived_one_changes_only_by_restor
         .send()
         .await;
     assert_eq!(rotated.json()["type"], "/problems/tenant-archived");
+    let revoked = app
+        .request(Method::POST, &format!("/v1/api-keys/{key_id}/revoke"))
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(revoked.json()["type"], "/problems/tenant-archived");
 
     transition(&app, &admin, tenant, "frozen").await;
     let plan = get(&app, &admin, &format!("/v1/tenants/{tenant}"))

@@ -148,20 +148,6 @@ pub fn may_grant(principal: &Principal, key: &KeyReach<'_>) -> Result<(), GrantR
     }
 }
 
-/// Whether `principal` may revoke `key`: as [`may_grant`] (so a narrow key cannot revoke a
-/// broader one, nor another tenant's or product's), except that the key's expiry does not
-/// count. Revoking ends a credential instead of handing out its secret, and an operator whose
-/// token lasts minutes must be able to end a leaked key that never expires.
-pub fn may_revoke(principal: &Principal, key: &KeyReach<'_>) -> Result<(), GrantRefused> {
-    may_grant(
-        principal,
-        &KeyReach {
-            expires_at: principal.expires_at.or(key.expires_at),
-            ..*key
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
@@ -337,26 +323,5 @@ mod tests {
         for part in ["tenants:write", "product crm", "never expires"] {
             assert!(text.contains(part), "{part:?} missing from {text:?}");
         }
-    }
-
-    #[test]
-    fn a_short_lived_admin_may_revoke_a_key_that_never_expires_but_not_rotate_it() {
-        let admin = Principal {
-            expires_at: Some(Utc::now() + Duration::minutes(5)),
-            ..principal(PrincipalKind::OidcUser, None, &[Scope::PlatformAdmin])
-        };
-        let forever = key(&[Scope::TenantsWrite]);
-        assert!(may_revoke(&admin, &forever.reach()).is_ok());
-        assert!(may_grant(&admin, &forever.reach()).is_err());
-        let narrow = Principal {
-            expires_at: Some(Utc::now() + Duration::minutes(5)),
-            ..principal(
-                PrincipalKind::TenantKey,
-                Some(TENANT),
-                &[Scope::ApiKeysManage],
-            )
-        };
-        let refused = may_revoke(&narrow, &forever.reach()).expect_err("broader");
-        assert!(refused.to_string().contains("tenants:write"), "{refused}");
     }
 }

@@ -2,7 +2,6 @@
 //! `auth::grant` (a key never reaches further than the credential that grants it), and the
 //! bootstrap admin key of a fresh install. The key format and hashing are `auth::keys`.
 
-use auth::Principal;
 use auth::grant::{self, GrantRefused, KeyReach};
 use auth::keys::{self, GeneratedKey};
 use chrono::{DateTime, Utc};
@@ -108,10 +107,11 @@ async fn generate(env: &str) -> Result<GeneratedKey, RegistryError> {
 async fn permit_key_tenant(
     conn: &mut PgConnection,
     tenant_id: Option<Uuid>,
+    write: TenantWrite,
     missing: fn() -> RegistryError,
 ) -> Result<(), RegistryError> {
     match tenant_id {
-        Some(tenant) => lifecycle::permit_if_exists(conn, tenant, TenantWrite::Operate)
+        Some(tenant) => lifecycle::permit_if_exists(conn, tenant, write)
             .await?
             .map(drop)
             .ok_or_else(missing),
@@ -204,7 +204,13 @@ async fn issue(
     let (request, scopes, recorded) = (&request, &scopes, &recorded);
     let record = storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
-        permit_key_tenant(&mut transaction, request.tenant_id, unknown_tenant).await?;
+        permit_key_tenant(
+            &mut transaction,
+            request.tenant_id,
+            TenantWrite::Operate,
+            unknown_tenant,
+        )
+        .await?;
         let record = api_keys::insert(
             &mut transaction,
             &NewApiKey {
@@ -283,17 +289,16 @@ pub async fn list(
     Ok(api_keys::list(pool, &filter).await?)
 }
 
-/// A key the caller may see and that `rule` lets it act on ([`grant::may_grant`] to rotate,
-/// [`grant::may_revoke`] to revoke).
+/// A key the caller may see and could have granted ([`grant::may_grant`]): rotating hands
+/// out its secret and revoking takes it away, so both are authorized like creating it.
 async fn get_grantable(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: Uuid,
-    rule: fn(&Principal, &KeyReach<'_>) -> Result<(), GrantRefused>,
 ) -> Result<ApiKeyRecord, RegistryError> {
     let record = get(pool, actor, id).await?;
     let scopes = Scopes::known_from(record.scopes.iter().map(String::as_str));
-    rule(
+    grant::may_grant(
         actor.principal,
         &KeyReach {
             tenant_id: record.tenant_id,
@@ -306,16 +311,24 @@ async fn get_grantable(
     Ok(record)
 }
 
-/// Revokes a key the caller may see and could have granted (idempotent). Outside the
-/// lifecycle gate: it only takes access away, so it works in every status.
+/// Revokes a key the caller may see and could have granted (idempotent), if its tenant's
+/// lifecycle permits: a frozen tenant's keys are revoked by the platform (a platform
+/// decision), an archived tenant's by nobody until it is restored (they do not work while
+/// it is archived).
 pub async fn revoke(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: Uuid,
 ) -> Result<ApiKeyRecord, RegistryError> {
-    get_grantable(pool, actor, id, grant::may_revoke).await?;
+    let key = get_grantable(pool, actor, id).await?;
+    let write = if actor.principal.is_platform() {
+        TenantWrite::Administer
+    } else {
+        TenantWrite::Operate
+    };
     storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
+        permit_key_tenant(&mut transaction, key.tenant_id, write, no_such_key).await?;
         let record = api_keys::revoke(&mut transaction, id)
             .await?
             .ok_or_else(no_such_key)?;
@@ -352,7 +365,7 @@ pub async fn rotate(
             format!("must be 0 to {MAX_GRACE_SECONDS} (a week)"),
         ));
     }
-    let current = get_grantable(pool, actor, id, grant::may_grant).await?;
+    let current = get_grantable(pool, actor, id).await?;
     if current.revoked_at.is_some() {
         return Err(RegistryError::conflict("a revoked key cannot be rotated"));
     }
@@ -362,7 +375,13 @@ pub async fn rotate(
         (grace_seconds > 0).then(|| chrono::Utc::now() + chrono::TimeDelta::seconds(grace_seconds));
     let record = storage::with_retries(move || async move {
         let mut transaction = pool.begin().await?;
-        permit_key_tenant(&mut transaction, tenant_id, no_such_key).await?;
+        permit_key_tenant(
+            &mut transaction,
+            tenant_id,
+            TenantWrite::Operate,
+            no_such_key,
+        )
+        .await?;
         let record = api_keys::rotate(&mut transaction, id, prefix, hash, grace_until)
             .await?
             .ok_or_else(no_such_key)?;
