@@ -442,7 +442,7 @@ pub(crate) async fn ingest(
     let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
     let (pool, rows) = (&state.pool, &rows);
     let stored = storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let stored = audit::append(&mut transaction, rows.clone()).await?;
         transaction.commit().await?;
         Ok::<_, ApiError>(stored)

@@ -80,7 +80,7 @@ pub(crate) async fn record(
 async fn append(state: &AppState, event: audit::RegistryEvent) -> Result<(), sqlx::Error> {
     let (pool, event) = (&state.pool, &event);
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         audit::record(&mut transaction, event.clone()).await?;
         transaction.commit().await
     })

@@ -5,7 +5,8 @@
 //! `Retry-After`). A request that ends without an answer worth keeping (a 5xx, a 408 or 429,
 //! or no answer at all: timed out, or its client gone) releases its key, so the client's
 //! retry runs; when the database is away at that moment, the release is tried again in the
-//! background until it returns.
+//! background until it returns. A claim has an identity (a token its request made), so a
+//! release or an answer, however late, settles only its own claim, never a retry's.
 //!
 //! A record belongs to its principal (kind, tenant, key id or OIDC subject), method and path:
 //! another principal's identical key, or the same key on another path, is another record.
@@ -25,6 +26,8 @@ use keyring::Keyring;
 use sha2::{Digest, Sha256};
 use storage::PgPool;
 use storage::idempotency::{self, Claim, RecordId};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract;
@@ -97,24 +100,36 @@ pub async fn idempotent_posts(
     hasher.update(b"\n");
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
-    match idempotency::claim(&state.pool, &id, &request_hash).await {
-        Err(error) => ApiError::from(error).into_response(),
-        Ok(Claim::Mismatch) => ApiError::invalid_field(
-            "/",
-            "this Idempotency-Key was used for a different request; use a new key",
-        )
-        .into_response(),
-        Ok(Claim::InProgress) => ApiError::idempotency_in_progress().into_response(),
+    // The guard exists before the claim does, so no instant is left in which a dropped
+    // request has a claim that nobody releases.
+    let mut held = HeldClaim::new(state.pool.clone(), record.clone());
+    match held.claim(request_hash).await {
+        Err(error) => {
+            // The claim may have committed before the error: releasing our token is harmless.
+            held.release().await;
+            ApiError::from(error).into_response()
+        }
+        Ok(Claim::Mismatch) => {
+            held.settle();
+            ApiError::invalid_field(
+                "/",
+                "this Idempotency-Key was used for a different request; use a new key",
+            )
+            .into_response()
+        }
+        Ok(Claim::InProgress) => {
+            held.settle();
+            ApiError::idempotency_in_progress().into_response()
+        }
         Ok(Claim::Replay {
             status,
             headers,
             sealed_body,
-        }) => replay(&state.settings.keyring, &id, status, &headers, &sealed_body),
+        }) => {
+            held.settle();
+            replay(&state.settings.keyring, &id, status, &headers, &sealed_body)
+        }
         Ok(Claim::Fresh) => {
-            let held = HeldClaim {
-                pool: state.pool.clone(),
-                record: Some(record.clone()),
-            };
             let request_id = problem::request_id(&parts.headers);
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
@@ -145,21 +160,53 @@ impl OwnedRecordId {
     }
 }
 
-/// The claim of a running request. Unless [`HeldClaim::settle`] says its response was
-/// stored or its key released, dropping it releases the key: the request's future was
-/// dropped (the request timed out, or its client went away) and nobody else would, leaving
-/// the key "in progress" until the claim counts as abandoned.
+/// The claim of a request, from before it is made until its answer is stored. Unless
+/// [`HeldClaim::settle`] says its response was stored, its key released or the claim not
+/// its own, dropping it releases the claim: the request's future was dropped (the request
+/// timed out, or its client went away) and nobody else would, leaving the key "in progress"
+/// until the claim counts as abandoned. Releasing names the claim's token, so it is harmless
+/// when the claim was never made, and never touches a retry's newer claim.
 struct HeldClaim {
     pool: PgPool,
     record: Option<OwnedRecordId>,
+    token: Uuid,
+    /// The claim's transaction, in a task of its own so that it runs to its end even when
+    /// the request is dropped meanwhile; a release waits for it, so it cannot overtake the
+    /// claim's commit.
+    claiming: Option<JoinHandle<Result<Claim, sqlx::Error>>>,
 }
 
 impl HeldClaim {
+    fn new(pool: PgPool, record: OwnedRecordId) -> Self {
+        Self {
+            pool,
+            record: Some(record),
+            token: Uuid::new_v4(),
+            claiming: None,
+        }
+    }
+
+    /// Claims the record for the request digest `request_hash`, as this guard's token.
+    async fn claim(&mut self, request_hash: String) -> Result<Claim, sqlx::Error> {
+        let Some(record) = self.record.clone() else {
+            return Err(sqlx::Error::Protocol(
+                "a settled claim was claimed again".into(),
+            ));
+        };
+        let (pool, token) = (self.pool.clone(), self.token);
+        let claiming = self.claiming.insert(tokio::spawn(async move {
+            idempotency::claim(&pool, &record.as_id(), &request_hash, token).await
+        }));
+        let outcome = claiming.await;
+        self.claiming = None;
+        outcome.map_err(|_| sqlx::Error::Protocol("the idempotency claim's task failed".into()))?
+    }
+
     fn id(&self) -> Option<RecordId<'_>> {
         self.record.as_ref().map(OwnedRecordId::as_id)
     }
 
-    /// The claim is settled: stored or released.
+    /// The claim is settled: stored, released, or not this request's to release.
     fn settle(mut self) {
         self.record = None;
     }
@@ -169,7 +216,7 @@ impl HeldClaim {
     /// the database was away when its request failed).
     async fn release(mut self) {
         if let Some(record) = self.record.take() {
-            release_until_done(self.pool.clone(), record).await;
+            release_until_done(self.pool.clone(), record, self.token).await;
         }
     }
 }
@@ -182,7 +229,14 @@ impl Drop for HeldClaim {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(release_until_done(self.pool.clone(), record));
+        let (pool, token, claiming) = (self.pool.clone(), self.token, self.claiming.take());
+        runtime.spawn(async move {
+            if let Some(claiming) = claiming {
+                // Whatever it answers, its transaction has ended once it does.
+                let _ = claiming.await;
+            }
+            release_until_done(pool, record, token).await;
+        });
     }
 }
 
@@ -190,11 +244,11 @@ impl Drop for HeldClaim {
 const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const RELEASE_RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// Releases `record`'s claim, trying again while the database is unreachable, in the
-/// background after the first failure, until it works or the claim would count as abandoned
-/// anyway.
-async fn release_until_done(pool: PgPool, record: OwnedRecordId) {
-    match idempotency::release(&pool, &record.as_id()).await {
+/// Releases `token`'s claim of `record`, trying again while the database is unreachable, in
+/// the background after the first failure, until it works or the claim would count as
+/// abandoned anyway. However late it runs, it removes only that claim.
+async fn release_until_done(pool: PgPool, record: OwnedRecordId, token: Uuid) {
+    match idempotency::release(&pool, &record.as_id(), token).await {
         Ok(()) => return,
         Err(error) if !storage::is_unavailable(&error) => {
             tracing::warn!(%error, "could not release an idempotency key");
@@ -210,7 +264,7 @@ async fn release_until_done(pool: PgPool, record: OwnedRecordId) {
         let mut wait = RELEASE_RETRY_FIRST;
         while tokio::time::Instant::now() < give_up {
             tokio::time::sleep(wait).await;
-            match idempotency::release(&pool, &record.as_id()).await {
+            match idempotency::release(&pool, &record.as_id(), token).await {
                 Ok(()) => return,
                 Err(error) if storage::is_unavailable(&error) => {
                     wait = (wait * 2).min(RELEASE_RETRY_MAX);
@@ -282,10 +336,23 @@ async fn store(state: &AppState, held: HeldClaim, response: Response) -> Respons
     };
     match state.settings.keyring.seal(&seal_context(&id), &bytes) {
         Ok(sealed) => {
-            let stored =
-                idempotency::complete(&state.pool, &id, status.as_u16(), &headers, &sealed).await;
+            let stored = idempotency::complete(
+                &state.pool,
+                &id,
+                held.token,
+                status.as_u16(),
+                &headers,
+                &sealed,
+            )
+            .await;
             match stored {
-                Ok(()) => held.settle(),
+                Ok(true) => held.settle(),
+                Ok(false) => {
+                    tracing::warn!(
+                        "an idempotent response was not stored: its claim was abandoned and taken by a retry"
+                    );
+                    held.settle();
+                }
                 Err(error) => {
                     tracing::warn!(%error, "could not store an idempotent response");
                     held.release().await;

@@ -72,7 +72,7 @@ async fn a_search_that_outlives_its_budget_is_cancelled_in_the_database() {
     let admin = app.admin_key().await;
     // A search that cannot finish in time: the table it reads is held by another
     // transaction until after the answer.
-    let mut hold = app.db.pool().begin().await.expect("a transaction");
+    let mut hold = storage::begin(app.db.pool()).await.expect("a transaction");
     sqlx::query("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *hold)
         .await

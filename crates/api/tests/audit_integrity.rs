@@ -462,7 +462,7 @@ async fn a_third_verification_at_once_is_told_to_come_back_later() {
     long_chain(&app, &admin, "acme", 10).await;
     // Holding the table makes the first two verifications wait in the database, holding
     // their permits, for as long as this transaction lasts.
-    let mut hold = app.db.pool().begin().await.expect("a transaction");
+    let mut hold = storage::begin(app.db.pool()).await.expect("a transaction");
     sqlx::query("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *hold)
         .await

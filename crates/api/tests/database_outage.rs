@@ -37,7 +37,7 @@ async fn a_session_an_administrator_terminates_mid_request_answers_503_with_retr
     let (_, admin) = app.cheap_key(None, &[Scope::PlatformAdmin]).await;
     let tenant = app.tenant("acme").await;
     // Hold the tenant's row so that the PATCH's session waits, mid-request, to be cut off.
-    let mut holder = app.db.pool().begin().await.expect("a transaction");
+    let mut holder = storage::begin(app.db.pool()).await.expect("a transaction");
     let holder_pid: i32 =
         sqlx::query_scalar("SELECT pg_backend_pid() FROM tenants WHERE id = $1 FOR UPDATE")
             .bind(tenant)

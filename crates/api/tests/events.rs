@@ -590,7 +590,7 @@ async fn an_event_appended_in_a_rolled_back_transaction_is_never_read() {
     let app = app().await;
     let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
-    let mut transaction = app.db.pool().begin().await.expect("a transaction");
+    let mut transaction = storage::begin(app.db.pool()).await.expect("a transaction");
     storage::events::append(&mut transaction, &new_event(EventType::TenantPurged, None))
         .await
         .expect("appended");
@@ -640,7 +640,7 @@ async fn an_event_whose_notification_was_lost_arrives_once_the_listener_reconnec
     assert!(heartbeat.comment.is_some());
 
     // Committed with triggers off: no notification, as if sent while the listener was away.
-    let mut transaction = app.db.pool().begin().await.expect("a transaction");
+    let mut transaction = storage::begin(app.db.pool()).await.expect("a transaction");
     sqlx::query("SET LOCAL session_replication_role = replica")
         .execute(&mut *transaction)
         .await
@@ -672,7 +672,7 @@ async fn an_event_held_back_by_a_transaction_that_writes_none_arrives_when_it_en
     let app = app().await;
     let key = app.cheap_key(None, &[Scope::EventsRead]).await.1;
     let mut stream = Stream::open(&app, &key, "/v1/events/stream", &[]).await;
-    let mut long = app.db.pool().begin().await.expect("a transaction");
+    let mut long = storage::begin(app.db.pool()).await.expect("a transaction");
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *long)
         .await

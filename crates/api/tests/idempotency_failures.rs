@@ -31,7 +31,7 @@ fn freeze_request<'a>(
 
 /// Holds tenant `id`'s row until the transaction is dropped: a transition waits for it.
 async fn hold_row(app: &TestApp, id: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut holder = app.db.pool().begin().await.expect("a transaction");
+    let mut holder = storage::begin(app.db.pool()).await.expect("a transaction");
     sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
         .bind(id)
         .execute(&mut *holder)

@@ -109,7 +109,9 @@ struct Batch {
 /// replicas, each key first used there now (the commit waits a different few milliseconds
 /// in each batch, to land at different points of the verifications).
 async fn race(fleet: &Fleet, round: u64, keys: &[(Uuid, String)]) -> Batch {
-    let mut revocation = fleet.app.db.pool().begin().await.expect("a transaction");
+    let mut revocation = storage::begin(fleet.app.db.pool())
+        .await
+        .expect("a transaction");
     for (id, _) in keys {
         storage::api_keys::revoke(&mut revocation, *id)
             .await

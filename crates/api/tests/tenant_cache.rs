@@ -30,7 +30,7 @@ async fn name_on(
 /// Changes the tenant's name in SQL with triggers off, so no notification is sent: what a
 /// replica answers afterwards shows whether it reads its cache or the database.
 async fn rename_silently(app: &TestApp, slug: &str, name: &str) {
-    let mut transaction = app.db.pool().begin().await.expect("transaction");
+    let mut transaction = storage::begin(app.db.pool()).await.expect("transaction");
     sqlx::query("SET LOCAL session_replication_role = replica")
         .execute(&mut *transaction)
         .await

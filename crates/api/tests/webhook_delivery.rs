@@ -97,7 +97,7 @@ impl Setup {
     }
 
     async fn event(&self, event_type: EventType, tenant_id: Option<Uuid>) -> Uuid {
-        let mut transaction = self.db.pool().begin().await.expect("a transaction");
+        let mut transaction = storage::begin(self.db.pool()).await.expect("a transaction");
         let mut data = serde_json::Map::new();
         data.insert("marker".to_owned(), serde_json::json!(Uuid::new_v4()));
         let stored = events::append(

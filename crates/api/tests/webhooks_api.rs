@@ -61,7 +61,7 @@ async fn create(app: &TestApp, key: &str, body: Value) -> TestResponse {
 }
 
 async fn append(app: &TestApp, event_type: EventType, tenant_id: Option<Uuid>) -> Uuid {
-    let mut transaction = app.db.pool().begin().await.expect("a transaction");
+    let mut transaction = storage::begin(app.db.pool()).await.expect("a transaction");
     let stored = events::append(
         &mut transaction,
         &NewEvent {

@@ -203,7 +203,7 @@ async fn issue(
     let (prefix, hash) = (&generated.prefix, &generated.hash);
     let (request, scopes, recorded) = (&request, &scopes, &recorded);
     let record = storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         permit_key_tenant(
             &mut transaction,
             request.tenant_id,
@@ -327,7 +327,7 @@ pub async fn revoke(
         TenantWrite::Operate
     };
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         permit_key_tenant(&mut transaction, key.tenant_id, write, no_such_key).await?;
         let record = api_keys::revoke(&mut transaction, id)
             .await?
@@ -374,7 +374,7 @@ pub async fn rotate(
     let grace_until =
         (grace_seconds > 0).then(|| chrono::Utc::now() + chrono::TimeDelta::seconds(grace_seconds));
     let record = storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         permit_key_tenant(
             &mut transaction,
             tenant_id,

@@ -69,7 +69,7 @@ pub async fn claim(
 ) -> Result<DomainRow, RegistryError> {
     let token = &Uuid::new_v4().simple().to_string();
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let row = domains::insert(&mut transaction, tenant_id, domain, token)
             .await
@@ -115,7 +115,7 @@ pub async fn verify(
         return Err(RegistryError::conflict(detail));
     }
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let verified = domains::mark_verified(&mut transaction, id)
             .await
@@ -150,7 +150,7 @@ async fn announce_failed_verification(
     reason: &str,
 ) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let mut data = events::domain(row);
         data["reason"] = serde_json::Value::from(reason);
         events::emit(
@@ -174,7 +174,7 @@ pub async fn remove(
     id: Uuid,
 ) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let removed = domains::delete(&mut transaction, tenant_id, id)
             .await?

@@ -57,7 +57,7 @@ async fn save(
     crud: char,
 ) -> Result<IdpRow, RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let row = idps::save(&mut transaction, tenant_id, values).await?;
         audit(&mut transaction, actor, &row, action, crud).await?;
@@ -96,7 +96,7 @@ pub async fn delete(
     id: Uuid,
 ) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let removed = idps::delete(&mut transaction, tenant_id, id)
             .await?

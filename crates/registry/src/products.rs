@@ -24,7 +24,7 @@ pub async fn publish(
     let stored = serde_json::to_value(manifest).map_err(RegistryError::internal)?;
     let stored = &stored;
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let (row, created) = products::upsert(&mut transaction, id.as_str(), stored).await?;
         let target = Target {
             tenant_id: None,
@@ -107,7 +107,7 @@ pub async fn subscribe(
     subscription: &Subscription,
 ) -> Result<TenantProductRow, RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, write).await?;
         let existed = products::is_subscribed(&mut transaction, tenant_id, product).await?;
         let row = if write == TenantWrite::Administer {
@@ -182,7 +182,7 @@ pub async fn unsubscribe(
         ));
     }
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, write).await?;
         if !products::remove_for_tenant(&mut transaction, tenant_id, product).await? {
             return Err(RegistryError::not_found("the tenant has no such product"));

@@ -97,7 +97,7 @@ pub async fn create(
     project: &NewProject,
 ) -> Result<ProjectRow, RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         require_projects_supported(&mut transaction, tenant_id).await?;
         let row = projects::insert(&mut transaction, tenant_id, &project.slug, &project.name)
@@ -127,7 +127,7 @@ pub async fn update(
     changes: &ProjectChanges,
 ) -> Result<ProjectRow, RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         require_projects_supported(&mut transaction, tenant_id).await?;
         let row = projects::update(
@@ -170,7 +170,7 @@ pub async fn set_status(
     status: ProjectStatus,
 ) -> Result<ProjectRow, RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let current = projects::lock(&mut transaction, tenant_id, id)
             .await?

@@ -101,7 +101,7 @@ pub async fn create(
     }
     let tenant = &tenant;
     let row = storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         if !tenant_names::reserve(&mut transaction, tenant.id, tenant.slug.as_str()).await? {
             return Err(slug_unavailable());
         }
@@ -188,7 +188,7 @@ pub async fn update(
     }
     let changes = &changes;
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let current = tenants::lock(&mut transaction, id)
             .await?
             .ok_or_else(no_such_tenant)?;
@@ -296,7 +296,7 @@ pub async fn transition(
 ) -> Result<TenantRow, RegistryError> {
     let request = &request;
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let current = tenants::lock(&mut transaction, id)
             .await?
             .ok_or_else(no_such_tenant)?;
@@ -320,7 +320,7 @@ pub async fn archive(
         reason: "archived with DELETE".to_owned(),
     };
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let current = tenants::lock(&mut transaction, id)
             .await?
             .ok_or_else(no_such_tenant)?;
@@ -346,7 +346,7 @@ pub async fn release_former_slug(
     slug: &str,
 ) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let tenant = lifecycle::permit(&mut transaction, id, TenantWrite::Administer).await?;
         if !tenant_names::release(&mut transaction, id, slug).await? {
             return Err(RegistryError::not_found(
@@ -378,7 +378,7 @@ pub async fn purge(
     expected_version: Option<i64>,
 ) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let current = tenants::lock(&mut transaction, id)
             .await?
             .ok_or_else(no_such_tenant)?;

@@ -194,7 +194,7 @@ pub async fn create(
     let (secret, sealed) = sealed_secret(keyring, id)?;
     let (url, types, description, sealed) = (&url, &types, &description, &sealed);
     let endpoint = storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         permit_tenant(&mut transaction, actor, tenant_id).await?;
         if endpoints::count_for(&mut transaction, tenant_id).await?
             >= webhook::MAX_ENDPOINTS_PER_TENANT
@@ -303,7 +303,7 @@ pub async fn update(
     }
     let (url, types, description) = (&url, &types, &description);
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let current = lock_visible(&mut transaction, actor, id).await?;
         if expected_version.is_some_and(|version| version != current.version) {
             return Err(RegistryError::PreconditionFailed(format!(
@@ -347,7 +347,7 @@ pub async fn update(
 /// Deletes endpoint `id` with its deliveries.
 pub async fn delete(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let current = lock_visible(&mut transaction, actor, id).await?;
         endpoints::delete(&mut transaction, id).await?;
         audit(
@@ -377,7 +377,7 @@ pub async fn rotate_secret(
     let (secret, sealed) = sealed_secret(keyring, id)?;
     let sealed = &sealed;
     let endpoint = storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         lock_visible(&mut transaction, actor, id).await?;
         let row =
             endpoints::rotate_secret(&mut transaction, id, sealed, now + PREVIOUS_SECRET_GRACE)
@@ -407,7 +407,7 @@ pub async fn retry_delivery(
     now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let endpoint = lock_visible(&mut transaction, actor, id).await?;
         if !deliveries::requeue(&mut transaction, id, delivery, now).await? {
             return Err(RegistryError::not_found("no such delivery"));
@@ -457,7 +457,7 @@ pub async fn replay(
     let wanted = events_since(pool, &filter, since).await?;
     let wanted = &wanted;
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let endpoint = lock_visible(&mut transaction, actor, id).await?;
         let ids: Vec<Uuid> = wanted
             .iter()
@@ -536,7 +536,7 @@ pub async fn send_test(
     now: DateTime<Utc>,
 ) -> Result<Uuid, RegistryError> {
     storage::with_retries(move || async move {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let endpoint = lock_visible(&mut transaction, actor, id).await?;
         let message_id = format!("test_{}", Uuid::new_v4().simple());
         let payload = json!({

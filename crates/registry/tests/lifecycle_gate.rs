@@ -65,7 +65,7 @@ async fn a_write_racing_a_freeze_cannot_land_after_the_freeze_committed() {
 
     // The freeze is in flight: the tenant's row is locked and its status changed, not yet
     // committed. Any check made now (a cache, a plain read) still sees a trial.
-    let mut freeze = pool.begin().await.expect("a transaction");
+    let mut freeze = storage::begin(&pool).await.expect("a transaction");
     storage::tenants::lock(&mut freeze, tenant)
         .await
         .expect("the row is locked")

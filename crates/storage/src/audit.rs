@@ -346,7 +346,7 @@ pub async fn checkpoints(
 /// to the last deleted event (its checkpoints up to there go too), so what remains still
 /// verifies.
 pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
-    let mut transaction = pool.begin().await?;
+    let mut transaction = crate::begin(pool).await?;
     let ends: Vec<(Uuid, i64)> = sqlx::query_as(
         "SELECT chain_key, max(chain_seq) FROM (
              SELECT chain_key, chain_seq FROM audit_log

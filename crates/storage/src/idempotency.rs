@@ -4,6 +4,7 @@
 
 use sqlx::PgPool;
 use sqlx::types::Json;
+use uuid::Uuid;
 
 /// How long a stored response is replayed.
 pub const RETENTION_HOURS: i32 = 24;
@@ -54,6 +55,8 @@ struct StoredResponse {
 }
 
 const WHERE_RECORD: &str = "principal = $1 AND method = $2 AND path = $3 AND key = $4";
+/// A claim still running, and `$5`'s.
+const WHERE_OWN_CLAIM: &str = "status IS NULL AND claim_token = $5";
 
 fn bind_id<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -66,13 +69,15 @@ fn bind_id<'q>(
         .bind(id.key)
 }
 
-/// Claims record `id` for the request digest `request_hash`.
+/// Claims record `id` for the request digest `request_hash`; a fresh claim is `token`'s, and
+/// only `token` completes or releases it.
 pub async fn claim(
     pool: &PgPool,
     id: &RecordId<'_>,
     request_hash: &str,
+    token: Uuid,
 ) -> Result<Claim, sqlx::Error> {
-    let mut transaction = pool.begin().await?;
+    let mut transaction = crate::begin(pool).await?;
     // An expired record not swept yet, or a claim whose request died without completing (a
     // crashed replica), frees the key.
     bind_id(
@@ -89,13 +94,15 @@ pub async fn claim(
     .await?;
     let inserted = bind_id(
         sqlx::query(
-            "INSERT INTO idempotency_records (principal, method, path, key, request_hash)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO idempotency_records
+                 (principal, method, path, key, request_hash, claim_token)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT ON CONSTRAINT idempotency_records_pkey DO NOTHING",
         ),
         id,
     )
     .bind(request_hash)
+    .bind(token)
     .execute(&mut *transaction)
     .await?
     .rows_affected();
@@ -126,38 +133,44 @@ pub async fn claim(
     Ok(claim)
 }
 
-/// Stores the response of the request that claimed `id`, its body sealed by the caller.
+/// Stores the response of the request whose claim of `id` is `token`'s, its body sealed by
+/// the caller; `false` when that claim is gone (abandoned and taken by a retry), whose
+/// record is then left alone.
 pub async fn complete(
     pool: &PgPool,
     id: &RecordId<'_>,
+    token: Uuid,
     status: u16,
     headers: &serde_json::Map<String, serde_json::Value>,
     sealed_body: &[u8],
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     bind_id(
         sqlx::query(&format!(
-            "UPDATE idempotency_records SET status = $5, headers = $6, sealed_body = $7
-             WHERE {WHERE_RECORD}"
+            "UPDATE idempotency_records SET status = $6, headers = $7, sealed_body = $8
+             WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM}"
         )),
         id,
     )
+    .bind(token)
     .bind(i16::try_from(status).unwrap_or(500))
     .bind(Json(headers))
     .bind(sealed_body)
     .execute(pool)
     .await
-    .map(drop)
+    .map(|done| done.rows_affected() == 1)
 }
 
-/// Forgets a claim whose request ended without an answer worth keeping (a 5xx, a 408 or
-/// 429, or none at all), so that a retry runs.
-pub async fn release(pool: &PgPool, id: &RecordId<'_>) -> Result<(), sqlx::Error> {
+/// Forgets `token`'s claim of `id`, whose request ended without an answer worth keeping (a
+/// 5xx, a 408 or 429, or none at all), so that a retry runs. Anyone else's claim, and any
+/// stored response, stays.
+pub async fn release(pool: &PgPool, id: &RecordId<'_>, token: Uuid) -> Result<(), sqlx::Error> {
     bind_id(
         sqlx::query(&format!(
-            "DELETE FROM idempotency_records WHERE {WHERE_RECORD} AND status IS NULL"
+            "DELETE FROM idempotency_records WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM}"
         )),
         id,
     )
+    .bind(token)
     .execute(pool)
     .await
     .map(drop)

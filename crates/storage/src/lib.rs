@@ -117,6 +117,25 @@ pub fn earliest_timestamp() -> chrono::DateTime<chrono::Utc> {
         })
 }
 
+/// Begins a transaction on a pooled connection, safe to cancel. sqlx 0.8's `Pool::begin`
+/// counts the transaction as open only once BEGIN's answer is read: a future dropped during
+/// that round trip (a request timing out, a client going away) leaves the session inside a
+/// transaction nothing tracks, and the pool hands that connection to the next borrower, whose
+/// writes then run inside it, answered but never committed. Here BEGIN runs in a task of its
+/// own, which always reads the answer; a transaction nobody receives is dropped there, which
+/// rolls it back before its connection is reused. Every use case begins its transactions
+/// here (clippy refuses `Pool::begin` elsewhere).
+pub async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    #[allow(clippy::disallowed_methods)]
+    let beginning = tokio::spawn(async move { pool.begin().await });
+    beginning
+        .await
+        .map_err(|_| sqlx::Error::Protocol("the task beginning a transaction failed".into()))?
+}
+
 /// A read-only snapshot (repeatable read) whose every statement PostgreSQL cancels after
 /// `timeout` (SQLSTATE 57014), for reads whose cost depends on the caller's input: the work
 /// a request causes in the database ends when its budget does, whatever happens to the
@@ -125,7 +144,7 @@ pub async fn begin_bounded(
     pool: &PgPool,
     timeout: Duration,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut transaction = pool.begin().await?;
+    let mut transaction = begin(pool).await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *transaction)
         .await?;

@@ -41,7 +41,7 @@ impl Transient for sqlx::Error {
 ///
 /// ```ignore
 /// let row = storage::with_retries(move || async move {
-///     let mut transaction = pool.begin().await?;
+///     let mut transaction = crate::begin(pool).await?;
 ///     let row = tenants::update(&mut transaction, id, None, changes).await?;
 ///     audit::record(&mut transaction, event.clone()).await?;
 ///     transaction.commit().await?;

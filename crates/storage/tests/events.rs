@@ -72,7 +72,7 @@ async fn mark(pool: &PgPool, payload: &str) {
 async fn an_appended_event_reads_back_with_its_payload() {
     let db = TestDb::migrated().await;
     let tenant = Uuid::new_v4();
-    let mut transaction = db.pool().begin().await.expect("a transaction");
+    let mut transaction = storage::begin(db.pool()).await.expect("a transaction");
     let appended = events::append(
         &mut transaction,
         &new_event(EventType::TenantCreated, Some(tenant)),
@@ -101,7 +101,7 @@ async fn an_event_appended_in_a_rolled_back_transaction_leaves_nothing() {
     let mut listener = storage::listen(db.pool(), &[events::CHANNEL])
         .await
         .expect("listening");
-    let mut transaction = db.pool().begin().await.expect("a transaction");
+    let mut transaction = storage::begin(db.pool()).await.expect("a transaction");
     events::append(&mut transaction, &new_event(EventType::TenantCreated, None))
         .await
         .expect("appended");
@@ -118,7 +118,7 @@ async fn listeners_hear_of_events_when_their_transaction_commits_not_before() {
     let mut listener = storage::listen(db.pool(), &[events::CHANNEL])
         .await
         .expect("listening");
-    let mut transaction = db.pool().begin().await.expect("a transaction");
+    let mut transaction = storage::begin(db.pool()).await.expect("a transaction");
     for _ in 0..3 {
         events::append(&mut transaction, &new_event(EventType::IdpCreated, None))
             .await
@@ -229,11 +229,11 @@ async fn a_page_resumes_where_the_last_one_ended_and_an_empty_one_keeps_its_plac
 async fn an_event_that_commits_after_a_later_numbered_one_is_not_skipped() {
     let db = TestDb::migrated().await;
     let all = FeedFilter::default();
-    let mut slow = db.pool().begin().await.expect("a transaction");
+    let mut slow = storage::begin(db.pool()).await.expect("a transaction");
     let held = events::append(&mut slow, &new_event(EventType::TenantCreated, None))
         .await
         .expect("appended");
-    let mut fast = db.pool().begin().await.expect("a transaction");
+    let mut fast = storage::begin(db.pool()).await.expect("a transaction");
     let quick = events::append(&mut fast, &new_event(EventType::TenantUpdated, None))
         .await
         .expect("appended");
@@ -262,12 +262,12 @@ async fn an_event_that_commits_after_a_later_numbered_one_is_not_skipped() {
 async fn an_older_transaction_with_a_larger_number_does_not_hide_a_younger_one() {
     let db = TestDb::migrated().await;
     let all = FeedFilter::default();
-    let mut older = db.pool().begin().await.expect("a transaction");
+    let mut older = storage::begin(db.pool()).await.expect("a transaction");
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *older)
         .await
         .expect("the older transaction takes its id");
-    let mut younger = db.pool().begin().await.expect("a transaction");
+    let mut younger = storage::begin(db.pool()).await.expect("a transaction");
     let small = events::append(&mut younger, &new_event(EventType::TenantCreated, None))
         .await
         .expect("appended");
@@ -367,7 +367,7 @@ async fn write(
             let _ = halfway.wait_for(|read| *read > 0).await;
         }
         let size = (1 + (round + writer) % 4).min(count - committed.len());
-        let mut transaction = pool.begin().await.expect("a transaction");
+        let mut transaction = storage::begin(&pool).await.expect("a transaction");
         if round % 5 == 0 {
             // Take the transaction id before any number, then let the others run.
             sqlx::query("SELECT pg_current_xact_id()")

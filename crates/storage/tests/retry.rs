@@ -28,7 +28,7 @@ async fn crossing(
 ) -> Result<(), sqlx::Error> {
     storage::with_retries(move || async move {
         let attempt = attempts.fetch_add(1, Ordering::SeqCst);
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         for (index, id) in [first, second].into_iter().enumerate() {
             sqlx::query("UPDATE tenants SET name = name || '.' WHERE id = $1")
                 .bind(id)

@@ -408,7 +408,11 @@ async fn an_abandoned_idempotency_claim_frees_its_key() {
         path: "/v1/things",
         key: "k",
     };
-    let claim = || async { idempotency::claim(pool, &id, "h1").await.expect("claim") };
+    let claim = || async {
+        idempotency::claim(pool, &id, "h1", Uuid::new_v4())
+            .await
+            .expect("claim")
+    };
     assert_eq!(claim().await, Claim::Fresh);
     assert_eq!(claim().await, Claim::InProgress);
     sqlx::query("UPDATE idempotency_records SET created_at = now() - interval '10 minutes'")
@@ -433,7 +437,7 @@ async fn an_idempotency_record_never_belongs_to_a_shared_name() {
             path: "/v1/things",
             key: "k",
         };
-        let error = idempotency::claim(db.pool(), &id, "h")
+        let error = idempotency::claim(db.pool(), &id, "h", Uuid::new_v4())
             .await
             .expect_err(principal);
         assert_eq!(

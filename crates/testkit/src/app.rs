@@ -331,7 +331,7 @@ impl TestApp {
     /// Runs `sql` (with `id` as `$1`) with triggers off, so no change is announced: what a
     /// replica answers afterwards shows whether it still serves from its caches.
     pub async fn change_silently(&self, sql: &str, id: Uuid) {
-        let mut transaction = self.db.pool().begin().await.expect("a transaction");
+        let mut transaction = storage::begin(self.db.pool()).await.expect("a transaction");
         sqlx::query("SET LOCAL session_replication_role = replica")
             .execute(&mut *transaction)
             .await

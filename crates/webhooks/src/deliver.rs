@@ -114,7 +114,7 @@ async fn settle(
         deliveries::settle_delivered(pool, leased.id, leased.endpoint_id, &record).await?;
         return Ok(false);
     }
-    let mut transaction = pool.begin().await?;
+    let mut transaction = storage::begin(pool).await?;
     if !deliveries::record_attempt(&mut transaction, leased.id, &record, after).await? {
         // Deleted with its endpoint, or queued afresh by a retry request meanwhile.
         transaction.commit().await?;

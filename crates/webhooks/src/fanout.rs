@@ -65,7 +65,7 @@ impl Wanted {
 pub async fn fan_out(pool: &PgPool, now: DateTime<Utc>) -> Result<FanOut, sqlx::Error> {
     let mut done = FanOut::default();
     loop {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = storage::begin(pool).await?;
         let Some(stored) = deliveries::lock_fanout_position(&mut transaction).await? else {
             return Ok(done);
         };
