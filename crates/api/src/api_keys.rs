@@ -266,14 +266,15 @@ pub(crate) async fn get_one(
     Ok(Json(record.into()))
 }
 
-/// Revokes a key everywhere within a second (idempotent); only a caller that could have
-/// granted the key may.
+/// Revokes a key everywhere within a second (idempotent: a revoked key answers as it is);
+/// only a caller that could have granted the key, or the key itself, may.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/revoke", operation_id = "revoke_api_key", tag = "api keys", security(("bearer" = ["api_keys:manage"])),
     params(("id" = Uuid, Path, description = "The key's id")), responses(
     (status = 200, description = "Revoked", body = ApiKeyView),
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "Missing api_keys:manage, or the caller could not have granted this key (its scopes, product or expiry reach further); the detail names each", body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json")))]
+    (status = 403, description = "Missing api_keys:manage, or the caller could not have granted this key (its scopes, product or expiry reach further, or it holds scopes this server does not know); the detail names each", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such key, or not the caller's tenant's", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "The key's tenant is frozen and the caller is no platform principal (/problems/tenant-frozen)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

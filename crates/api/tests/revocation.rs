@@ -382,7 +382,7 @@ async fn a_tenant_churning_its_own_keys_and_products_leaves_a_bystanders_cached_
 }
 
 #[tokio::test]
-async fn archiving_a_tenant_ends_its_keys_on_every_replica_until_it_is_restored() {
+async fn archiving_a_tenant_ends_its_keys_on_every_replica_for_good() {
     let fleet = Fleet::new().await;
     let (tenant, _, key) = fleet.tenant_with_cached_key().await;
     let path = format!("/v1/tenants/{tenant}");
@@ -403,7 +403,7 @@ async fn archiving_a_tenant_ends_its_keys_on_every_replica_until_it_is_restored(
         .send()
         .await
         .json();
-    assert_eq!(refusal["detail"], "the credential's tenant is archived");
+    assert_eq!(refusal["detail"], "the API key was revoked");
 
     let restore = json!({"to": "frozen", "reason": "restored"});
     let transitions = format!("{path}/transitions");
@@ -411,7 +411,11 @@ async fn archiving_a_tenant_ends_its_keys_on_every_replica_until_it_is_restored(
         .admin(&fleet.replica, Method::POST, &transitions, Some(restore))
         .await;
     assert_eq!(restored.status, StatusCode::OK);
-    assert_eq!(fleet.me_on_both(&key).await, ACCEPTED);
+    assert_eq!(
+        fleet.me_on_both(&key).await,
+        REFUSED,
+        "a restore brings no key back"
+    );
 }
 
 #[tokio::test]

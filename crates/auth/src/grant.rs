@@ -17,6 +17,9 @@ pub struct KeyReach<'a> {
     pub tenant_id: Option<Uuid>,
     /// The scopes it holds.
     pub scopes: &'a Scopes,
+    /// Labels it holds that this build does not know (a newer release's scopes, during a
+    /// rolling deploy): nobody here can tell what they grant, so nobody grants them.
+    pub unknown_scopes: &'a [String],
     /// The product its audit events are recorded under, if any.
     pub product: Option<&'a str>,
     /// When it stops working; `None` for never.
@@ -28,6 +31,8 @@ pub struct KeyReach<'a> {
 pub enum Overreach {
     /// Scopes the principal does not hold.
     Scopes(Vec<Scope>),
+    /// Scopes this build does not know.
+    UnknownScopes(Vec<String>),
     /// A platform key, and the principal is no platform admin.
     PlatformKey,
     /// A key of a tenant that is not the principal's.
@@ -56,6 +61,11 @@ impl fmt::Display for Overreach {
                 let labels: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
                 write!(f, "scopes you do not hold: {}", labels.join(", "))
             }
+            Self::UnknownScopes(labels) => write!(
+                f,
+                "scopes this server does not know, which it grants to nobody: {}",
+                labels.join(", ")
+            ),
             Self::PlatformKey => f.write_str("a platform key, which only platform admins grant"),
             Self::OtherTenant => f.write_str("a key of another tenant"),
             Self::Product {
@@ -118,6 +128,9 @@ pub fn may_grant(principal: &Principal, key: &KeyReach<'_>) -> Result<(), GrantR
     if !missing.is_empty() {
         overreach.push(Overreach::Scopes(missing));
     }
+    if !key.unknown_scopes.is_empty() {
+        overreach.push(Overreach::UnknownScopes(key.unknown_scopes.to_vec()));
+    }
     match key.tenant_id {
         None if !principal.scopes.is_platform_admin() => overreach.push(Overreach::PlatformKey),
         Some(tenant) if !principal.can_access_tenant(Some(tenant)) => {
@@ -148,6 +161,19 @@ pub fn may_grant(principal: &Principal, key: &KeyReach<'_>) -> Result<(), GrantR
     }
 }
 
+/// Whether `principal` may revoke key `key_id`: as [`may_grant`], except that a credential
+/// may always revoke itself, which takes away only its own access.
+pub fn may_revoke(
+    principal: &Principal,
+    key_id: Uuid,
+    key: &KeyReach<'_>,
+) -> Result<(), GrantRefused> {
+    if principal.key_id == Some(key_id) {
+        return Ok(());
+    }
+    may_grant(principal, key)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
@@ -174,6 +200,7 @@ mod tests {
     struct Key {
         tenant_id: Option<Uuid>,
         scopes: Scopes,
+        unknown_scopes: Vec<String>,
         product: Option<&'static str>,
         expires_at: Option<DateTime<Utc>>,
     }
@@ -182,6 +209,7 @@ mod tests {
         Key {
             tenant_id: Some(TENANT),
             scopes: scopes.iter().copied().collect(),
+            unknown_scopes: Vec::new(),
             product: None,
             expires_at: None,
         }
@@ -206,6 +234,12 @@ mod tests {
                 ..self
             }
         }
+        fn unknown(self, label: &str) -> Self {
+            Self {
+                unknown_scopes: vec![label.to_owned()],
+                ..self
+            }
+        }
         fn expiring(self, at: DateTime<Utc>) -> Self {
             Self {
                 expires_at: Some(at),
@@ -216,6 +250,7 @@ mod tests {
             KeyReach {
                 tenant_id: self.tenant_id,
                 scopes: &self.scopes,
+                unknown_scopes: &self.unknown_scopes,
                 product: self.product,
                 expires_at: self.expires_at,
             }
@@ -266,6 +301,8 @@ mod tests {
         let cases: Vec<(&str, &Principal, Key, Vec<Overreach>)> = vec![
             ("admin: anything", &admin, key(&[PlatformAdmin]).platform().product("crm"), vec![]),
             ("admin: any expiry", &admin, reader().expiring(later), vec![]),
+            ("admin: a scope of a newer release", &admin, reader().unknown("billing:admin"),
+                vec![Overreach::UnknownScopes(vec!["billing:admin".to_owned()])]),
             ("tenant manager: a subset", &tenant_manager, reader(), vec![]),
             ("tenant manager: all it holds", &tenant_manager, key(&manager_scopes), vec![]),
             ("tenant manager: a broader key", &tenant_manager, key(&[TenantsRead, TenantsWrite, IdpWrite]),
@@ -323,5 +360,25 @@ mod tests {
         for part in ["tenants:write", "product crm", "never expires"] {
             assert!(text.contains(part), "{part:?} missing from {text:?}");
         }
+    }
+
+    #[test]
+    fn a_credential_may_always_revoke_itself_and_otherwise_only_what_it_could_grant() {
+        let own_id = Uuid::from_u128(9);
+        let expiring_platform_manager = Principal {
+            expires_at: Some(Utc::now() + Duration::minutes(5)),
+            ..principal(PrincipalKind::PlatformKey, None, &[Scope::ApiKeysManage])
+        };
+        let itself = key(&[Scope::ApiKeysManage]).platform();
+        assert!(may_grant(&expiring_platform_manager, &itself.reach()).is_err());
+        assert_eq!(
+            may_revoke(&expiring_platform_manager, own_id, &itself.reach()),
+            Ok(())
+        );
+        let other = Uuid::from_u128(10);
+        assert_eq!(
+            may_revoke(&expiring_platform_manager, other, &itself.reach()),
+            may_grant(&expiring_platform_manager, &itself.reach())
+        );
     }
 }

@@ -2,10 +2,9 @@
 //! tenant-scoped write passes through.
 //!
 //! Frozen means reads only; archived means nothing but the transitions that restore or purge
-//! it. Two kinds of writes are deliberately outside this rule: revoking an API key (it only
-//! takes access away, and must work in every status) and audit ingest (it records what
-//! happened, including to a frozen tenant). Lifecycle transitions follow the state machine
-//! of [`TenantStatus::allowed_transitions`] instead.
+//! it. Audit ingest is deliberately outside this rule: an event records what happened
+//! (including to a frozen tenant) and refusing it would lose that record. Lifecycle
+//! transitions follow the state machine of [`TenantStatus::allowed_transitions`] instead.
 
 use crate::TenantStatus;
 

@@ -167,6 +167,8 @@ pub async fn create(
         &KeyReach {
             tenant_id: request.tenant_id,
             scopes: &request.scopes,
+            // A request names only scopes this build parsed.
+            unknown_scopes: &[],
             product: request.product.as_deref(),
             expires_at: request.expires_at,
         },
@@ -289,38 +291,72 @@ pub async fn list(
     Ok(api_keys::list(pool, &filter).await?)
 }
 
-/// A key the caller may see and could have granted ([`grant::may_grant`]): rotating hands
-/// out its secret and revoking takes it away, so both are authorized like creating it.
+/// What a caller does to an existing key.
+#[derive(Clone, Copy)]
+enum KeyAction {
+    Rotate,
+    Revoke,
+}
+
+/// A key the caller may see and may act on: rotating hands out its secret and revoking takes
+/// it away, so both are authorized like creating it ([`grant::may_grant`]), except that a
+/// credential may always revoke itself ([`grant::may_revoke`]).
 async fn get_grantable(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: Uuid,
+    action: KeyAction,
 ) -> Result<ApiKeyRecord, RegistryError> {
     let record = get(pool, actor, id).await?;
     let scopes = Scopes::known_from(record.scopes.iter().map(String::as_str));
-    grant::may_grant(
-        actor.principal,
-        &KeyReach {
-            tenant_id: record.tenant_id,
-            scopes: &scopes,
-            product: record.product.as_deref(),
-            expires_at: record.expires_at,
-        },
-    )
+    let unknown_scopes: Vec<String> = record
+        .scopes
+        .iter()
+        .filter(|label| label.parse::<Scope>().is_err())
+        .cloned()
+        .collect();
+    let reach = KeyReach {
+        tenant_id: record.tenant_id,
+        scopes: &scopes,
+        unknown_scopes: &unknown_scopes,
+        product: record.product.as_deref(),
+        expires_at: record.expires_at,
+    };
+    match action {
+        KeyAction::Rotate => grant::may_grant(actor.principal, &reach),
+        KeyAction::Revoke => grant::may_revoke(actor.principal, record.id, &reach),
+    }
     .map_err(refused)?;
     Ok(record)
 }
 
-/// Revokes a key the caller may see and could have granted (idempotent), if its tenant's
-/// lifecycle permits: a frozen tenant's keys are revoked by the platform (a platform
-/// decision), an archived tenant's by nobody until it is restored (they do not work while
-/// it is archived).
+/// Revokes every live key of tenant `tenant_id`, which is being archived in the caller's
+/// transaction: an archived tenant's keys end for good, so restoring it brings none back
+/// (a restored tenant is given new keys). Each is recorded and announced like a revocation.
+pub(crate) async fn revoke_all_of_archived_tenant(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    tenant_id: Uuid,
+) -> Result<(), RegistryError> {
+    for record in api_keys::revoke_all_of_tenant(conn, tenant_id).await? {
+        audit(conn, &actor.into(), &record, "api_key.revoked", 'u').await?;
+    }
+    Ok(())
+}
+
+/// Revokes a key the caller may see and may revoke, if its tenant's lifecycle permits: a
+/// frozen tenant's keys are revoked by the platform (a platform decision); an archived
+/// tenant's were revoked when it was archived. Idempotent: revoking a revoked key changes,
+/// records and announces nothing, and answers the key as it is.
 pub async fn revoke(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: Uuid,
 ) -> Result<ApiKeyRecord, RegistryError> {
-    let key = get_grantable(pool, actor, id).await?;
+    let key = get_grantable(pool, actor, id, KeyAction::Revoke).await?;
+    if key.revoked_at.is_some() {
+        return Ok(key);
+    }
     let write = if actor.principal.is_platform() {
         TenantWrite::Administer
     } else {
@@ -329,9 +365,11 @@ pub async fn revoke(
     storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
         permit_key_tenant(&mut transaction, key.tenant_id, write, no_such_key).await?;
-        let record = api_keys::revoke(&mut transaction, id)
-            .await?
-            .ok_or_else(no_such_key)?;
+        let Some(record) = api_keys::revoke(&mut transaction, id).await? else {
+            // Revoked meanwhile, by a racing revocation (or gone): answer it as it is now.
+            drop(transaction);
+            return api_keys::get(pool, id).await?.ok_or_else(no_such_key);
+        };
         audit(
             &mut transaction,
             &actor.into(),
@@ -365,7 +403,7 @@ pub async fn rotate(
             format!("must be 0 to {MAX_GRACE_SECONDS} (a week)"),
         ));
     }
-    let current = get_grantable(pool, actor, id).await?;
+    let current = get_grantable(pool, actor, id, KeyAction::Rotate).await?;
     if current.revoked_at.is_some() {
         return Err(RegistryError::conflict("a revoked key cannot be rotated"));
     }
@@ -382,9 +420,11 @@ pub async fn rotate(
             no_such_key,
         )
         .await?;
+        // The key was live a moment ago and only a purge (which the gate above waits for)
+        // deletes keys: a missing row here is a revocation that won the race.
         let record = api_keys::rotate(&mut transaction, id, prefix, hash, grace_until)
             .await?
-            .ok_or_else(no_such_key)?;
+            .ok_or_else(|| RegistryError::conflict("a revoked key cannot be rotated"))?;
         audit(
             &mut transaction,
             &actor.into(),

@@ -272,6 +272,9 @@ async fn move_locked(
         ("reason", request.reason.clone()),
     ]);
     audit(conn, actor, &row, action, 'u', fields).await?;
+    if to == TenantStatus::Archived {
+        crate::api_keys::revoke_all_of_archived_tenant(conn, actor, row.id).await?;
+    }
     let from = current.status.to_string();
     let data = events::status_changed(&row, &from, &request.reason);
     events::emit(conn, EventType::TenantStatusChanged, Some(row.id), data).await?;

@@ -193,21 +193,37 @@ pub async fn credential_by_prefix(
     .await
 }
 
-/// Revokes a key (keeping the first revocation time when repeated); `None` if no such key.
+/// Revokes a live key; `None` if there is no such key or it was revoked already (a repeat
+/// changes nothing, so nothing is announced twice).
 pub async fn revoke(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-         WHERE id = $1 RETURNING {RECORD_COLUMNS}"
+        "UPDATE api_keys SET revoked_at = now()
+         WHERE id = $1 AND revoked_at IS NULL RETURNING {RECORD_COLUMNS}"
     ))
     .bind(id)
     .fetch_optional(conn)
     .await
 }
 
-/// Replaces a live key's prefix and hash (its secret); `None` if no such key.
+/// Revokes every live key of `tenant_id` (archiving ends them for good); returns them.
+pub async fn revoke_all_of_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoked_at = now()
+         WHERE tenant_id = $1 AND revoked_at IS NULL RETURNING {RECORD_COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Replaces a live key's prefix and hash (its secret); `None` if there is no such key or it
+/// was revoked (checked on the row the update locks, so a racing revocation wins).
 pub async fn rotate(
     conn: &mut PgConnection,
     id: Uuid,
@@ -221,7 +237,7 @@ pub async fn rotate(
              previous_prefix = CASE WHEN $4::timestamptz IS NULL THEN NULL ELSE prefix END,
              previous_hash = CASE WHEN $4::timestamptz IS NULL THEN NULL ELSE hash END,
              previous_valid_until = $4
-         WHERE id = $1 RETURNING {RECORD_COLUMNS}"
+         WHERE id = $1 AND revoked_at IS NULL RETURNING {RECORD_COLUMNS}"
     ))
     .bind(id)
     .bind(prefix)
