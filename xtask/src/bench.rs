@@ -17,7 +17,7 @@ mod hostile;
 mod load;
 mod peer;
 mod report;
-mod server;
+pub(crate) mod server;
 mod webhooks;
 
 use ceilings::{Profile, pgbench};

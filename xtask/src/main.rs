@@ -4,6 +4,7 @@
 
 mod bench;
 mod db;
+mod fuzz;
 mod migration_file;
 mod openapi;
 mod test;
@@ -51,6 +52,9 @@ enum Command {
     Run,
     /// Benchmark release builds on their own cluster and write docs/benchmarks.md.
     Bench(bench::Options),
+    /// Fuzz the running server from docs/openapi.json with Schemathesis (seeded ids, a fixed
+    /// seed); fails on any 5xx or undocumented status.
+    Fuzz(fuzz::Options),
 }
 
 /// The workspace root, from where this crate sits in it.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Openapi { check } => openapi::run(check),
         Command::Run => db::run_service(),
         Command::Bench(options) => bench::run(options),
+        Command::Fuzz(options) => fuzz::run(&options),
     };
     match outcome {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use crate::{db, project_root};
 
 /// Where the tests' PostgreSQL comes from; kept alive until the run ends.
-enum Server {
+pub(crate) enum Server {
     Given(String),
     Container {
         url: String,
@@ -23,14 +23,26 @@ enum Server {
 }
 
 impl Server {
-    fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         match self {
             Self::Given(url) | Self::Container { url, .. } | Self::LocalCluster { url, .. } => url,
         }
     }
+
+    /// Stops the local cluster if this run had to start it.
+    pub(crate) fn stop_if_started_here(self) -> Result<(), String> {
+        if let Self::LocalCluster {
+            started_here: true, ..
+        } = self
+        {
+            db::cluster()?.stop().map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
 }
 
-fn provide() -> Result<Server, String> {
+/// A PostgreSQL server: `TEST_DATABASE_URL`, else a Docker container, else the local cluster.
+pub(crate) fn provide() -> Result<Server, String> {
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
         eprintln!("tests use TEST_DATABASE_URL");
         return Ok(Server::Given(url));
@@ -107,12 +119,7 @@ pub fn run(nextest_args: &[String]) -> Result<ExitCode, String> {
         .map_err(|error| {
             format!("cannot run cargo nextest (is cargo-nextest installed?): {error}")
         })?;
-    if let Server::LocalCluster {
-        started_here: true, ..
-    } = server
-    {
-        db::cluster()?.stop().map_err(|error| error.to_string())?;
-    }
+    server.stop_if_started_here()?;
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {
