@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::TXT;
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
+use hickory_resolver::proto::rr::rdata::{SOA, TXT};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -133,6 +133,19 @@ fn txt(value: &str) -> RData {
     RData::TXT(TXT::from_bytes(parts))
 }
 
+/// The zone's SOA record, which a negative answer carries as real servers' do: its minimum
+/// (300 s) is how long a resolver may cache the "no such record".
+fn soa(name: &Name) -> Record {
+    let apex = name.base_name();
+    let host = |label: &str| {
+        Name::from_ascii(label)
+            .and_then(|label| label.append_domain(&apex))
+            .unwrap_or_else(|_| apex.clone())
+    };
+    let data = SOA::new(host("ns"), host("hostmaster"), 1, 3600, 600, 86_400, 300);
+    Record::from_rdata(apex.clone(), 300, RData::SOA(data))
+}
+
 impl Zone {
     /// The answer to `query`, or none when the server is silent or cannot read it.
     fn answer(&self, query: &[u8]) -> Option<Message> {
@@ -156,7 +169,10 @@ impl Zone {
         let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         for question in &request.queries {
             match records.get(&key(&question.name.to_ascii())) {
-                None => response.metadata.response_code = ResponseCode::NXDomain,
+                None => {
+                    response.metadata.response_code = ResponseCode::NXDomain;
+                    response.add_authority(soa(&question.name));
+                }
                 Some(values) if question.query_type == RecordType::TXT => {
                     for value in values {
                         response.add_answer(Record::from_rdata(
@@ -167,7 +183,9 @@ impl Zone {
                     }
                 }
                 // The name exists, with no record of the type asked for.
-                Some(_) => {}
+                Some(_) => {
+                    response.add_authority(soa(&question.name));
+                }
             }
         }
         response.metadata.authoritative = true;
