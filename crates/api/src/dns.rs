@@ -368,7 +368,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_doh_endpoint_named_by_host_is_resolved_at_start_and_asked_over_https() {
+    async fn a_doh_endpoint_builds_from_a_host_or_an_address_but_not_an_unknown_host() {
         // Nothing listens on port 1: the lookup fails, as an error and not a panic, which
         // is as far as a test without a trusted certificate can take DNS over HTTPS.
         for url in [
