@@ -200,9 +200,17 @@ pub struct Config {
     #[arg(long, env = "REQUIRE_IF_MATCH", global = true)]
     pub require_if_match: bool,
 
-    /// DNS-over-HTTPS endpoint (JSON API) used to check domain verification TXT records.
-    #[arg(long, env = "DNS_RESOLVER_URL", default_value = api::DEFAULT_DOH_URL, global = true)]
-    pub dns_resolver_url: String,
+    /// Where domain verification looks TXT records up: `system` (the name servers of
+    /// /etc/resolv.conf), a DNS server's address (`10.0.0.53`, `127.0.0.1:5353`), or a
+    /// DNS-over-HTTPS URL (RFC 8484; a host name in it is resolved once, at start, by the
+    /// system's resolver). Default: system.
+    #[arg(long, env = "DNS_RESOLVER", global = true)]
+    pub dns_resolver: Option<String>,
+
+    /// The former name of DNS_RESOLVER, for a DNS-over-HTTPS URL only; honoured, with a
+    /// warning, when DNS_RESOLVER is unset.
+    #[arg(long, env = "DNS_RESOLVER_URL", hide = true, global = true)]
+    pub dns_resolver_url: Option<String>,
 
     /// Whether fetches of URLs that callers give (an IdP's discovery document or SAML
     /// metadata; webhook deliveries will follow the same policy) may reach loopback,
@@ -295,6 +303,10 @@ pub struct Checked {
     pub keyring: keyring::Keyring,
     /// Set when a development key was generated or loaded from a file.
     pub keyring_warning: Option<String>,
+    /// Where TXT lookups go.
+    pub dns: api::dns::DnsServers,
+    /// Set when the setting came from its former name, `DNS_RESOLVER_URL`.
+    pub dns_warning: Option<String>,
     /// The database URL.
     pub database_url: String,
     /// CORS origins as header values.
@@ -388,12 +400,13 @@ impl Config {
             Some(secs) => secs,
             None => DEFAULT_HEARTBEAT_SECS.min(self.idle_timeout_secs / 2),
         };
-        domain::idp::check_url(&self.dns_resolver_url, self.app_env != AppEnv::Prod)
-            .map_err(|rule| format!("DNS_RESOLVER_URL {:?} {rule}", self.dns_resolver_url))?;
+        let (dns, dns_warning) = self.dns_servers()?;
         let (keyring, keyring_warning) = self.keyring()?;
         Ok(Checked {
             keyring,
             keyring_warning,
+            dns,
+            dns_warning,
             database_url,
             cors_origins,
             oidc: issuer.map(|issuer| auth::OidcConfig {
@@ -464,6 +477,34 @@ impl Config {
                 path.display()
             )),
         ))
+    }
+
+    /// Where TXT lookups go, from `DNS_RESOLVER` or its former name.
+    fn dns_servers(&self) -> Result<(api::dns::DnsServers, Option<String>), String> {
+        use api::dns::DnsServers;
+        match (&self.dns_resolver, &self.dns_resolver_url) {
+            (Some(_), Some(_)) => Err(
+                "DNS_RESOLVER_URL is the former name of DNS_RESOLVER: set DNS_RESOLVER only"
+                    .to_owned(),
+            ),
+            (Some(text), None) => text
+                .parse()
+                .map(|servers| (servers, None))
+                .map_err(|rule| format!("DNS_RESOLVER {text:?} {rule}")),
+            (None, Some(url)) => match url.parse() {
+                Ok(servers @ DnsServers::Https(_)) => Ok((
+                    servers,
+                    Some(
+                        "DNS_RESOLVER_URL is deprecated: set DNS_RESOLVER instead (the endpoint is now asked in the RFC 8484 wire format, no longer the JSON API)"
+                            .to_owned(),
+                    ),
+                )),
+                _ => Err(format!(
+                    "DNS_RESOLVER_URL {url:?} must be an https URL of a DNS-over-HTTPS endpoint (RFC 8484); for a DNS server's address, set DNS_RESOLVER"
+                )),
+            },
+            (None, None) => Ok((DnsServers::System, None)),
+        }
     }
 }
 

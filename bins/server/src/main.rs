@@ -49,7 +49,10 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let checked = cli.config.check()?;
-    if let Some(warning) = &checked.keyring_warning {
+    for warning in [&checked.keyring_warning, &checked.dns_warning]
+        .into_iter()
+        .flatten()
+    {
         tracing::warn!("{warning}");
     }
     if checked.outbound.allow_private && cli.config.app_env != config::AppEnv::Dev {
@@ -111,6 +114,10 @@ async fn serve(
         }
         SchemaState::Behind { .. } => tracing::error!("{schema}; /readyz answers 503 until then"),
     }
+    let dns = api::dns::HickoryResolver::new(&checked.dns)
+        .await
+        .map_err(|error| format!("DNS_RESOLVER: {error}"))?;
+    tracing::info!(resolver = ?dns, "domain verification looks TXT records up here");
     let settings = api::Settings {
         key_env: config.app_env.as_str().to_owned(),
         oidc: checked.oidc,
@@ -119,7 +126,7 @@ async fn serve(
         keyring: std::sync::Arc::new(checked.keyring),
         trial_days: config.trial_days,
         require_if_match: config.require_if_match,
-        dns: std::sync::Arc::new(api::dns::DohResolver::new(&config.dns_resolver_url)?),
+        dns: std::sync::Arc::new(dns),
         audit_retention: config.audit_retention_days.map(chrono::Duration::days),
         tenant_cache_entries: config.tenant_cache_entries,
         outbound: egress::Egress::new(checked.outbound).map_err(|error| error.to_string())?,

@@ -44,9 +44,6 @@ use keyring::Keyring;
 use storage::PgPool;
 use tokio::task::JoinHandle;
 
-/// The DNS-over-HTTPS endpoint used for domain verification unless configured otherwise.
-pub const DEFAULT_DOH_URL: &str = "https://cloudflare-dns.com/dns-query";
-
 /// How the API behaves; parsed by the server binary from its flags and environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -83,7 +80,7 @@ pub struct Settings {
 
 impl Settings {
     /// Development settings around `keyring`: API keys only, no CORS, 30 s timeout, 14-day
-    /// trials, `If-Match` honoured but optional, DNS over HTTPS at `DEFAULT_DOH_URL`,
+    /// trials, `If-Match` honoured but optional, TXT lookups through the system's name servers,
     /// outbound fetches under the development policy (plain http, private addresses).
     pub fn with_keyring(keyring: Keyring) -> Result<Self, String> {
         Ok(Self {
@@ -94,7 +91,7 @@ impl Settings {
             keyring: Arc::new(keyring),
             trial_days: 14,
             require_if_match: false,
-            dns: Arc::new(dns::DohResolver::new(DEFAULT_DOH_URL)?),
+            dns: Arc::new(dns::HickoryResolver::system().map_err(|error| error.to_string())?),
             audit_retention: None,
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
             outbound: egress::Egress::new(egress::Policy::DEVELOPMENT)

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 use testkit::TestApp;
+use testkit::dns::{Behaviour, TestDns};
 
 /// The service, a platform admin key and a tenant.
 async fn app_with_tenant(settings: api::Settings) -> (TestApp, String, uuid::Uuid) {
@@ -268,35 +270,50 @@ async fn a_user_name_before_the_host_no_longer_passes_for_loopback() {
 
 #[tokio::test]
 async fn a_failing_dns_resolver_is_not_named_to_the_caller() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
+    // Nothing listens on a port bound and released; the silent server reads queries and
+    // never answers (a timeout); the failing one answers SERVFAIL.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
         .expect("a port");
-    let resolver_url = format!("http://{closed}/internal-dns-query");
-    let (app, admin, tenant) = app_with_tenant(api::Settings {
-        dns: Arc::new(api::dns::DohResolver::new(&resolver_url).expect("resolver")),
-        ..testkit::settings()
-    })
-    .await;
-    let claimed = app
-        .request(Method::POST, &format!("/v1/tenants/{tenant}/domains"))
-        .bearer(&admin)
-        .json(&json!({"domain": "acme.com"}))
-        .send()
-        .await
-        .json();
-    let id = claimed["id"].as_str().expect("a claim id");
-    let response = app
-        .request(
-            Method::POST,
-            &format!("/v1/tenants/{tenant}/domains/{id}/verify"),
-        )
-        .bearer(&admin)
-        .send()
+    let silent = TestDns::start().await;
+    silent.behave(Behaviour::Silent);
+    let failing = TestDns::start().await;
+    failing.behave(Behaviour::ServFail);
+    for (case, address) in [
+        ("unreachable", closed),
+        ("silent", silent.address()),
+        ("SERVFAIL", failing.address()),
+    ] {
+        let resolver = api::dns::HickoryResolver::plain(address)
+            .expect("a resolver")
+            .with_deadline(Duration::from_millis(800));
+        let (app, admin, tenant) = app_with_tenant(api::Settings {
+            dns: Arc::new(resolver),
+            ..testkit::settings()
+        })
         .await;
-    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
-    let body = String::from_utf8_lossy(&response.body).into_owned();
-    assert!(body.contains("try again later"), "{body}");
-    for secret in [resolver_url.as_str(), "internal-dns-query", "127.0.0.1"] {
-        assert!(!body.contains(secret), "{secret} leaked: {body}");
+        let claimed = app
+            .request(Method::POST, &format!("/v1/tenants/{tenant}/domains"))
+            .bearer(&admin)
+            .json(&json!({"domain": "acme.com"}))
+            .send()
+            .await
+            .json();
+        let id = claimed["id"].as_str().expect("a claim id");
+        let response = app
+            .request(
+                Method::POST,
+                &format!("/v1/tenants/{tenant}/domains/{id}/verify"),
+            )
+            .bearer(&admin)
+            .send()
+            .await;
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE, "{case}");
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        assert!(body.contains("try again later"), "{case}: {body}");
+        let port = format!(":{}", address.port());
+        for secret in ["127.0.0.1", port.as_str(), "SERVFAIL", "timed out"] {
+            assert!(!body.contains(secret), "{case}: {secret} leaked: {body}");
+        }
     }
 }

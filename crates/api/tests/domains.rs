@@ -1,62 +1,27 @@
-//! Domain claims proven by DNS TXT records (a DNS-over-HTTPS resolver on loopback stands in
-//! for DNS) and home-realm discovery.
+//! Domain claims proven by DNS TXT records, looked up by the shipped resolver (hickory)
+//! from a DNS server on loopback (`testkit::dns`), and home-realm discovery.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::Query;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use testkit::dns::{Behaviour, TestDns};
 use testkit::{TestApp, TestResponse};
 use uuid::Uuid;
 
-type Records = Arc<Mutex<HashMap<String, Vec<String>>>>;
-
-/// A DoH server on loopback answering TXT queries from `records`.
-async fn test_resolver() -> (String, Records, tokio::task::JoinHandle<()>) {
-    let records: Records = Arc::default();
-    let served = records.clone();
-    let router = axum::Router::new().route(
-        "/dns-query",
-        axum::routing::get(move |Query(query): Query<HashMap<String, String>>| {
-            let served = served.clone();
-            async move {
-                let name = query.get("name").cloned().unwrap_or_default();
-                let answers: Vec<Value> = served
-                    .lock()
-                    .expect("records")
-                    .get(&name)
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|text| json!({"name": name, "type": 16, "TTL": 60, "data": format!("\"{text}\"")}))
-                    .collect();
-                let status = if answers.is_empty() { 3 } else { 0 };
-                axum::Json(json!({"Status": status, "Answer": answers}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let url = format!(
-        "http://{}/dns-query",
-        listener.local_addr().expect("address")
-    );
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (url, records, server)
-}
-
-async fn app_with_resolver() -> (TestApp, Records, tokio::task::JoinHandle<()>) {
-    let (url, records, server) = test_resolver().await;
+/// The app, its TXT lookups going to a DNS server on loopback over UDP and TCP.
+async fn app_with_dns_server() -> (TestApp, TestDns) {
+    let server = TestDns::start().await;
+    let resolver = api::dns::HickoryResolver::plain(server.address())
+        .expect("a resolver")
+        .with_deadline(Duration::from_secs(2));
     let app = TestApp::with_settings(api::Settings {
-        dns: Arc::new(api::dns::DohResolver::new(&url).expect("resolver")),
+        dns: Arc::new(resolver),
         ..testkit::settings()
     })
     .await;
-    (app, records, server)
+    (app, server)
 }
 
 async fn claim(app: &TestApp, key: &str, tenant: Uuid, domain: &str) -> TestResponse {
@@ -78,21 +43,11 @@ async fn verify(app: &TestApp, key: &str, tenant: Uuid, claim: &Value) -> TestRe
     .await
 }
 
-fn publish(records: &Records, claim: &Value) {
-    let name = claim["verification"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let value = claim["verification"]["value"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    records
-        .lock()
-        .expect("records")
-        .entry(name)
-        .or_default()
-        .push(value);
+fn publish(server: &TestDns, claim: &Value) {
+    server.publish(
+        claim["verification"]["name"].as_str().unwrap_or_default(),
+        claim["verification"]["value"].as_str().unwrap_or_default(),
+    );
 }
 
 async fn discover(app: &TestApp, key: &str, email: &str) -> TestResponse {
@@ -104,7 +59,7 @@ async fn discover(app: &TestApp, key: &str, email: &str) -> TestResponse {
 
 #[tokio::test]
 async fn a_domain_is_verified_by_its_txt_record_and_then_discovered() {
-    let (app, records, server) = app_with_resolver().await;
+    let (app, server) = app_with_dns_server().await;
     let admin = app.admin_key().await;
     let tenant = app.tenant("acme").await;
     let idp = app
@@ -139,7 +94,7 @@ async fn a_domain_is_verified_by_its_txt_record_and_then_discovered() {
         "no record published yet"
     );
 
-    publish(&records, &claimed);
+    publish(&server, &claimed);
     let verified = verify(&app, &admin, tenant, &claimed).await;
     assert_eq!(
         verified.status,
@@ -164,19 +119,18 @@ async fn a_domain_is_verified_by_its_txt_record_and_then_discovered() {
         discover(&app, &admin, "not-an-email").await.status,
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    server.abort();
 }
 
 #[tokio::test]
 async fn a_domain_is_verified_for_at_most_one_tenant() {
-    let (app, records, server) = app_with_resolver().await;
+    let (app, server) = app_with_dns_server().await;
     let admin = app.admin_key().await;
     let first = app.tenant("acme").await;
     let second = app.tenant("impostor").await;
     let first_claim = claim(&app, &admin, first, "acme.com").await.json();
     let second_claim = claim(&app, &admin, second, "acme.com").await.json();
-    publish(&records, &first_claim);
-    publish(&records, &second_claim);
+    publish(&server, &first_claim);
+    publish(&server, &second_claim);
     assert_eq!(
         verify(&app, &admin, first, &first_claim).await.status,
         StatusCode::OK
@@ -185,7 +139,7 @@ async fn a_domain_is_verified_for_at_most_one_tenant() {
     assert_eq!(loser.status, StatusCode::CONFLICT);
     let latecomer = app.tenant("latecomer").await;
     let late = claim(&app, &admin, latecomer, "acme.com").await.json();
-    publish(&records, &late);
+    publish(&server, &late);
     assert_eq!(
         verify(&app, &admin, latecomer, &late).await.status,
         StatusCode::CONFLICT,
@@ -199,16 +153,15 @@ async fn a_domain_is_verified_for_at_most_one_tenant() {
     );
     let invalid = claim(&app, &admin, first, "not a domain").await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
-    server.abort();
 }
 
 #[tokio::test]
 async fn discovery_needs_an_enabled_identity_provider() {
-    let (app, records, server) = app_with_resolver().await;
+    let (app, server) = app_with_dns_server().await;
     let admin = app.admin_key().await;
     let tenant = app.tenant("acme").await;
     let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
-    publish(&records, &claimed);
+    publish(&server, &claimed);
     verify(&app, &admin, tenant, &claimed).await;
     let none = discover(&app, &admin, "jane@acme.com").await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
@@ -218,16 +171,15 @@ async fn discovery_needs_an_enabled_identity_provider() {
             .unwrap_or_default()
             .contains("identity provider")
     );
-    server.abort();
 }
 
 #[tokio::test]
 async fn claiming_a_domain_does_not_tell_a_competitor_another_tenant_verified_it() {
-    let (app, records, server) = app_with_resolver().await;
+    let (app, server) = app_with_dns_server().await;
     let admin = app.admin_key().await;
     let acme = app.tenant("acme").await;
     let acme_claim = claim(&app, &admin, acme, "acme.com").await.json();
-    publish(&records, &acme_claim);
+    publish(&server, &acme_claim);
     assert_eq!(
         verify(&app, &admin, acme, &acme_claim).await.status,
         StatusCode::OK
@@ -249,5 +201,98 @@ async fn claiming_a_domain_does_not_tell_a_competitor_another_tenant_verified_it
         assert!(!text.contains("another tenant"), "{text}");
         assert!(text.contains("no txt record"), "{text}");
     }
-    server.abort();
+}
+
+#[tokio::test]
+async fn a_txt_record_served_by_a_dns_server_verifies_the_domain() {
+    let (app, server) = app_with_dns_server().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
+    publish(&server, &claimed);
+    let verified = verify(&app, &admin, tenant, &claimed).await;
+    assert_eq!(
+        verified.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&verified.body)
+    );
+    assert!(verified.json()["verified_at"].is_string());
+    let (udp, _) = server.queries();
+    assert!(udp >= 1, "the DNS server was asked over UDP");
+}
+
+#[tokio::test]
+async fn no_such_name_or_another_record_answers_409_and_a_published_record_counts_at_once() {
+    let (app, server) = app_with_dns_server().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
+    let name = claimed["verification"]["name"].as_str().unwrap_or_default();
+
+    let nxdomain = verify(&app, &admin, tenant, &claimed).await;
+    server.publish(name, "v=spf1 -all");
+    let other_record = verify(&app, &admin, tenant, &claimed).await;
+    for (case, answer) in [("no such name", nxdomain), ("another record", other_record)] {
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{case}");
+        let detail = answer.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(detail.contains("no TXT record"), "{case}: {detail}");
+        assert!(detail.contains("yet"), "{case}: {detail}");
+    }
+
+    // Neither answer was cached: the record counts as soon as it is published.
+    publish(&server, &claimed);
+    assert_eq!(
+        verify(&app, &admin, tenant, &claimed).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_txt_answer_too_long_for_udp_is_read_over_tcp() {
+    let (app, server) = app_with_dns_server().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
+    let name = claimed["verification"]["name"].as_str().unwrap_or_default();
+    // 700 bytes, in three strings of at most 255: the UDP answer is truncated.
+    server.publish(name, &"k".repeat(700));
+    publish(&server, &claimed);
+    let verified = verify(&app, &admin, tenant, &claimed).await;
+    assert_eq!(
+        verified.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&verified.body)
+    );
+    let (udp, tcp) = server.queries();
+    assert!(
+        udp >= 1 && tcp >= 1,
+        "asked over UDP {udp}, TCP {tcp} times"
+    );
+}
+
+#[tokio::test]
+async fn a_dns_server_that_fails_answers_503_until_it_answers_again() {
+    let (app, server) = app_with_dns_server().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
+    publish(&server, &claimed);
+    server.behave(Behaviour::ServFail);
+    let failed = verify(&app, &admin, tenant, &claimed).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        String::from_utf8_lossy(&failed.body).contains("try again later"),
+        "{}",
+        String::from_utf8_lossy(&failed.body)
+    );
+    server.behave(Behaviour::Answer);
+    assert_eq!(
+        verify(&app, &admin, tenant, &claimed).await.status,
+        StatusCode::OK
+    );
 }

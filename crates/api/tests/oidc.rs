@@ -334,3 +334,67 @@ async fn unknown_key_ids_cost_a_failing_issuer_one_fetch_at_a_time_with_backoff(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A server on loopback that counts the requests it receives and answers each with `{}`.
+async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let router = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "{}" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (base, count)
+}
+
+#[tokio::test]
+async fn the_issuers_key_set_is_fetched_without_following_a_redirect() {
+    use axum::response::Redirect;
+    use std::sync::atomic::Ordering;
+    let (elsewhere, requests) = counting_server().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let discovery = json!({"issuer": base, "jwks_uri": format!("{base}/certs")});
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/certs",
+            axum::routing::get(move || async move {
+                Redirect::temporary(&format!("{elsewhere}/certs"))
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    // The test issuer only signs the token; the app asks the redirecting one for keys.
+    let signer = TestIssuer::start().await;
+    let app = TestApp::with_settings(api::Settings {
+        oidc: Some(auth::OidcConfig {
+            issuer: base.clone(),
+            ..signer.config()
+        }),
+        ..testkit::settings()
+    })
+    .await;
+    let token = signer.token(json!({"iss": base, "realm_access": {"roles": ["platform-admin"]}}));
+    let (status, body) = me(&app, &token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+}

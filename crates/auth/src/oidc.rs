@@ -123,26 +123,29 @@ enum Freshness {
     Any,
 }
 
+/// How long the discovery document or the key set may take to arrive.
+const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The largest discovery document or key set read; an issuer's are a few KiB.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
 /// Validates bearer tokens; shared by clones of the app state through an `Arc`.
 pub struct OidcVerifier {
     config: OidcConfig,
-    http: reqwest::Client,
+    http: egress::Egress,
     keys: RwLock<Option<FetchedKeys>>,
     /// Held while fetching, so one fetch is in flight at a time.
     schedule: Mutex<FetchSchedule>,
 }
 
-fn unavailable(what: &str) -> impl FnOnce(reqwest::Error) -> AuthError + '_ {
-    move |error| AuthError::Unavailable(format!("{what}: {error}"))
-}
-
 impl OidcVerifier {
     /// A verifier for `config`; nothing is fetched until the first token arrives.
     pub fn new(config: OidcConfig) -> Result<Self, AuthError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|error| AuthError::Unavailable(format!("HTTP client: {error}")))?;
+        // The issuer is the operator's, checked at start (https, or http on loopback outside
+        // prod), and usually on the platform's own network (an in-cluster Keycloak).
+        let policy = egress::Policy::operator(config.issuer.starts_with("http://"));
+        let http = egress::Egress::new(policy)
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?;
         Ok(Self {
             config,
             http,
@@ -284,37 +287,35 @@ impl OidcVerifier {
         trusted.then(|| fetched.keys.get(kid).cloned()).flatten()
     }
 
+    /// The JSON document at `url`; a failure names `what` and its cause, for the log.
+    async fn fetch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &str,
+    ) -> Result<T, AuthError> {
+        let text = self
+            .http
+            .fetch_text(url, FETCH_DEADLINE, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(|error| AuthError::Unavailable(format!("{what} {url}: {error:?}")))?;
+        serde_json::from_str(&text).map_err(|error| {
+            AuthError::Unavailable(format!("{what} document at {url} unreadable: {error}"))
+        })
+    }
+
     async fn fetch_keys(&self) -> Result<KeySet, AuthError> {
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let discovery: Discovery = self
-            .http
-            .get(&discovery_url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable("OIDC discovery"))?
-            .json()
-            .await
-            .map_err(unavailable("OIDC discovery document"))?;
+        let discovery: Discovery = self.fetch_json("OIDC discovery", &discovery_url).await?;
         if discovery.issuer != self.config.issuer {
             return Err(AuthError::Unavailable(format!(
                 "the discovery document names issuer {:?}, not {:?}",
                 discovery.issuer, self.config.issuer
             )));
         }
-        let set: JwkSet = self
-            .http
-            .get(&discovery.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable("JWKS"))?
-            .json()
-            .await
-            .map_err(unavailable("JWKS document"))?;
+        let set: JwkSet = self.fetch_json("JWKS", &discovery.jwks_uri).await?;
         Ok(set
             .keys
             .iter()

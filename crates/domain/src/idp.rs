@@ -16,7 +16,7 @@ const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const MAX_NODES: u32 = 200_000;
 
 /// Whether `url` may serve as an operator-configured URL (the OIDC issuer of platform
-/// admins, the DNS-over-HTTPS resolver): https, or plain http on loopback when
+/// admins): https, or plain http on loopback when
 /// `allow_loopback_http` (outside prod); never with a user name or password, which would
 /// also let `http://127.0.0.1:1@elsewhere` pass for loopback. URLs that callers give follow
 /// the outbound policy of the `egress` crate instead.

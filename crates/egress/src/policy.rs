@@ -175,6 +175,17 @@ impl Policy {
         allow_private: true,
     };
 
+    /// Destinations the operator configured, not a caller (the platform admins' OIDC
+    /// issuer): as often as not on the platform's own network, so its addresses are allowed;
+    /// plain http only when `allow_http` (the start-up checks allow it on loopback outside
+    /// prod). [`Reach::Never`] addresses stay refused, as for every policy.
+    pub const fn operator(allow_http: bool) -> Self {
+        Self {
+            allow_http,
+            allow_private: true,
+        }
+    }
+
     /// Whether a connection to `ip` is allowed.
     pub fn permits(&self, ip: IpAddr) -> bool {
         self.check_address(ip).is_ok()

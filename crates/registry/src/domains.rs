@@ -20,11 +20,28 @@ use domain::event::EventType;
 pub const CHALLENGE_LABEL: &str = "_tenant-registry";
 
 /// The future a lookup returns.
-pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'a>>;
+pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, LookupError>> + Send + 'a>>;
+
+/// Why the TXT records of a name could not be learnt. A name that does not exist, or has no
+/// TXT record, is not an error: its lookup answers no records. The texts are for the log
+/// (they may name the resolver's address); callers are told only to try again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No answer within the lookup's deadline.
+    #[error("no answer from the DNS resolver within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The resolver answered with an error code (SERVFAIL, REFUSED, …).
+    #[error("the DNS resolver answered {0}")]
+    Refused(String),
+    /// The resolver could not be reached or its answer could not be read.
+    #[error("the DNS resolver could not be asked: {0}")]
+    Unreachable(String),
+}
 
 /// Finds the TXT records of a name.
 pub trait TxtResolver: Send + Sync + fmt::Debug {
-    /// The TXT strings published at `name` (each record's strings joined), or why not.
+    /// The TXT strings published at `name` (each record's strings joined); none when the
+    /// name does not exist or has no TXT record.
     fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a>;
 }
 

@@ -17,6 +17,7 @@ use url::Url;
 /// Serialises template creation across the test processes that run at once.
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_6d70_6c61_7465;
 pub mod app;
+pub mod dns;
 pub mod oidc;
 pub mod outage;
 pub mod receiver;

@@ -339,3 +339,55 @@ fn a_heartbeat_not_shorter_than_the_idle_timeout_is_refused() {
         .expect_err("quiet streams would be cut");
     assert!(error.contains("EVENTS_HEARTBEAT_SECS"), "{error}");
 }
+
+#[test]
+fn txt_lookups_use_the_system_configuration_unless_a_server_or_doh_endpoint_is_named() {
+    use api::dns::DnsServers;
+    let checked = with_database(&[]).check().expect("valid");
+    assert_eq!(checked.dns, DnsServers::System);
+    assert_eq!(checked.dns_warning, None);
+    let server = with_database(&["--dns-resolver", "127.0.0.1:5353"])
+        .check()
+        .expect("valid");
+    assert_eq!(
+        server.dns,
+        DnsServers::Plain("127.0.0.1:5353".parse().expect("an address"))
+    );
+    let doh = with_database(&["--dns-resolver", "https://dns.internal/dns-query"])
+        .check()
+        .expect("valid");
+    assert!(matches!(doh.dns, DnsServers::Https(_)), "{:?}", doh.dns);
+    let error = with_database(&["--dns-resolver", "http://127.0.0.1:8053/dns-query"])
+        .check()
+        .expect_err("plain http is not DNS over HTTPS");
+    assert!(error.starts_with("DNS_RESOLVER "), "{error}");
+    assert!(error.contains("a DNS server's address"), "{error}");
+}
+
+#[test]
+fn the_former_dns_resolver_url_is_honoured_for_an_https_endpoint_with_a_warning() {
+    use api::dns::DnsServers;
+    let former = with_database(&["--dns-resolver-url", "https://dns.internal/dns-query"])
+        .check()
+        .expect("valid");
+    assert!(
+        matches!(former.dns, DnsServers::Https(_)),
+        "{:?}",
+        former.dns
+    );
+    let warning = former.dns_warning.expect("a warning");
+    assert!(warning.contains("set DNS_RESOLVER instead"), "{warning}");
+    let error = with_database(&["--dns-resolver-url", "http://127.0.0.1:8053/dns-query"])
+        .check()
+        .expect_err("refused");
+    assert!(error.contains("set DNS_RESOLVER"), "{error}");
+    let both = with_database(&[
+        "--dns-resolver",
+        "system",
+        "--dns-resolver-url",
+        "https://dns.internal/dns-query",
+    ])
+    .check()
+    .expect_err("refused");
+    assert!(both.contains("set DNS_RESOLVER only"), "{both}");
+}

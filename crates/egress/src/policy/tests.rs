@@ -269,3 +269,28 @@ fn rule_messages_name_the_rule_and_never_the_range() {
         .to_string();
     assert_eq!(message, "must point to a public address");
 }
+
+#[test]
+fn the_operator_policy_reaches_the_platforms_network_but_never_metadata_services() {
+    let https_only = Policy::operator(false);
+    assert!(https_only.check_url("https://10.0.0.8/realms/x").is_ok());
+    assert!(
+        https_only
+            .check_url("https://keycloak.internal/realms/x")
+            .is_ok()
+    );
+    assert_eq!(
+        https_only.check_url("http://10.0.0.8/realms/x"),
+        Err(UrlError::HttpsOnly)
+    );
+    assert!(
+        Policy::operator(true)
+            .check_url("http://127.0.0.1:8080/realms/x")
+            .is_ok()
+    );
+    for policy in [Policy::operator(false), Policy::operator(true)] {
+        assert!(policy.permits("10.1.2.3".parse().expect("an address")));
+        assert!(!policy.permits("169.254.169.254".parse().expect("an address")));
+        assert!(!policy.permits("fd00:ec2::254".parse().expect("an address")));
+    }
+}
