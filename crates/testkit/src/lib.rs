@@ -23,7 +23,7 @@ pub mod receiver;
 pub mod serving;
 
 pub use app::{TestApp, TestResponse, settings};
-pub use serving::await_serving;
+pub use serving::{Running, await_serving};
 
 /// How long a change made on one replica may take to reach every other replica's caches.
 pub const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
