@@ -234,7 +234,9 @@ pub async fn claim(
     let (holder, id) = (&request.holder, &request.id());
     let stranded_if_ours = request.alone();
     let mut transaction = pool.begin().await?;
-    let holder_gone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+    // Shared: probes of one holder's lock never get in each other's way, only a live
+    // holder's (exclusive) lock turns them down.
+    let holder_gone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock_shared($1)")
         .bind(holder.key())
         .fetch_one(&mut *transaction)
         .await?;
@@ -258,7 +260,7 @@ pub async fn claim(
                     OR (status IS NULL AND created_at < now() - make_interval(secs => $6))
                     OR (status IS NULL AND holder = $7 AND $8)
                     OR (status IS NULL AND holder IS NOT NULL
-                        AND pg_try_advisory_xact_lock(holder)))"
+                        AND pg_try_advisory_xact_lock_shared(holder)))"
         )),
         id,
     )
