@@ -1,33 +1,17 @@
 //! The `tenant-registry` binary as operators run it: bootstrap key, refusals, and a clean
 //! exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::io::{BufReader, Lines};
+use std::process::{ChildStderr, Command, Output};
 use std::time::{Duration, Instant};
 
-use testkit::TestDb;
+use testkit::serving::{self, post};
+use testkit::{Running, TestDb};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tenant-registry");
 
 fn server() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-registry"));
-    for variable in [
-        "DATABASE_URL",
-        "APP_ENV",
-        "KEYCLOAK_ISSUER",
-        "ADDR",
-        "LOG_FORMAT",
-        "CORS_ORIGINS",
-    ] {
-        command.env_remove(variable);
-    }
-    command.env(
-        "ENCRYPTION_KEYS",
-        "test:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-    );
-    // Without APP_ENV the server is prod; these tests run it as a developer would.
-    command
-        .env("APP_ENV", "dev")
-        .env("ADMIN_ADDR", "127.0.0.1:0");
-    command
+    serving::command(BINARY)
 }
 
 fn stderr(output: &Output) -> String {
@@ -149,52 +133,8 @@ fn an_unreachable_database_is_an_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// A platform admin key for `db`, made as an operator makes the first one.
 fn admin_key(db: &TestDb) -> String {
-    let created = server()
-        .args(["create-admin-key", "--name", "tests", "--expires-in", "1"])
-        .env("DATABASE_URL", db.url())
-        .output()
-        .expect("runs");
-    assert!(created.status.success(), "{}", stderr(&created));
-    String::from_utf8(created.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-/// Sends one request with `key` and a JSON body; answers its status and body.
-async fn post(port: u16, key: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let body = body.to_string();
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connects");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("sends");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("reads");
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
-    (status, answer)
-}
-
-/// A server process, killed if a test ends before it exits.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    serving::admin_key(BINARY, db.url())
 }
 
 /// A server on a free port of its own over `db`, with `settings` (environment variables),
@@ -202,30 +142,11 @@ impl Drop for Running {
 fn serving(
     db: &TestDb,
     settings: &[(&str, &str)],
-) -> (Running, u16, std::io::Lines<BufReader<ChildStderr>>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let mut child = server()
-        .env("DATABASE_URL", db.url())
-        .env("ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .envs(settings.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let running = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let serving = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("\"serving\"") => break true,
-            Some(Ok(_)) if Instant::now() < deadline => {}
-            _ => break false,
-        }
-    };
-    assert!(serving, "the server never said it was serving");
+) -> (Running, u16, Lines<BufReader<ChildStderr>>) {
+    let port = serving::free_port();
+    let mut command = server();
+    command.envs(settings.iter().copied());
+    let (running, lines) = serving::serve(command, db.url(), port);
     (running, port, lines)
 }
 

@@ -5,16 +5,21 @@
 //! `Retry-After`). A request that ends without an answer worth keeping (a 5xx, a 408 or 429,
 //! or no answer at all: timed out, or its client gone) releases its key, so the client's
 //! retry runs; when the database is away at that moment, the release is tried again in the
-//! background until it returns. A claim has an identity (a token its request made), so a
-//! release or an answer, however late, settles only its own claim, never a retry's.
+//! background until it returns. So is storing an answer worth keeping (the change it
+//! reports is made): the key stays in progress until then, and replays it after. A claim
+//! has an identity (a token its request made), so a release or an answer, however late,
+//! settles only its own claim, never a retry's.
 //!
 //! A record belongs to its principal (kind, tenant, key id or OIDC subject), method and path:
 //! another principal's identical key, or the same key on another path, is another record.
+//! A claim names this process ([`storage::idempotency::Holder`]), so a retry reaching another
+//! replica or a restarted server runs as soon as the process that claimed the key is gone.
 //! Stored bodies are sealed with the key ring, bound to their record, since some carry a
 //! secret (a new API key) or PII. Unauthenticated requests never reach the store, and the
 //! request is authenticated once (the handler reuses the outcome). A background task sweeps
 //! records older than 24 h in batches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
@@ -88,12 +93,12 @@ pub async fn idempotent_posts(
     let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
         return ApiError::payload_too_large().into_response();
     };
-    let record = OwnedRecordId {
-        principal: owner,
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        key,
-    };
+    let record = OwnedRecordId(Arc::new(state.claim_holder.in_flight(&RecordId {
+        principal: &owner,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        key: &key,
+    })));
     let id = record.as_id();
     let mut hasher = Sha256::new();
     hasher.update(parts.uri.to_string().as_bytes());
@@ -134,29 +139,21 @@ pub async fn idempotent_posts(
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
-            let response = problem::render(response, record.path.clone(), request_id);
+            let response = problem::render(response, id.path.to_owned(), request_id);
             store(&state, held, response).await
         }
     }
 }
 
-/// A [`RecordId`] that owns its parts, so a claim can outlive the request's borrows.
+/// A [`RecordId`] that owns its parts, so a claim can outlive the request's borrows; while
+/// any clone lives (in the request, or in a background release or store), this process
+/// works on the record.
 #[derive(Clone)]
-struct OwnedRecordId {
-    principal: String,
-    method: String,
-    path: String,
-    key: String,
-}
+struct OwnedRecordId(Arc<idempotency::InFlight>);
 
 impl OwnedRecordId {
     fn as_id(&self) -> RecordId<'_> {
-        RecordId {
-            principal: &self.principal,
-            method: &self.method,
-            path: &self.path,
-            key: &self.key,
-        }
+        self.0.id()
     }
 }
 
@@ -195,7 +192,7 @@ impl HeldClaim {
         };
         let (pool, token) = (self.pool.clone(), self.token);
         let claiming = self.claiming.insert(tokio::spawn(async move {
-            idempotency::claim(&pool, &record.as_id(), &request_hash, token).await
+            idempotency::claim(&pool, &record.0, &request_hash, token).await
         }));
         let outcome = claiming.await;
         self.claiming = None;
@@ -209,6 +206,11 @@ impl HeldClaim {
     /// The claim is settled: stored, released, or not this request's to release.
     fn settle(mut self) {
         self.record = None;
+    }
+
+    /// The claim's record, which the caller now settles.
+    fn into_record(mut self) -> Option<OwnedRecordId> {
+        self.record.take()
     }
 
     /// Releases the key now; when the database cannot be reached, keeps trying in the
@@ -240,7 +242,8 @@ impl Drop for HeldClaim {
     }
 }
 
-/// The first wait before a failed release is tried again; it doubles up to the next bound.
+/// The first wait before a failed release or store is tried again; it doubles up to the
+/// next bound.
 const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const RELEASE_RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -249,28 +252,39 @@ const RELEASE_RETRY_MAX: Duration = Duration::from_secs(1);
 /// abandoned anyway. However late it runs, it removes only that claim.
 async fn release_until_done(pool: PgPool, record: OwnedRecordId, token: Uuid) {
     match idempotency::release(&pool, &record.as_id(), token).await {
-        Ok(()) => return,
+        Ok(()) => {}
         Err(error) if !storage::is_unavailable(&error) => {
             tracing::warn!(%error, "could not release an idempotency key");
-            return;
         }
         Err(error) => {
             tracing::warn!(%error, "could not release an idempotency key yet; retrying in the background");
+            retry_in_background("release an idempotency key", move || {
+                let (pool, record) = (pool.clone(), record.clone());
+                async move { idempotency::release(&pool, &record.as_id(), token).await }
+            });
         }
     }
+}
+
+/// Runs `attempt` again, in the background, while it fails because the database is
+/// unreachable, until it works or its claim would count as abandoned anyway.
+fn retry_in_background<Attempt>(what: &'static str, attempt: impl Fn() -> Attempt + Send + 'static)
+where
+    Attempt: Future<Output = Result<(), sqlx::Error>> + Send,
+{
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now()
             + Duration::from_secs_f64(idempotency::ABANDONED_AFTER_SECS);
         let mut wait = RELEASE_RETRY_FIRST;
         while tokio::time::Instant::now() < give_up {
             tokio::time::sleep(wait).await;
-            match idempotency::release(&pool, &record.as_id(), token).await {
+            match attempt().await {
                 Ok(()) => return,
                 Err(error) if storage::is_unavailable(&error) => {
                     wait = (wait * 2).min(RELEASE_RETRY_MAX);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "could not release an idempotency key");
+                    tracing::warn!(%error, "could not {what}");
                     return;
                 }
             }
@@ -352,6 +366,33 @@ async fn store(state: &AppState, held: HeldClaim, response: Response) -> Respons
                         "an idempotent response was not stored: its claim was abandoned and taken by a retry"
                     );
                     held.settle();
+                }
+                // The change is made and answered: its key must replay it, not run it again,
+                // so the answer is stored once the database is back (a retry meanwhile
+                // finds the key in progress).
+                Err(error) if storage::is_unavailable(&error) => {
+                    tracing::warn!(%error, "could not store an idempotent response yet; retrying in the background");
+                    let token = held.token;
+                    if let Some(record) = held.into_record() {
+                        let pool = state.pool.clone();
+                        retry_in_background("store an idempotent response", move || {
+                            let (pool, record) = (pool.clone(), record.clone());
+                            let (headers, sealed) = (headers.clone(), sealed.clone());
+                            async move {
+                                let id = record.as_id();
+                                idempotency::complete(
+                                    &pool,
+                                    &id,
+                                    token,
+                                    status.as_u16(),
+                                    &headers,
+                                    &sealed,
+                                )
+                                .await
+                                .map(drop)
+                            }
+                        });
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not store an idempotent response");

@@ -152,6 +152,8 @@ pub struct Shared {
     pub verifications: tokio::sync::Semaphore,
     /// The event relay, stream admission, and the switch that ends streams on shutdown.
     pub events: events::EventHub,
+    /// This process's name on its idempotency claims, held while it lives.
+    pub claim_holder: storage::idempotency::Holder,
 }
 
 impl AppState {
@@ -178,6 +180,9 @@ pub enum BuildError {
     /// The change or event listener could not subscribe.
     #[error("cannot listen for changes or events: {0}")]
     Listen(#[from] sqlx::Error),
+    /// The idempotency holder lock could not be taken.
+    #[error("cannot take the idempotency holder lock: {0}")]
+    ClaimHolder(#[source] sqlx::Error),
 }
 
 /// The assembled service: its router and the background task that keeps caches fresh.
@@ -214,6 +219,9 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
     let verifier = ApiKeyVerifier::new(pool.clone());
     let tenants = tenant_cache::TenantCache::new(settings.tenant_cache_entries);
     let events = events::EventHub::new(settings.events.max_streams);
+    let (claim_holder, holding) = storage::idempotency::Holder::start(&pool)
+        .await
+        .map_err(BuildError::ClaimHolder)?;
     let state = AppState(Arc::new(Shared {
         pool,
         verifier,
@@ -226,8 +234,10 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         tenants,
         verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         events,
+        claim_holder,
     }));
     let mut tasks = vec![
+        holding,
         invalidation::spawn(&state.pool, state.clone()).await?,
         idempotency::spawn_sweeper(state.pool.clone()),
     ];

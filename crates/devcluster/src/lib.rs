@@ -185,6 +185,14 @@ impl Cluster {
         Ok(started)
     }
 
+    /// Stops the server if it runs and starts it again on [`Cluster::port`], initialising it
+    /// first if needed: for a cluster one test owns, which a run that was killed may have
+    /// left running, on another port.
+    pub fn restart(&self) -> Result<(), ClusterError> {
+        self.stop()?;
+        self.ensure_running().map(drop)
+    }
+
     /// Stops the server if it runs; the data stays for the next start.
     pub fn stop(&self) -> Result<(), ClusterError> {
         if self.status()? != ClusterStatus::Running {

@@ -1,9 +1,21 @@
 //! Stored first responses to POSTs that carried an `Idempotency-Key`, one record per
 //! principal, method, path and key, replayed for 24 h and then swept. The body arrives here
 //! already sealed: this module never sees a response in clear.
+//!
+//! A claim names the server process that holds it ([`Holder`]): a claim whose holder is gone
+//! (killed with SIGKILL, crashed, cut off from the database) frees its key at once, not only
+//! after [`ABANDONED_AFTER_SECS`]; and a process knows which of its own claims its requests
+//! still work on ([`InFlight`]), so a claim of its own that none does (its commit went
+//! through, but the answer was lost with the connection) frees its key too.
 
-use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// How long a stored response is replayed.
@@ -11,6 +23,150 @@ pub const RETENTION_HOURS: i32 = 24;
 /// How long a claim may stay without a response before it counts as abandoned (well over
 /// any request timeout).
 pub const ABANDONED_AFTER_SECS: f64 = 300.0;
+
+/// How often the holder checks that its session (and so its lock) is still there.
+const HOLDER_PING_EVERY: Duration = Duration::from_secs(1);
+/// The first wait before the holder reconnects; it doubles up to the next bound.
+const HOLDER_RETRY_FIRST: Duration = Duration::from_millis(100);
+const HOLDER_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// This process's part in every claim it makes: a random key on which it holds a session
+/// advisory lock, on a connection of its own, for as long as it lives. The database ends the
+/// lock with the session, so another process sees a claim's holder is gone the moment its
+/// process dies, without a lease to wait out. Cloning shares the holder.
+#[derive(Clone)]
+pub struct Holder(Arc<HolderShared>);
+
+struct HolderShared {
+    key: i64,
+    /// Asks the holding task to check its session now (a claim found the lock free).
+    check_now: Notify,
+    /// How many of this process's requests work on each record ([`InFlight`]).
+    in_flight: Mutex<HashMap<OwnedId, usize>>,
+}
+
+type OwnedId = (String, String, String, String);
+
+/// One request of this process at work on record `id`: from before it claims the record
+/// until its claim is settled, its answer stored or its key released (in the background
+/// too). While none is, a claim of this process on the record is stranded.
+pub struct InFlight {
+    holder: Holder,
+    id: OwnedId,
+}
+
+impl InFlight {
+    /// The record.
+    pub fn id(&self) -> RecordId<'_> {
+        RecordId {
+            principal: &self.id.0,
+            method: &self.id.1,
+            path: &self.id.2,
+            key: &self.id.3,
+        }
+    }
+
+    fn alone(&self) -> bool {
+        self.holder.counts().get(&self.id) == Some(&1)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = self.holder.counts();
+        if let Some(count) = in_flight.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Holder {
+    /// Takes a fresh key's lock on a connection like `pool`'s; the returned task keeps it,
+    /// taking it again whenever the session is lost, until the task is aborted.
+    pub async fn start(pool: &PgPool) -> Result<(Self, tokio::task::JoinHandle<()>), sqlx::Error> {
+        let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+        let holder = Self(Arc::new(HolderShared {
+            key: i64::from_ne_bytes(high.to_ne_bytes()),
+            check_now: Notify::new(),
+            in_flight: Mutex::default(),
+        }));
+        let options = pool.connect_options();
+        let session = take_lock(&options, holder.key()).await?;
+        let task = tokio::spawn(hold(options, session, holder.clone()));
+        Ok((holder, task))
+    }
+
+    /// The advisory lock key claims of this process record.
+    pub fn key(&self) -> i64 {
+        self.0.key
+    }
+
+    /// A request of this process starts work on record `id`.
+    pub fn in_flight(&self, id: &RecordId<'_>) -> InFlight {
+        let owned: OwnedId = (
+            id.principal.to_owned(),
+            id.method.to_owned(),
+            id.path.to_owned(),
+            id.key.to_owned(),
+        );
+        *self.counts().entry(owned.clone()).or_default() += 1;
+        InFlight {
+            holder: self.clone(),
+            id: owned,
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedId, usize>> {
+        self.0
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+async fn hold(options: Arc<PgConnectOptions>, mut session: PgConnection, holder: Holder) {
+    loop {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(HOLDER_PING_EVERY) => {}
+                () = holder.0.check_now.notified() => {}
+            }
+            if let Err(error) = session.ping().await {
+                tracing::warn!(%error, "lost the idempotency holder session; taking the lock again");
+                break;
+            }
+        }
+        let mut wait = HOLDER_RETRY_FIRST;
+        session = loop {
+            match take_lock(&options, holder.key()).await {
+                Ok(session) => break session,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot take the idempotency holder lock yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(HOLDER_RETRY_MAX);
+                }
+            }
+        };
+    }
+}
+
+async fn take_lock(options: &PgConnectOptions, key: i64) -> Result<PgConnection, sqlx::Error> {
+    let mut session = PgConnection::connect_with(options).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut session)
+        .await?;
+    if locked {
+        Ok(session)
+    } else {
+        Err(sqlx::Error::Protocol(format!(
+            "idempotency holder key {key} is held by another session"
+        )))
+    }
+}
 
 /// Which record a request claims: the same key from another principal, or on another
 /// method or path, is another record.
@@ -69,39 +225,67 @@ fn bind_id<'q>(
         .bind(id.key)
 }
 
-/// Claims record `id` for the request digest `request_hash`; a fresh claim is `token`'s, and
-/// only `token` completes or releases it.
+/// Claims `request`'s record for the request digest `request_hash`, held by this process; a
+/// fresh claim is `token`'s, and only `token` completes or releases it.
+///
+/// Fails as unavailable (an I/O error) while this process's holder has lost its lock: a
+/// claim made then would look abandoned to every other process.
 pub async fn claim(
     pool: &PgPool,
-    id: &RecordId<'_>,
+    request: &InFlight,
     request_hash: &str,
     token: Uuid,
 ) -> Result<Claim, sqlx::Error> {
+    let (holder, id) = (&request.holder, &request.id());
+    let stranded_if_ours = request.alone();
     let mut transaction = crate::begin(pool).await?;
-    // An expired record not swept yet, or a claim whose request died without completing (a
-    // crashed replica), frees the key.
+    // Shared: probes of one holder's lock never get in each other's way, only a live
+    // holder's (exclusive) lock turns them down.
+    let holder_gone: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock_shared($1)")
+        .bind(holder.key())
+        .fetch_one(&mut *transaction)
+        .await?;
+    if holder_gone {
+        // Now, not when the connection is next used: this lock would keep the holder out.
+        transaction.rollback().await?;
+        holder.0.check_now.notify_one();
+        return Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "this process is re-taking its idempotency holder lock",
+        )));
+    }
+    // An expired record not swept yet, or a claim whose request died without completing
+    // (its holder's lock is free: the process is gone; it is this process's and no request
+    // here works on it; or, for claims without a holder, it is older than any request
+    // runs) frees the key.
     bind_id(
         sqlx::query(&format!(
             "DELETE FROM idempotency_records WHERE {WHERE_RECORD}
                AND (created_at < now() - make_interval(hours => $5)
-                    OR (status IS NULL AND created_at < now() - make_interval(secs => $6)))"
+                    OR (status IS NULL AND created_at < now() - make_interval(secs => $6))
+                    OR (status IS NULL AND holder = $7 AND $8)
+                    OR (status IS NULL AND holder IS NOT NULL
+                        AND pg_try_advisory_xact_lock_shared(holder)))"
         )),
         id,
     )
     .bind(RETENTION_HOURS)
     .bind(ABANDONED_AFTER_SECS)
+    .bind(holder.key())
+    .bind(stranded_if_ours)
     .execute(&mut *transaction)
     .await?;
     let inserted = bind_id(
         sqlx::query(
             "INSERT INTO idempotency_records
-                 (principal, method, path, key, request_hash, claim_token)
-             VALUES ($1, $2, $3, $4, $5, $6)
+                 (principal, method, path, key, request_hash, holder, claim_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT ON CONSTRAINT idempotency_records_pkey DO NOTHING",
         ),
         id,
     )
     .bind(request_hash)
+    .bind(holder.key())
     .bind(token)
     .execute(&mut *transaction)
     .await?

@@ -12,8 +12,12 @@ const ID: RecordId<'static> = RecordId {
     key: "k",
 };
 
+/// Claims `ID` as `token` for a request of its own (as each retry is).
 async fn claim(db: &TestDb, token: Uuid) -> Claim {
-    idempotency::claim(db.pool(), &ID, "h1", token)
+    let (holder, _holding) = idempotency::Holder::start(db.pool())
+        .await
+        .expect("a holder");
+    idempotency::claim(db.pool(), &holder.in_flight(&ID), "h1", token)
         .await
         .expect("claim")
 }

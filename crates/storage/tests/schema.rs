@@ -408,28 +408,150 @@ async fn an_abandoned_idempotency_claim_frees_its_key() {
         path: "/v1/things",
         key: "k",
     };
-    let claim = || async {
-        idempotency::claim(pool, &id, "h1", Uuid::new_v4())
+    let (holder, _holding) = idempotency::Holder::start(pool).await.expect("a holder");
+    let (first, second, third) = (
+        holder.in_flight(&id),
+        holder.in_flight(&id),
+        holder.in_flight(&id),
+    );
+    let claim = async |request| {
+        idempotency::claim(pool, request, "h1", Uuid::new_v4())
             .await
             .expect("claim")
     };
-    assert_eq!(claim().await, Claim::Fresh);
-    assert_eq!(claim().await, Claim::InProgress);
+    assert_eq!(claim(&first).await, Claim::Fresh);
+    assert_eq!(claim(&second).await, Claim::InProgress);
     sqlx::query("UPDATE idempotency_records SET created_at = now() - interval '10 minutes'")
         .execute(pool)
         .await
         .expect("ageing the claim");
     assert_eq!(
-        claim().await,
+        claim(&third).await,
         Claim::Fresh,
         "a claim whose request never completed does not block the key forever"
     );
 }
 
 #[tokio::test]
+async fn a_claim_frees_its_key_the_moment_its_holding_process_is_gone() {
+    use storage::idempotency::{self, Claim, Holder, RecordId};
+    let db = TestDb::migrated().await;
+    let pool = db.pool();
+    let id = RecordId {
+        principal: "tenant_key:t:k",
+        method: "POST",
+        path: "/v1/things",
+        key: "k",
+    };
+    let (dying, dying_task) = Holder::start(pool).await.expect("a holder");
+    let (living, _living_task) = Holder::start(pool).await.expect("another holder");
+    let claim = async |holder: &Holder| {
+        idempotency::claim(pool, &holder.in_flight(&id), "h1", Uuid::new_v4())
+            .await
+            .expect("claim")
+    };
+    assert_eq!(claim(&dying).await, Claim::Fresh);
+    assert_eq!(
+        claim(&living).await,
+        Claim::InProgress,
+        "another live process's claim holds"
+    );
+    // Aborting the task drops its session, as the database sees a killed process's.
+    dying_task.abort();
+    let _ = dying_task.await;
+    let mut answers = Vec::new();
+    testkit::within_a_second("the dead holder's claim is dropped", async || {
+        let answer = claim(&living).await;
+        answers.push(answer.clone());
+        answer == Claim::Fresh
+    })
+    .await;
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Claim::InProgress | Claim::Fresh)),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_of_this_process_that_no_request_here_works_on_frees_its_key() {
+    use storage::idempotency::{self, Claim, Holder, RecordId};
+    let db = TestDb::migrated().await;
+    let pool = db.pool();
+    let id = RecordId {
+        principal: "tenant_key:t:k",
+        method: "POST",
+        path: "/v1/things",
+        key: "k",
+    };
+    let (holder, _holding) = Holder::start(pool).await.expect("a holder");
+    // As when the claim's commit went through but its answer was lost with the connection:
+    // the request that made it has given up, not knowing it holds the key.
+    let lost = holder.in_flight(&id);
+    assert_eq!(
+        idempotency::claim(pool, &lost, "h1", Uuid::new_v4())
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    let running = holder.in_flight(&id);
+    assert_eq!(
+        idempotency::claim(pool, &running, "h1", Uuid::new_v4())
+            .await
+            .expect("claim"),
+        Claim::InProgress,
+        "while a request here may still hold it, the claim holds"
+    );
+    drop((lost, running));
+    assert_eq!(
+        idempotency::claim(pool, &holder.in_flight(&id), "h1", Uuid::new_v4())
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+}
+
+#[tokio::test]
+async fn a_process_that_lost_its_holder_session_claims_nothing_until_it_holds_again() {
+    use storage::idempotency::{self, Claim, Holder, RecordId};
+    let db = TestDb::migrated().await;
+    let pool = db.pool();
+    let (holder, _holding) = Holder::start(pool).await.expect("a holder");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND database =
+               (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .execute(pool)
+    .await
+    .expect("ending the holder's session");
+    let id = RecordId {
+        principal: "tenant_key:t:k",
+        method: "POST",
+        path: "/v1/things",
+        key: "k",
+    };
+    let refusal = idempotency::claim(pool, &holder.in_flight(&id), "h1", Uuid::new_v4())
+        .await
+        .expect_err("no claim without the lock: others would take it for abandoned");
+    assert!(storage::is_unavailable(&refusal), "{refusal}");
+    testkit::within_a_second("the holder takes its lock again", async || {
+        matches!(
+            idempotency::claim(pool, &holder.in_flight(&id), "h1", Uuid::new_v4()).await,
+            Ok(Claim::Fresh)
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_idempotency_record_never_belongs_to_a_shared_name() {
     use storage::idempotency::{self, RecordId};
     let db = TestDb::migrated().await;
+    let (holder, _holding) = idempotency::Holder::start(db.pool())
+        .await
+        .expect("a holder");
     for principal in ["anonymous", "", "oidc_user:platform:", "api_key:1234"] {
         let id = RecordId {
             principal,
@@ -437,7 +559,7 @@ async fn an_idempotency_record_never_belongs_to_a_shared_name() {
             path: "/v1/things",
             key: "k",
         };
-        let error = idempotency::claim(db.pool(), &id, "h", Uuid::new_v4())
+        let error = idempotency::claim(db.pool(), &holder.in_flight(&id), "h", Uuid::new_v4())
             .await
             .expect_err(principal);
         assert_eq!(

@@ -24,7 +24,7 @@ pub mod receiver;
 pub mod serving;
 
 pub use app::{TestApp, TestResponse, settings};
-pub use serving::await_serving;
+pub use serving::{Running, await_serving};
 
 /// How long a change made on one replica may take to reach every other replica's caches.
 pub const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
@@ -74,9 +74,14 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh database at the latest schema version.
     pub async fn migrated() -> Self {
-        let server_url = server_url();
-        let template = ensure_template(&server_url).await;
-        Self::create(server_url, &format!("TEMPLATE \"{template}\"")).await
+        Self::migrated_on(&server_url()).await
+    }
+
+    /// A fresh database at the latest schema version on the server of `server_url` (one
+    /// the test runs itself, say).
+    pub async fn migrated_on(server_url: &str) -> Self {
+        let template = ensure_template(server_url).await;
+        Self::create(server_url.to_owned(), &format!("TEMPLATE \"{template}\"")).await
     }
 
     /// A fresh database with no schema at all, for exercising the migrations themselves.

@@ -1,5 +1,8 @@
 //! A database that goes away under a running service, without touching the shared server:
-//! the service reaches its database through a TCP relay that the test cuts.
+//! the service reaches its database through a TCP relay that the test cuts ([`DbRelay`]),
+//! or the test runs a PostgreSQL server of its own that it stops and starts ([`OwnServer`]).
+
+use std::path::Path;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -101,6 +104,61 @@ impl Drop for DbRelay {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// A PostgreSQL server only this test uses, in `target/<name>` of the project, on a free
+/// loopback port; stopped when dropped (its data stays for the next run).
+pub struct OwnServer {
+    cluster: devcluster::Cluster,
+}
+
+impl OwnServer {
+    /// Starts the cluster `name` (initialising it on first use). Name it after the test:
+    /// two tests running at once must not share one.
+    pub async fn start(name: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cluster = devcluster::Cluster::named(&root, name, crate::serving::free_port())
+            .unwrap_or_else(|error| panic!("cluster {name}: {error}"));
+        let server = Self { cluster };
+        server.blocking(devcluster::Cluster::restart).await;
+        server
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        self.cluster.url()
+    }
+
+    /// Stops the server as an operator's fast shutdown does: every session is ended, new
+    /// connections are refused, committed data stays.
+    pub async fn stop(&self) {
+        self.blocking(devcluster::Cluster::stop).await;
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub async fn start_again(&self) {
+        self.blocking(|cluster| cluster.ensure_running().map(drop))
+            .await;
+    }
+
+    async fn blocking(
+        &self,
+        action: fn(&devcluster::Cluster) -> Result<(), devcluster::ClusterError>,
+    ) {
+        let cluster = self.cluster.clone();
+        tokio::task::spawn_blocking(move || action(&cluster))
+            .await
+            .expect("the cluster tool ran")
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        if let Err(error) = self.cluster.stop() {
+            eprintln!("warning: test cluster not stopped: {error}");
         }
     }
 }
