@@ -93,15 +93,20 @@ pub async fn idempotent_posts(
     let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
         return ApiError::payload_too_large().into_response();
     };
+    let path = canonical_path(parts.uri.path());
     let record = OwnedRecordId(Arc::new(state.claim_holder.in_flight(&RecordId {
         principal: &owner,
         method: parts.method.as_str(),
-        path: parts.uri.path(),
+        path: &path,
         key: &key,
     })));
     let id = record.as_id();
     let mut hasher = Sha256::new();
-    hasher.update(parts.uri.to_string().as_bytes());
+    hasher.update(path.as_bytes());
+    if let Some(query) = parts.uri.query() {
+        hasher.update(b"?");
+        hasher.update(query.as_bytes());
+    }
     hasher.update(b"\n");
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
@@ -143,6 +148,19 @@ pub async fn idempotent_posts(
             store(&state, held, response).await
         }
     }
+}
+
+/// `path` with every segment that is an id in any form the handlers accept (upper case,
+/// braces, `urn:uuid:`, no hyphens) written the one way, so the same request through another
+/// spelling of an id is the same record, not a second run of the change.
+fn canonical_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| match Uuid::try_parse(segment) {
+            Ok(id) => id.to_string(),
+            Err(_) => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A [`RecordId`] that owns its parts, so a claim can outlive the request's borrows; while
@@ -420,4 +438,25 @@ pub(crate) fn spawn_sweeper(pool: PgPool) -> tokio::task::JoinHandle<()> {
         let pool = pool.clone();
         async move { sweep_expired(&pool).await }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_an_id_in_a_path_is_the_same_record() {
+        let canonical = "/v1/api-keys/6bb9a7ed-1eb5-4767-9317-42332157a74b/revoke";
+        for spelling in [
+            canonical,
+            "/v1/api-keys/6BB9A7ED-1EB5-4767-9317-42332157A74B/revoke",
+            "/v1/api-keys/6bb9a7ed1eb54767931742332157a74b/revoke",
+            "/v1/api-keys/{6bb9a7ed-1eb5-4767-9317-42332157a74b}/revoke",
+            "/v1/api-keys/urn:uuid:6bb9a7ed-1eb5-4767-9317-42332157a74b/revoke",
+        ] {
+            assert_eq!(canonical_path(spelling), canonical, "{spelling}");
+        }
+        assert_eq!(canonical_path("/v1/tenants"), "/v1/tenants");
+        assert_eq!(canonical_path("/v1/tenants/Acme/x"), "/v1/tenants/Acme/x");
+    }
 }

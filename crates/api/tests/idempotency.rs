@@ -383,3 +383,20 @@ async fn a_request_dropped_at_any_instant_of_its_claim_leaves_no_key_in_progress
         );
     }
 }
+
+#[tokio::test]
+async fn the_same_request_through_another_spelling_of_an_id_is_replayed_not_run_again() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let (id, _) = app.key(Some(tenant), &[Scope::TenantsRead]).await;
+    let rotate = async |spelling: String| {
+        let path = format!("/v1/api-keys/{spelling}/rotate");
+        post_with_key(&app, &admin, &path, "rotate-once", &json!({})).await
+    };
+    let first = rotate(id.to_string().to_uppercase()).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let again = rotate(id.simple().to_string()).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(secret(&again), secret(&first), "one rotation, one secret");
+}

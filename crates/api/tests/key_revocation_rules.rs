@@ -180,7 +180,7 @@ async fn archiving_ends_a_tenants_keys_for_good_so_a_restore_brings_none_back() 
 }
 
 #[tokio::test]
-async fn nobody_grants_rotates_or_revokes_a_key_holding_a_scope_this_build_does_not_know() {
+async fn only_an_admin_rotates_or_revokes_a_key_holding_a_scope_this_build_does_not_know() {
     let app = TestApp::new().await;
     let tenant = app.tenant("acme").await;
     let (_, manager) = app
@@ -201,5 +201,13 @@ async fn nobody_grants_rotates_or_revokes_a_key_holding_a_scope_this_build_does_
             .unwrap_or_default()
             .to_owned();
         assert!(detail.contains("billing:admin"), "{action}: {detail}");
+    }
+    let admin = app.admin_key().await;
+    for action in ["rotate", "revoke"] {
+        assert_eq!(
+            act(&app, &admin, newer_id, action).await.status,
+            StatusCode::OK,
+            "{action}"
+        );
     }
 }

@@ -136,3 +136,38 @@ async fn a_grace_outside_a_week_or_an_unknown_field_is_refused() {
     }
     assert_eq!(me(&app, &key).await, StatusCode::OK, "nothing rotated");
 }
+
+#[tokio::test]
+async fn the_previous_secret_cannot_rotate_its_key_and_take_it_over() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    // A key that expires before the grace ends: its old secret then expires with the key,
+    // no sooner than the new one, so only knowing which secret was used can stop it.
+    let expires_at = chrono::Utc::now() + chrono::Duration::days(2);
+    let (id, old) = app
+        .key_expiring(
+            Some(tenant),
+            &[Scope::ApiKeysManage, Scope::TenantsRead],
+            Some(expires_at),
+        )
+        .await;
+    let new = new_secret(&rotate(&app, &admin, id, Some(json!({"grace_seconds": 604_800}))).await);
+
+    let takeover = rotate(&app, &old, id, None).await;
+    assert_eq!(takeover.status, StatusCode::FORBIDDEN);
+    assert!(
+        takeover.json()["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("new secret")),
+        "{}",
+        String::from_utf8_lossy(&takeover.body)
+    );
+    assert_eq!(
+        me(&app, &new).await,
+        StatusCode::OK,
+        "the new secret still works"
+    );
+    let again = rotate(&app, &new, id, None).await;
+    assert_eq!(again.status, StatusCode::OK, "the new secret may rotate");
+}

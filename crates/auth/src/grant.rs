@@ -18,7 +18,8 @@ pub struct KeyReach<'a> {
     /// The scopes it holds.
     pub scopes: &'a Scopes,
     /// Labels it holds that this build does not know (a newer release's scopes, during a
-    /// rolling deploy): nobody here can tell what they grant, so nobody grants them.
+    /// rolling deploy): nobody here can tell what they grant, so only a platform admin, who
+    /// holds everything, grants them.
     pub unknown_scopes: &'a [String],
     /// The product its audit events are recorded under, if any.
     pub product: Option<&'a str>,
@@ -63,7 +64,7 @@ impl fmt::Display for Overreach {
             }
             Self::UnknownScopes(labels) => write!(
                 f,
-                "scopes this server does not know, which it grants to nobody: {}",
+                "scopes this server does not know, which only a platform admin grants: {}",
                 labels.join(", ")
             ),
             Self::PlatformKey => f.write_str("a platform key, which only platform admins grant"),
@@ -128,7 +129,7 @@ pub fn may_grant(principal: &Principal, key: &KeyReach<'_>) -> Result<(), GrantR
     if !missing.is_empty() {
         overreach.push(Overreach::Scopes(missing));
     }
-    if !key.unknown_scopes.is_empty() {
+    if !key.unknown_scopes.is_empty() && !principal.scopes.is_platform_admin() {
         overreach.push(Overreach::UnknownScopes(key.unknown_scopes.to_vec()));
     }
     match key.tenant_id {
@@ -193,6 +194,7 @@ mod tests {
             subject: None,
             product: None,
             expires_at: None,
+            previous_secret: false,
         }
     }
 
@@ -301,7 +303,8 @@ mod tests {
         let cases: Vec<(&str, &Principal, Key, Vec<Overreach>)> = vec![
             ("admin: anything", &admin, key(&[PlatformAdmin]).platform().product("crm"), vec![]),
             ("admin: any expiry", &admin, reader().expiring(later), vec![]),
-            ("admin: a scope of a newer release", &admin, reader().unknown("billing:admin"),
+            ("admin: a scope of a newer release", &admin, reader().unknown("billing:admin"), vec![]),
+            ("tenant manager: a scope of a newer release", &tenant_manager, reader().unknown("billing:admin"),
                 vec![Overreach::UnknownScopes(vec!["billing:admin".to_owned()])]),
             ("tenant manager: a subset", &tenant_manager, reader(), vec![]),
             ("tenant manager: all it holds", &tenant_manager, key(&manager_scopes), vec![]),

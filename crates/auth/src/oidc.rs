@@ -208,6 +208,7 @@ impl OidcVerifier {
                 subject: Some(subject),
                 product: None,
                 expires_at: Some(expires_at),
+                previous_secret: false,
             });
         }
         let tenant_id = tenant_claims::resolve(&claims.tenancy, &self.config.issuer, pool).await?;
@@ -231,6 +232,7 @@ impl OidcVerifier {
             subject: Some(subject),
             product: None,
             expires_at: Some(expires_at),
+            previous_secret: false,
         })
     }
 

@@ -46,6 +46,10 @@ pub struct Principal {
     /// When the caller's own credential stops working (the API key's `expires_at`, the
     /// token's `exp`); `None` for a key that never expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The caller used its key's previous secret, kept working by a rotation's grace
+    /// period: it serves the clients still moving over, and never rotates its key again.
+    #[serde(skip)]
+    pub previous_secret: bool,
 }
 
 impl Principal {
@@ -111,6 +115,7 @@ mod tests {
             subject: None,
             product: None,
             expires_at: None,
+            previous_secret: false,
         }
     }
 

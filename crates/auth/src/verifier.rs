@@ -202,6 +202,7 @@ impl ApiKeyVerifier {
                 subject: None,
                 product: credential.product,
                 expires_at: credential.expires_at,
+                previous_secret: !credential.current_secret,
             },
             expires_at: credential.expires_at,
             read,

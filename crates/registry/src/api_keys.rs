@@ -403,6 +403,11 @@ pub async fn rotate(
             format!("must be 0 to {MAX_GRACE_SECONDS} (a week)"),
         ));
     }
+    if actor.principal.key_id == Some(id) && actor.principal.previous_secret {
+        return Err(RegistryError::forbidden(
+            "the previous secret a rotation keeps working cannot rotate its key again: use the new secret",
+        ));
+    }
     let current = get_grantable(pool, actor, id, KeyAction::Rotate).await?;
     if current.revoked_at.is_some() {
         return Err(RegistryError::conflict("a revoked key cannot be rotated"));

@@ -240,6 +240,7 @@ mod tests {
             subject: None,
             product: None,
             expires_at: None,
+            previous_secret: false,
         };
         let actor = Actor {
             principal: &principal,

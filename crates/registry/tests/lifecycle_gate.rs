@@ -44,6 +44,7 @@ fn tenant_principal(tenant_id: Uuid) -> Principal {
         subject: None,
         product: None,
         expires_at: None,
+        previous_secret: false,
     }
 }
 

@@ -79,6 +79,8 @@ pub struct ApiKeyCredential {
     pub revoked_at: Option<DateTime<Utc>>,
     /// The status of the key's tenant (`None` for a platform key).
     pub tenant_status: Option<String>,
+    /// Whether the prefix is the key's current one (not the secret a rotation's grace keeps).
+    pub current_secret: bool,
 }
 
 /// A key to insert; the secret itself never reaches this crate, only its hash.
@@ -184,7 +186,7 @@ pub async fn credential_by_prefix(
                 k.scopes, k.product,
                 CASE WHEN k.prefix = $1 THEN k.expires_at
                      ELSE least(k.expires_at, k.previous_valid_until) END AS expires_at,
-                k.revoked_at, t.status::text AS tenant_status
+                k.revoked_at, t.status::text AS tenant_status, k.prefix = $1 AS current_secret
          FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
          WHERE k.prefix = $1 OR (k.previous_prefix = $1 AND k.previous_valid_until > now())",
     )

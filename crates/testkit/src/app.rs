@@ -176,6 +176,7 @@ fn platform_admin() -> Principal {
         subject: Some("testkit".to_owned()),
         product: None,
         expires_at: None,
+        previous_secret: false,
     }
 }
 

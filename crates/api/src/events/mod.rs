@@ -309,6 +309,7 @@ mod tests {
             subject: None,
             product: None,
             expires_at: None,
+            previous_secret: false,
         }
     }
 
