@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use audit::{EventFilter, EventRow, EventView, ExportFormat, Verification};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::Scope;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json as Jsonb;
@@ -184,7 +186,7 @@ pub(crate) async fn search(
 /// would run as formulas prefixed with `'`). The body is streamed as it is read.
 #[utoipa::path(get, path = "/v1/audit/events/export", operation_id = "export_audit_events", tag = "audit",
     security(("bearer" = ["audit:read"])), params(EventQuery),
-    responses((status = 200, description = "The events, as an attachment", content(
+    responses((status = 200, description = "The events, as an attachment; the body ends with the trailer x-export-status: complete, or truncated when a page after the first failed (the body then ends after its last whole line or row)", content(
         (String = "application/x-ndjson"), (String = "text/csv"))),
     (status = 403, description = "Missing audit:read, or group_id from a tenant principal", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "Invalid filters, search string or format", body = Problem, content_type = "application/problem+json")))]
@@ -212,14 +214,29 @@ pub(crate) async fn export(
     );
     // The first page is read before the status is sent, so its failure is a status; a later
     // one ends the body after the last whole page (logged), never in the middle of a chunk.
-    let chunks = audit::export(
+    let (chunks, outcome) = audit::export(
         state.pool.clone(),
         filter,
         format,
         state.settings.statement_timeout(),
     )
     .await?;
-    let body = Body::from_stream(futures::StreamExt::map(chunks, Ok::<_, Infallible>));
+    let data = futures::StreamExt::map(chunks, |text| {
+        Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
+    });
+    // Said after the last chunk, once the stream knows: a reader that reads trailers can
+    // tell a complete export from one cut short after its last whole page.
+    let status = futures::stream::once(async move {
+        let mut trailers = HeaderMap::new();
+        let said = if outcome.cut_short() {
+            HeaderValue::from_static("truncated")
+        } else {
+            HeaderValue::from_static("complete")
+        };
+        trailers.insert(EXPORT_STATUS, said);
+        Ok(Frame::trailers(trailers))
+    });
+    let body = Body::new(StreamBody::new(futures::StreamExt::chain(data, status)));
     Ok((
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),
@@ -228,11 +245,16 @@ pub(crate) async fn export(
                 format!("attachment; filename=\"{filename}\""),
             ),
             (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::TRAILER, EXPORT_STATUS.as_str().to_owned()),
         ],
         body,
     )
         .into_response())
 }
+
+/// The trailer that ends an export: `complete`, or `truncated` when a page after the first
+/// failed and the body ended after the last whole page.
+pub const EXPORT_STATUS: HeaderName = HeaderName::from_static("x-export-status");
 
 /// Parameters of `GET /v1/audit/verify`.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -35,16 +35,15 @@ async fn an_export_whose_database_goes_away_mid_stream_ends_after_its_last_whole
         tenant_id: Some(tenant),
         ..EventFilter::default()
     };
-    let mut chunks = Box::pin(
-        audit::export(
-            pool,
-            filter,
-            audit::ExportFormat::Ndjson,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("the first page is read before the answer starts"),
-    );
+    let (chunks, outcome) = audit::export(
+        pool,
+        filter,
+        audit::ExportFormat::Ndjson,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the first page is read before the answer starts");
+    let mut chunks = Box::pin(chunks);
     let first = chunks.next().await.expect("the first page");
     relay.cut().await;
     let mut text = first;
@@ -64,6 +63,43 @@ async fn an_export_whose_database_goes_away_mid_stream_ends_after_its_last_whole
         i64::try_from(lines.len()).expect("a count"),
         audit::EXPORT_PAGE,
         "the stream ended after the page read before the database went away"
+    );
+    assert!(
+        outcome.cut_short(),
+        "the outcome says the export was cut short"
+    );
+}
+
+#[tokio::test]
+async fn a_complete_export_ends_with_a_trailer_saying_so() {
+    let app = TestApp::new().await;
+    let tenant = app.tenant("acme").await;
+    app.seed_audit_events(tenant, "bulk.read", 1_200).await;
+    let (_, reader) = app.key(Some(tenant), &[domain::Scope::AuditRead]).await;
+    let exported = app
+        .request(
+            axum::http::Method::GET,
+            "/v1/audit/events/export?action=bulk.*",
+        )
+        .bearer(&reader)
+        .send()
+        .await;
+    assert_eq!(exported.status, axum::http::StatusCode::OK);
+    assert_eq!(
+        exported.header("trailer"),
+        Some("x-export-status"),
+        "announced before the body"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&exported.body).lines().count(),
+        1_200
+    );
+    assert_eq!(
+        exported
+            .trailers
+            .get("x-export-status")
+            .and_then(|value| value.to_str().ok()),
+        Some("complete")
     );
 }
 

@@ -148,6 +148,7 @@ impl Stream {
                 headers,
                 body,
                 frames: Vec::new(),
+                trailers: axum::http::HeaderMap::new(),
             });
         }
         assert_eq!(

@@ -1,6 +1,8 @@
 //! Events as the API shows them (Retraced's shape), and export as NDJSON or CSV, read a
 //! page at a time so memory stays flat whatever the number of events.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -266,7 +268,20 @@ fn chunk(format: ExportFormat, rows: Vec<EventRow>) -> (String, Next) {
     (text, next)
 }
 
-/// The events matching `filter`, newest first, as chunks of `format` text. Each chunk is
+/// Whether an export's stream, once it has ended, carried every matching event. Shared
+/// with the stream, which sets it when a later page fails.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOutcome(Arc<AtomicBool>);
+
+impl ExportOutcome {
+    /// Whether the stream ended early, after its last whole page, because a page failed.
+    pub fn cut_short(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The events matching `filter`, newest first, as chunks of `format` text, and the outcome
+/// the caller reads once the stream has ended (an answer's trailer says it). Each chunk is
 /// one page read with its own query (keyset pagination), so no transaction or cursor stays
 /// open while a slow client reads; each query is cancelled after `statement_timeout`.
 ///
@@ -278,13 +293,16 @@ pub async fn export(
     filter: EventFilter,
     format: ExportFormat,
     statement_timeout: Duration,
-) -> Result<impl Stream<Item = String> + Send + 'static, sqlx::Error> {
+) -> Result<(impl Stream<Item = String> + Send + 'static, ExportOutcome), sqlx::Error> {
     let first = crate::search(&pool, &filter, None, EXPORT_PAGE, statement_timeout).await?;
+    let outcome = ExportOutcome::default();
+    let cut_short = outcome.clone();
     let (first, next) = chunk(format, first);
     let start = (format == ExportFormat::Csv).then(|| CSV_HEADER.to_owned());
     let rest = futures::stream::unfold(next, move |position| {
         let pool = pool.clone();
         let filter = filter.clone();
+        let cut_short = cut_short.clone();
         async move {
             let before = position?;
             match crate::search(&pool, &filter, Some(before), EXPORT_PAGE, statement_timeout).await
@@ -293,19 +311,21 @@ pub async fn export(
                 Ok(rows) => Some(chunk(format, rows)),
                 Err(error) => {
                     tracing::error!(%error, "audit export cut short after its last whole page");
+                    cut_short.0.store(true, Ordering::SeqCst);
                     None
                 }
             }
         }
     });
-    Ok(futures::StreamExt::chain(
+    let chunks = futures::StreamExt::chain(
         futures::stream::iter(
             start
                 .into_iter()
                 .chain(Some(first).filter(|text| !text.is_empty())),
         ),
         rest,
-    ))
+    );
+    Ok((chunks, outcome))
 }
 
 #[cfg(test)]

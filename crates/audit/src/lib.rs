@@ -14,7 +14,7 @@ pub use chain::{canonical_ip, hash};
 pub use event::{
     Actor, CREATED_AHEAD, EARLIEST_CREATED, Event, Group, MAX_BATCH, Target, parse_batch,
 };
-pub use export::{EXPORT_PAGE, EventView, ExportFormat, export};
+pub use export::{EXPORT_PAGE, EventView, ExportFormat, ExportOutcome, export};
 pub use query::{MAX_Q_CHARS, MAX_TERM_CHARS, MAX_TERMS, MAX_WORDS, QueryError, apply_query};
 pub use recorder::{PRODUCT, RegistryEvent, append, record};
 pub use retention::{prune_expired, spawn_retention};

@@ -41,6 +41,8 @@ pub struct TestResponse {
     /// The size of each data frame of the body, in the order they arrived: a body the
     /// server streams arrives in several.
     pub frames: Vec<usize>,
+    /// The trailers sent after the body, if any.
+    pub trailers: HeaderMap,
 }
 
 impl TestResponse {
@@ -140,10 +142,18 @@ impl TestRequest<'_> {
         let mut stream = response.into_body();
         let mut body = Vec::new();
         let mut frames = Vec::new();
+        let mut trailers = HeaderMap::new();
         while let Some(frame) = stream.frame().await {
-            if let Ok(data) = frame.expect("the body is readable").into_data() {
-                frames.push(data.len());
-                body.extend_from_slice(&data);
+            match frame.expect("the body is readable").into_data() {
+                Ok(data) => {
+                    frames.push(data.len());
+                    body.extend_from_slice(&data);
+                }
+                Err(frame) => {
+                    if let Ok(sent) = frame.into_trailers() {
+                        trailers.extend(sent);
+                    }
+                }
             }
         }
         TestResponse {
@@ -151,6 +161,7 @@ impl TestRequest<'_> {
             headers,
             body,
             frames,
+            trailers,
         }
     }
 }
