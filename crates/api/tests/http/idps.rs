@@ -10,7 +10,7 @@ use testkit::oidc::TestIssuer;
 use testkit::{TestApp, TestResponse};
 use uuid::Uuid;
 
-const CERT: &str = include_str!("../../domain/fixtures/idp-signing-cert.b64");
+const CERT: &str = include_str!("../../../domain/fixtures/idp-signing-cert.b64");
 
 fn metadata(with_certificate: bool) -> String {
     let key = if with_certificate {

@@ -1,0 +1,5 @@
+//! The server binary run as a process: one test binary, one module per area.
+
+mod binary;
+mod faults;
+mod listeners;
