@@ -90,14 +90,19 @@ fn fuzz_database(root: &Path, url: &str, options: &Options) -> Result<ExitCode, 
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--checks", "not_a_server_error,status_code_conformance"])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--seed", SEED, "--workers", "2", "--continue-on-failure"])
+        // One worker: CPython 3.11 before 3.11.8 races in `ast.parse` when threads call it
+        // at once (Hypothesis does, describing filters), and the run dies with "AST
+        // constructor recursion depth mismatch"; one worker also keeps a seed's run the same.
+        .args(["--seed", SEED, "--workers", "1", "--continue-on-failure"])
         .args(["--max-time", &options.max_time.to_string()])
         .args(["--warnings", "missing_test_data"])
         // Schemathesis keeps its cache in the working directory.
         .current_dir(root.join("target/fuzz"))
         .status()
         .map_err(|error| {
-            format!("cannot run schemathesis (python3 -m pip install schemathesis): {error}")
+            format!(
+                "cannot run schemathesis (python3 -m pip install schemathesis==4.32.5): {error}"
+            )
         })?;
     server.stop();
     Ok(if status.success() {
