@@ -58,6 +58,11 @@ pub struct Options {
     /// target/bench/benchmarks-webhooks.md: for working on the runner.
     #[arg(long)]
     webhooks_only: bool,
+    /// Only the miss path at the first tenant count (cache off by slug and by id, cached by
+    /// slug, the plain Go peer; no ceilings), reported to target/bench/benchmarks-miss-path.md:
+    /// for working on the lookup.
+    #[arg(long)]
+    miss_path_only: bool,
 }
 
 impl Options {
@@ -103,16 +108,15 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     if options.webhooks_only {
         return webhooks_only(&root, &cluster, &runtime, &options, &work);
     }
+    if options.miss_path_only {
+        return miss_path_only(&root, &cluster, &runtime, &options, &work);
+    }
     let mut webhook = None;
     let mut hostile_cases = Vec::new();
     let peer_binary = peer::build(&root, &work)?;
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
     for (index, &tenants) in options.tenants.iter().enumerate() {
-        let database_url = runtime.block_on(fresh_database(&cluster))?;
-        run_binary(&root, "tenant-registry-migrate", &["up"], &database_url)?;
-        runtime.block_on(seed_tenants(&database_url, tenants))?;
-        let key = create_admin_key(&root, &database_url)?;
-        let files = runtime.block_on(write_path_files(&database_url, &work))?;
+        let (database_url, key, files) = seeded(&root, &cluster, &runtime, tenants, &work)?;
         let mut server = Server::start(&root, &database_url, None)?;
         let load = Load {
             work: &work,
@@ -186,7 +190,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
         results.push(load.get(&plain, &case, scale, &files.slugs)?);
         plain.stop();
     }
-    let mut report = render(&options, &results, pgbench_tps, started.elapsed());
+    let mut report = render(&options, &results, Some(pgbench_tps), started.elapsed());
     if let Some(webhook) = &webhook {
         report.push_str(&webhooks::render(webhook));
     }
@@ -221,12 +225,77 @@ fn webhooks_only(
     let mut server = Server::start(root, &database_url, None)?;
     let measured = webhooks::measure(runtime, &key, options.duration);
     server.stop();
-    let report = webhooks::render(&measured?);
-    let target = work.join("benchmarks-webhooks.md");
-    std::fs::write(&target, &report)
+    print_report(
+        work,
+        "benchmarks-webhooks.md",
+        &webhooks::render(&measured?),
+    )
+}
+
+/// The miss path's cases alone, on a fresh database at the first tenant count.
+fn miss_path_only(
+    root: &Path,
+    cluster: &Cluster,
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+    work: &Path,
+) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    let tenants = options.tenants[0];
+    let peer_binary = peer::build(root, work)?;
+    let (database_url, key, files) = seeded(root, cluster, runtime, tenants, work)?;
+    let load = Load {
+        work,
+        key: &key,
+        options,
+        connections: None,
+    };
+    let scale = Some(tenants);
+    let mut results = Vec::new();
+    let mut server = Server::start(root, &database_url, Some(0))?;
+    for (case, paths) in [
+        ("by slug, uniform, cache off (uncached)", &files.slugs),
+        ("by id, uniform, cache off (uncached)", &files.ids),
+    ] {
+        results.push(load.get(&server, case, scale, paths)?);
+    }
+    server.stop();
+    let mut plain = peer::start(&peer_binary, &database_url)?;
+    let case = format!("{}: by slug, uniform", peer::CASE);
+    results.push(load.get(&plain, &case, scale, &files.slugs)?);
+    plain.stop();
+    let mut server = Server::start(root, &database_url, None)?;
+    load.warm_up(tenants, &files.slugs)?;
+    results.push(load.get(&server, "by slug, uniform", scale, &files.slugs)?);
+    server.stop();
+    let report = render(options, &results, None, started.elapsed());
+    print_report(work, "benchmarks-miss-path.md", &report)
+}
+
+/// Writes a partial run's report under `work` and prints it.
+fn print_report(work: &Path, name: &str, report: &str) -> Result<ExitCode, String> {
+    let target = work.join(name);
+    std::fs::write(&target, report)
         .map_err(|error| format!("writing {}: {error}", target.display()))?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh, migrated database with `tenants` tenants, a platform admin key and the path
+/// files the load reads.
+fn seeded(
+    root: &Path,
+    cluster: &Cluster,
+    runtime: &tokio::runtime::Runtime,
+    tenants: u32,
+    work: &Path,
+) -> Result<(String, String, PathFiles), String> {
+    let database_url = runtime.block_on(fresh_database(cluster))?;
+    run_binary(root, "tenant-registry-migrate", &["up"], &database_url)?;
+    runtime.block_on(seed_tenants(&database_url, tenants))?;
+    let key = create_admin_key(root, &database_url)?;
+    let files = runtime.block_on(write_path_files(&database_url, work))?;
+    Ok((database_url, key, files))
 }
 
 fn ensure_wrk() -> Result<(), String> {

@@ -148,6 +148,8 @@ pub struct Shared {
     pub entitlements: products::EntitlementCache,
     /// Tenants by id and slug, for the lookup hot path.
     pub tenants: tenant_cache::TenantCache,
+    /// Where the cache reads tenants from: lookups coalesced into batches.
+    pub tenant_lookups: storage::tenants::TenantLookups,
     /// Permits for audit chain verifications ([`CONCURRENT_VERIFICATIONS`]).
     pub verifications: tokio::sync::Semaphore,
     /// The event relay, stream admission, and the switch that ends streams on shutdown.
@@ -223,7 +225,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         .await
         .map_err(BuildError::ClaimHolder)?;
     let state = AppState(Arc::new(Shared {
-        pool,
+        pool: pool.clone(),
         verifier,
         oidc,
         brake: VerificationBrake::with_clock(settings.brake_clock.clone()),
@@ -232,6 +234,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
         tenants,
+        tenant_lookups: storage::tenants::TenantLookups::start(pool.clone()),
         verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         events,
         claim_holder,

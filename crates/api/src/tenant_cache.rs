@@ -18,8 +18,7 @@ use auth::Invalidations;
 use auth::invalidations::Stamp;
 use domain::Slug;
 use moka::future::Cache;
-use storage::PgPool;
-use storage::tenants::{SlugMatch, TenantChange, TenantRow};
+use storage::tenants::{SlugMatch, TenantChange, TenantLookups, TenantRow};
 use uuid::Uuid;
 
 /// Most tenants kept in memory by default (a row is well under a kilobyte).
@@ -84,19 +83,19 @@ pub trait TenantSource: Sync {
     ) -> impl Future<Output = Result<Option<SlugMatch>, sqlx::Error>> + Send;
 }
 
-impl TenantSource for PgPool {
+impl TenantSource for TenantLookups {
     fn by_id(
         &self,
         id: Uuid,
     ) -> impl Future<Output = Result<Option<TenantRow>, sqlx::Error>> + Send {
-        storage::tenants::get(self, id)
+        TenantLookups::by_id(self, id)
     }
 
     fn by_slug(
         &self,
         slug: &str,
     ) -> impl Future<Output = Result<Option<SlugMatch>, sqlx::Error>> + Send {
-        storage::tenants::get_by_slug(self, slug)
+        TenantLookups::by_slug(self, slug)
     }
 }
 

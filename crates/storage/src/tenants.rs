@@ -132,14 +132,19 @@ impl TryFrom<RawTenant> for TenantRow {
     }
 }
 
-const SELECT: &str =
-    "SELECT t.id, t.slug, t.name, t.status::text AS status, t.kind::text AS kind, t.plan,
+/// A tenant's columns as [`RawTenant`] reads them, over `tenants t`.
+macro_rules! tenant_columns {
+    () => {
+        "t.id, t.slug, t.name, t.status::text AS status, t.kind::text AS kind, t.plan,
        t.erp_id, t.stripe_id, t.trial_ends_at, t.contract_starts_on, t.contract_ends_on,
        t.sales_owner, t.contact_email_encrypted, t.oidc_issuer, t.oidc_organization, t.version,
        ARRAY(SELECT p.product FROM tenant_products p
              WHERE p.tenant_id = t.id AND p.enabled ORDER BY p.product) AS products,
-       t.created_at, t.updated_at
-  FROM tenants t";
+       t.created_at, t.updated_at"
+    };
+}
+
+const SELECT: &str = concat!("SELECT ", tenant_columns!(), " FROM tenants t");
 
 fn rows(raw: Vec<RawTenant>) -> Result<Vec<TenantRow>, sqlx::Error> {
     raw.into_iter().map(TenantRow::try_from).collect()
@@ -259,25 +264,6 @@ pub enum SlugMatch {
     Former(TenantRow),
 }
 
-/// The tenant whose current slug is `slug`, or else the one that used to have it.
-pub async fn get_by_slug(pool: &PgPool, slug: &str) -> Result<Option<SlugMatch>, sqlx::Error> {
-    let current = sqlx::query_as::<_, RawTenant>(&format!("{SELECT} WHERE t.slug = $1"))
-        .bind(slug)
-        .fetch_optional(pool)
-        .await?;
-    if let Some(raw) = current {
-        return Ok(Some(SlugMatch::Current(raw.try_into()?)));
-    }
-    sqlx::query_as::<_, RawTenant>(&format!(
-        "{SELECT} JOIN tenant_slug_history h ON h.tenant_id = t.id WHERE h.slug = $1"
-    ))
-    .bind(slug)
-    .fetch_optional(pool)
-    .await?
-    .map(|raw| raw.try_into().map(SlugMatch::Former))
-    .transpose()
-}
-
 /// The id of the tenant with `slug`, if there is one.
 pub async fn id_by_slug(pool: &PgPool, slug: &str) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
@@ -377,9 +363,11 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<TenantRow>, 
 }
 
 mod changes;
+mod lookups;
 pub use changes::{
     TenantChanges, UpdateOutcome, delete, lock, record_transition, share_lock, update,
 };
+pub use lookups::TenantLookups;
 
 #[cfg(test)]
 mod tests {

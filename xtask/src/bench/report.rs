@@ -39,13 +39,19 @@ fn today() -> String {
         .unwrap_or_default()
 }
 
+/// The measurement of `case` (its name, or the start of it up to a word), at `tenants`: "by
+/// slug, uniform" is not "by slug, uniform, cache off".
 fn find<'a>(
     results: &'a [Measurement],
     case: &str,
     tenants: Option<u32>,
 ) -> Option<&'a Measurement> {
     results.iter().find(|result| {
-        result.case.starts_with(case) && (tenants.is_none() || result.tenants == tenants)
+        let names_it = result
+            .case
+            .strip_prefix(case)
+            .is_some_and(|rest| !rest.starts_with(','));
+        names_it && (tenants.is_none() || result.tenants == tenants)
     })
 }
 
@@ -56,7 +62,7 @@ fn verdict(met: bool, text: String) -> String {
 pub(super) fn render(
     options: &Options,
     results: &[Measurement],
-    pgbench_tps: f64,
+    pgbench_tps: Option<f64>,
     took: Duration,
 ) -> String {
     let mut out = String::new();
@@ -77,12 +83,17 @@ pub(super) fn render(
     let healthz = |tenants: Option<u32>| {
         find(results, "GET /healthz", tenants).map_or(1.0, |result| result.rps.max(1.0))
     };
+    let database_ceiling = pgbench_tps.map_or_else(String::new, |tps| {
+        format!(
+            "; `pgbench -S -c {POOL_CONNECTIONS} -j 2` {tps:.0} tps (database, select-only, the \
+             server's pool size)"
+        )
+    });
     let _ = writeln!(
         out,
         "Ceilings measured in the same run: `GET /healthz` under the same load as the cases, \
-         once per tenant count (each case's share of it is in the last column); `pgbench -S -c \
-         {POOL_CONNECTIONS} -j 2` {pgbench_tps:.0} tps (database, select-only, the server's pool \
-         size); and a plain peer of the miss path, `xtask/peer` (Go `net/http` + `pgx`, one \
+         once per tenant count (each case's share of it is in the last column){database_ceiling}; \
+         and a plain peer of the miss path, `xtask/peer` (Go `net/http` + `pgx`, one \
          SELECT per lookup, no cache, a pool of {POOL_CONNECTIONS}), over the same database \
          under the same load.\n"
     );
@@ -103,7 +114,7 @@ pub(super) fn render(
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {rate} | {:.2} | {:.2} | {} | {} | {:.0}% |",
+            "| {} | {} | {rate} | {:.2} | {:.2} | {} | {} | {} |",
             result.case,
             result
                 .tenants
@@ -114,7 +125,10 @@ pub(super) fn render(
             result
                 .rss_mb
                 .map_or_else(|| "–".to_owned(), |rss| format!("{rss:.0}")),
-            result.rps / healthz(result.tenants) * 100.0,
+            find(results, "GET /healthz", result.tenants).map_or_else(
+                || "–".to_owned(),
+                |ceiling| format!("{:.0}%", result.rps / ceiling.rps.max(1.0) * 100.0)
+            ),
         );
     }
     let _ = writeln!(
@@ -149,7 +163,9 @@ pub(super) fn render(
         }
     }
     for &tenants in &options.tenants {
-        if let Some(uncached) = find(results, "by id, uniform, cache off", Some(tenants)) {
+        if let Some((uncached, pgbench_tps)) =
+            find(results, "by id, uniform, cache off", Some(tenants)).zip(pgbench_tps)
+        {
             let share = uncached.rps / pgbench_tps.max(1.0);
             out.push_str(&verdict(
                 share >= 0.7,

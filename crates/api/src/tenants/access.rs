@@ -60,7 +60,7 @@ pub(super) async fn visible(
 ) -> Result<TenantRow, ApiError> {
     state
         .tenants
-        .get(&state.pool, id)
+        .get(&state.tenant_lookups, id)
         .await?
         .filter(|row| caller.principal.can_access_tenant(Some(row.id)))
         .map(|row| TenantRow::clone(&row))

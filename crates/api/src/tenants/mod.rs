@@ -378,7 +378,7 @@ pub(crate) async fn get_by_slug(
     caller.require(Scope::TenantsRead)?;
     let found = state
         .tenants
-        .get_by_slug(&state.pool, &slug)
+        .get_by_slug(&state.tenant_lookups, &slug)
         .await?
         .filter(|found| {
             let (SlugMatch::Current(row) | SlugMatch::Former(row)) = found;

@@ -6,3 +6,4 @@ mod idempotency;
 mod migrations;
 mod retry;
 mod schema;
+mod tenant_lookups;

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use testkit::TestDb;
 use uuid::Uuid;
 
-async fn insert_tenant(pool: &PgPool, slug: &str) -> Result<Uuid, sqlx::Error> {
+pub(crate) async fn insert_tenant(pool: &PgPool, slug: &str) -> Result<Uuid, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO tenants (slug, name, plan) VALUES ($1, $2, 'free') RETURNING id",
     )
