@@ -220,12 +220,13 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         .map(Arc::new);
     let verifier = ApiKeyVerifier::new(pool.clone());
     let tenants = tenant_cache::TenantCache::new(settings.tenant_cache_entries);
+    let tenant_lookups = storage::tenants::TenantLookups::start(pool.clone());
     let events = events::EventHub::new(settings.events.max_streams);
     let (claim_holder, holding) = storage::idempotency::Holder::start(&pool)
         .await
         .map_err(BuildError::ClaimHolder)?;
     let state = AppState(Arc::new(Shared {
-        pool: pool.clone(),
+        pool,
         verifier,
         oidc,
         brake: VerificationBrake::with_clock(settings.brake_clock.clone()),
@@ -234,7 +235,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         settings: Arc::new(settings),
         entitlements: products::EntitlementCache::default(),
         tenants,
-        tenant_lookups: storage::tenants::TenantLookups::start(pool.clone()),
+        tenant_lookups,
         verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         events,
         claim_holder,
