@@ -466,7 +466,7 @@ pub(crate) async fn ingest(
     let stored = storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
         let stored = audit::append(&mut transaction, rows.clone()).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok::<_, ApiError>(stored)
     })
     .await?;

@@ -10,6 +10,12 @@
 //! has an identity (a token its request made), so a release or an answer, however late,
 //! settles only its own claim, never a retry's.
 //!
+//! The request's change marks its claim in the change's own transaction (`storage::commit`):
+//! a claim so marked is never freed for a retry. A request killed between its commit and
+//! storing its answer (SIGKILL, a crash), or whose answer after the commit was a failure,
+//! leaves its key answering 409 `/problems/idempotency-answer-lost`: the change is made
+//! once, and the client looks the result up instead of making it twice.
+//!
 //! A record belongs to its principal (kind, tenant, key id or OIDC subject), method and path:
 //! another principal's identical key, or the same key on another path, is another record.
 //! A claim names this process ([`storage::idempotency::Holder`]), so a retry reaching another
@@ -30,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use keyring::Keyring;
 use sha2::{Digest, Sha256};
 use storage::PgPool;
-use storage::idempotency::{self, Claim, RecordId};
+use storage::idempotency::{self, Claim, ClaimScope, RecordId};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -131,6 +137,10 @@ pub async fn idempotent_posts(
             held.settle();
             ApiError::idempotency_in_progress().into_response()
         }
+        Ok(Claim::AnswerLost) => {
+            held.settle();
+            ApiError::idempotency_answer_lost().into_response()
+        }
         Ok(Claim::Replay {
             status,
             headers,
@@ -141,8 +151,8 @@ pub async fn idempotent_posts(
         }
         Ok(Claim::Fresh) => {
             let request_id = problem::request_id(&parts.headers);
-            let response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
+            let response = ClaimScope::new(&id, held.token)
+                .run(next.run(Request::from_parts(parts, Body::from(bytes))))
                 .await;
             let response = problem::render(response, id.path.to_owned(), request_id);
             store(&state, held, response).await

@@ -82,7 +82,7 @@ const WITH_BODY: [(&str, &str); 3] = [
 /// What a POST can answer too: any may carry an Idempotency-Key.
 const POST: [(&str, &str); 1] = [(
     "409",
-    "A request with this Idempotency-Key is still running (idempotency-in-progress, Retry-After), or the change conflicts with the current state",
+    "A request with this Idempotency-Key is still running (idempotency-in-progress, Retry-After), made its change but lost its answer (idempotency-answer-lost), or the change conflicts with the current state",
 )];
 
 fn add_problems<'a>(

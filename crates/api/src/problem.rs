@@ -171,6 +171,18 @@ impl ApiError {
         }
     }
 
+    /// 409: the first request with this `Idempotency-Key` made its change, but its answer was
+    /// never stored (the server stopped in between); the change is not made again, and
+    /// retrying gets this answer again: look the result up instead.
+    pub fn idempotency_answer_lost() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "idempotency-answer-lost",
+            "Answer lost",
+            "the request with this Idempotency-Key was carried out, but the server stopped before its answer was kept; it is not carried out again: look the result up (GET) instead of retrying",
+        )
+    }
+
     /// 409 naming the field whose value another row holds.
     pub fn conflict_field(pointer: &str, detail: &str) -> Self {
         let field = pointer.trim_start_matches('/');

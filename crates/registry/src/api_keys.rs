@@ -228,7 +228,7 @@ async fn issue(
         .await
         .map_err(constraints::map)?;
         audit(&mut transaction, recorded, &record, "api_key.created", 'c').await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok::<_, RegistryError>(record)
     })
     .await?;
@@ -378,7 +378,7 @@ pub async fn revoke(
             'u',
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(record)
     })
     .await
@@ -438,7 +438,7 @@ pub async fn rotate(
             'u',
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok::<_, RegistryError>(record)
     })
     .await?;

@@ -92,7 +92,7 @@ pub async fn claim(
             .await
             .map_err(constraints::map)?;
         audit(&mut transaction, actor, &row, "domain.claimed", 'c').await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -153,7 +153,7 @@ pub async fn verify(
         audit(&mut transaction, actor, &verified, "domain.verified", 'u').await?;
         let data = events::domain(&verified);
         events::emit(&mut transaction, EventType::DomainVerified, Some(tenant_id), data).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(verified)
     })
     .await
@@ -177,7 +177,7 @@ async fn announce_failed_verification(
             data,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await
@@ -205,7 +205,7 @@ pub async fn remove(
             data,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await

@@ -61,7 +61,7 @@ async fn save(
         lifecycle::permit(&mut transaction, tenant_id, TenantWrite::Operate).await?;
         let row = idps::save(&mut transaction, tenant_id, values).await?;
         audit(&mut transaction, actor, &row, action, crud).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -102,7 +102,7 @@ pub async fn delete(
             .await?
             .ok_or_else(|| RegistryError::not_found("no such identity provider"))?;
         audit(&mut transaction, actor, &removed, "idp.deleted", 'd').await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await

@@ -35,7 +35,7 @@ pub async fn publish(
         let crud = if created { 'c' } else { 'u' };
         let action = "product.published";
         trail::record(&mut transaction, actor, target, action, crud, Map::new()).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok((row, created))
     })
     .await
@@ -162,7 +162,7 @@ pub async fn subscribe(
             data,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -214,7 +214,7 @@ pub async fn unsubscribe(
             data,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await

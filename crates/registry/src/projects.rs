@@ -112,7 +112,7 @@ pub async fn create(
             Map::new(),
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -154,7 +154,7 @@ pub async fn update(
             fields,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -190,7 +190,7 @@ pub async fn set_status(
             "project.restored"
         };
         audit(&mut transaction, actor, &row, action, 'u', Map::new()).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await

@@ -122,7 +122,7 @@ pub async fn create(
             data,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok::<_, RegistryError>(row)
     })
     .await?;
@@ -207,7 +207,7 @@ pub async fn update(
         let fields = field_map(&[("fields", changes.field_names().join(","))]);
         audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
         announce_update(&mut transaction, &current, &row).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -304,7 +304,7 @@ pub async fn transition(
             .await?
             .ok_or_else(no_such_tenant)?;
         let row = move_locked(&mut transaction, actor, &current, request).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -334,7 +334,7 @@ pub async fn archive(
             return Err(version_mismatch(current.version));
         }
         let row = move_locked(&mut transaction, actor, &current, request).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -366,7 +366,7 @@ pub async fn release_former_slug(
             fields,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await
@@ -407,7 +407,7 @@ pub async fn purge(
         let data = events::purged(&current, Utc::now());
         events::emit(&mut transaction, EventType::TenantPurged, Some(id), data).await?;
         tenants::delete(&mut transaction, id).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await

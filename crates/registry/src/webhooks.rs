@@ -230,7 +230,7 @@ pub async fn create(
             recorded,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok::<_, RegistryError>(row)
     })
     .await?;
@@ -338,7 +338,7 @@ pub async fn update(
             recorded,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(row)
     })
     .await
@@ -359,7 +359,7 @@ pub async fn delete(pool: &PgPool, actor: &Actor<'_>, id: Uuid) -> Result<(), Re
             Map::new(),
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await
@@ -391,7 +391,7 @@ pub async fn rotate_secret(
             Map::new(),
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok::<_, RegistryError>(row)
     })
     .await?;
@@ -422,7 +422,7 @@ pub async fn retry_delivery(
             recorded,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(())
     })
     .await
@@ -485,7 +485,7 @@ pub async fn replay(
             recorded,
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(requeued + queued)
     })
     .await
@@ -565,7 +565,7 @@ pub async fn send_test(
             Map::new(),
         )
         .await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         Ok(delivery)
     })
     .await

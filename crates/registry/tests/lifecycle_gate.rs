@@ -101,7 +101,7 @@ async fn a_write_racing_a_freeze_cannot_land_after_the_freeze_committed() {
         sessions_waiting_for_a_lock(&pool).await == 1
     })
     .await;
-    freeze.commit().await.expect("the freeze commits");
+    storage::commit(freeze).await.expect("the freeze commits");
 
     let outcome = write.await.expect("the write ran");
     assert!(

@@ -391,7 +391,7 @@ pub async fn prune(pool: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> Result<u
     .execute(&mut *transaction)
     .await?
     .rows_affected();
-    transaction.commit().await?;
+    crate::commit(transaction).await?;
     Ok(deleted + legacy)
 }
 

@@ -7,6 +7,11 @@
 //! after [`ABANDONED_AFTER_SECS`]; and a process knows which of its own claims its requests
 //! still work on ([`InFlight`]), so a claim of its own that none does (its commit went
 //! through, but the answer was lost with the connection) frees its key too.
+//!
+//! A request's change marks its claim in the change's own transaction ([`crate::commit`] inside
+//! [`ClaimScope::run`]): a claim so marked is never freed for a retry, since its change is
+//! made. If the answer never got stored (the process died between the commit and storing
+//! it), a retry gets [`Claim::AnswerLost`] instead of making the change a second time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -200,6 +205,65 @@ pub enum Claim {
     Mismatch,
     /// The first request with this key is still running.
     InProgress,
+    /// The first request's change committed, but its answer was never stored (its process
+    /// died, or its answer was a failure, in between): the change is not made again.
+    AnswerLost,
+}
+
+tokio::task_local! {
+    static CLAIM_IN_SCOPE: (OwnedId, Uuid);
+}
+
+/// The claim of the request being served, for the changes it commits to mark.
+pub struct ClaimScope {
+    id: OwnedId,
+    token: Uuid,
+}
+
+impl ClaimScope {
+    /// The claim of record `id` made as `token`.
+    pub fn new(id: &RecordId<'_>, token: Uuid) -> Self {
+        Self {
+            id: (
+                id.principal.to_owned(),
+                id.method.to_owned(),
+                id.path.to_owned(),
+                id.key.to_owned(),
+            ),
+            token,
+        }
+    }
+
+    /// Runs `work` (the request) with this claim in scope: each transaction it commits with
+    /// [`crate::commit`] marks the claim in that transaction.
+    pub async fn run<F: Future>(self, work: F) -> F::Output {
+        CLAIM_IN_SCOPE.scope((self.id, self.token), work).await
+    }
+}
+
+/// Marks the claim in scope (if any) as having committed its change, on `conn`, inside the
+/// change's transaction ([`crate::commit`] does, just before committing).
+pub(crate) async fn mark_claim_in_scope(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let Ok(((principal, method, path, key), token)) = CLAIM_IN_SCOPE.try_with(Clone::clone) else {
+        return Ok(());
+    };
+    let id = RecordId {
+        principal: &principal,
+        method: &method,
+        path: &path,
+        key: &key,
+    };
+    bind_id(
+        sqlx::query(&format!(
+            "UPDATE idempotency_records SET change_committed_at = now()
+             WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM} AND change_committed_at IS NULL"
+        )),
+        &id,
+    )
+    .bind(token)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 #[derive(sqlx::FromRow)]
@@ -208,11 +272,25 @@ struct StoredResponse {
     status: Option<i16>,
     headers: Json<serde_json::Map<String, serde_json::Value>>,
     sealed_body: Option<Vec<u8>>,
+    answer_lost: bool,
 }
 
 const WHERE_RECORD: &str = "principal = $1 AND method = $2 AND path = $3 AND key = $4";
 /// A claim still running, and `$5`'s.
 const WHERE_OWN_CLAIM: &str = "status IS NULL AND claim_token = $5";
+/// A claim without an answer that no request works on any more, its parameters numbered
+/// from `$first`: it is older than any request runs (`$first` seconds; the only rule for
+/// claims made before holders were recorded); it is this process's (`$first + 1`) and no
+/// request here works on it (`$first + 2`); or its holder's lock is free (the process is
+/// gone).
+fn abandoned(first: usize) -> String {
+    let (mine, stranded) = (first + 1, first + 2);
+    format!(
+        "created_at < now() - make_interval(secs => ${first})
+         OR (holder = ${mine} AND ${stranded})
+         OR (holder IS NOT NULL AND pg_try_advisory_xact_lock_shared(holder))"
+    )
+}
 
 fn bind_id<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -255,17 +333,16 @@ pub async fn claim(
         )));
     }
     // An expired record not swept yet, or a claim whose request died without completing
-    // (its holder's lock is free: the process is gone; it is this process's and no request
-    // here works on it; or, for claims without a holder, it is older than any request
-    // runs) frees the key.
+    // and without committing its change (its holder's lock is free: the process is gone;
+    // it is this process's and no request here works on it; or, for claims without a
+    // holder, it is older than any request runs) frees the key. A claim that committed its
+    // change is never freed: its retry learns the answer is lost.
     bind_id(
         sqlx::query(&format!(
             "DELETE FROM idempotency_records WHERE {WHERE_RECORD}
                AND (created_at < now() - make_interval(hours => $5)
-                    OR (status IS NULL AND created_at < now() - make_interval(secs => $6))
-                    OR (status IS NULL AND holder = $7 AND $8)
-                    OR (status IS NULL AND holder IS NOT NULL
-                        AND pg_try_advisory_xact_lock_shared(holder)))"
+                    OR (status IS NULL AND change_committed_at IS NULL AND ({})))",
+            abandoned(6)
         )),
         id,
     )
@@ -294,13 +371,19 @@ pub async fn claim(
         Claim::Fresh
     } else {
         let stored: StoredResponse = sqlx::query_as(&format!(
-            "SELECT request_hash, status, headers, sealed_body FROM idempotency_records
-             WHERE {WHERE_RECORD}"
+            "SELECT request_hash, status, headers, sealed_body,
+                    (status IS NULL AND change_committed_at IS NOT NULL
+                     AND (claim_token IS NULL OR {})) AS answer_lost
+             FROM idempotency_records WHERE {WHERE_RECORD}",
+            abandoned(5)
         ))
         .bind(id.principal)
         .bind(id.method)
         .bind(id.path)
         .bind(id.key)
+        .bind(ABANDONED_AFTER_SECS)
+        .bind(holder.key())
+        .bind(stranded_if_ours)
         .fetch_one(&mut *transaction)
         .await?;
         match (stored.status, stored.sealed_body) {
@@ -310,10 +393,11 @@ pub async fn claim(
                 headers: stored.headers.0,
                 sealed_body,
             },
+            _ if stored.answer_lost => Claim::AnswerLost,
             _ => Claim::InProgress,
         }
     };
-    transaction.commit().await?;
+    crate::commit(transaction).await?;
     Ok(claim)
 }
 
@@ -346,11 +430,17 @@ pub async fn complete(
 
 /// Forgets `token`'s claim of `id`, whose request ended without an answer worth keeping (a
 /// 5xx, a 408 or 429, or none at all), so that a retry runs. Anyone else's claim, and any
-/// stored response, stays.
+/// stored response, stays. A claim whose change committed stays too, as nobody's: its
+/// retry learns at once that the change was made and its answer lost.
 pub async fn release(pool: &PgPool, id: &RecordId<'_>, token: Uuid) -> Result<(), sqlx::Error> {
     bind_id(
         sqlx::query(&format!(
-            "DELETE FROM idempotency_records WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM}"
+            "WITH freed AS (
+                 DELETE FROM idempotency_records
+                 WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM} AND change_committed_at IS NULL
+             )
+             UPDATE idempotency_records SET claim_token = NULL
+             WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM} AND change_committed_at IS NOT NULL"
         )),
         id,
     )

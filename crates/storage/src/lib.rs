@@ -117,6 +117,19 @@ pub fn earliest_timestamp() -> chrono::DateTime<chrono::Utc> {
         })
 }
 
+/// Commits a change's `transaction`. Inside a request that carries an `Idempotency-Key`
+/// ([`idempotency::ClaimScope`]) it first marks the request's claim, in the same
+/// transaction: the change and the mark commit together or not at all, so a retry never
+/// makes a committed change again. Every change a request makes commits through here.
+pub async fn commit(
+    mut transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+) -> Result<(), sqlx::Error> {
+    idempotency::mark_claim_in_scope(&mut transaction).await?;
+    #[allow(clippy::disallowed_methods)]
+    transaction.commit().await?;
+    Ok(())
+}
+
 /// Begins a transaction on a pooled connection, safe to cancel. sqlx 0.8's `Pool::begin`
 /// counts the transaction as open only once BEGIN's answer is read: a future dropped during
 /// that round trip (a request timing out, a client going away) leaves the session inside a

@@ -44,7 +44,7 @@ impl Transient for sqlx::Error {
 ///     let mut transaction = crate::begin(pool).await?;
 ///     let row = tenants::update(&mut transaction, id, None, changes).await?;
 ///     audit::record(&mut transaction, event.clone()).await?;
-///     transaction.commit().await?;
+///     storage::commit(transaction).await?;
 ///     Ok::<_, ApiError>(row)
 /// })
 /// .await?;

@@ -353,7 +353,7 @@ impl TestApp {
             .execute(&mut *transaction)
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"));
-        transaction.commit().await.expect("committed");
+        storage::commit(transaction).await.expect("committed");
     }
 
     /// Stores `count` audit events of `tenant` straight in the table (no chain), one second

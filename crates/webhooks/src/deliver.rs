@@ -117,7 +117,7 @@ async fn settle(
     let mut transaction = storage::begin(pool).await?;
     if !deliveries::record_attempt(&mut transaction, leased.id, &record, after).await? {
         // Deleted with its endpoint, or queued afresh by a retry request meanwhile.
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         return Ok(false);
     }
     let disable_for = match attempt.outcome {
@@ -148,6 +148,6 @@ async fn settle(
         }
         None => false,
     };
-    transaction.commit().await?;
+    storage::commit(transaction).await?;
     Ok(disabled)
 }

@@ -108,7 +108,7 @@ pub async fn fan_out(pool: &PgPool, now: DateTime<Utc>) -> Result<FanOut, sqlx::
             .collect();
         done.queued += deliveries::enqueue(&mut transaction, &queued, now).await?;
         deliveries::set_fanout_position(&mut transaction, &page.next.cursor()).await?;
-        transaction.commit().await?;
+        storage::commit(transaction).await?;
         done.held_back = page.held_back;
         if i64::try_from(page.events.len()).unwrap_or(0) < PAGE {
             return Ok(done);

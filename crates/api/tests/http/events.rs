@@ -654,7 +654,7 @@ async fn an_event_whose_notification_was_lost_arrives_once_the_listener_reconnec
     .expect("appended")
     .event
     .id;
-    transaction.commit().await.expect("committed");
+    storage::commit(transaction).await.expect("committed");
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE datname = current_database() AND pid <> pg_backend_pid()
@@ -686,7 +686,7 @@ async fn an_event_held_back_by_a_transaction_that_writes_none_arrives_when_it_en
     );
 
     // Its end announces nothing: only reading again brings the event.
-    long.commit().await.expect("committed");
+    storage::commit(long).await.expect("committed");
     assert_eq!(stream.next_id().await, held);
 }
 

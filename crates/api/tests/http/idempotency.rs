@@ -400,3 +400,66 @@ async fn the_same_request_through_another_spelling_of_an_id_is_replayed_not_run_
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(secret(&again), secret(&first), "one rotation, one secret");
 }
+
+async fn change_committed(app: &TestApp, key: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT change_committed_at IS NOT NULL FROM idempotency_records WHERE key = $1",
+    )
+    .bind(key)
+    .fetch_one(app.db.pool())
+    .await
+    .expect("the record")
+}
+
+#[tokio::test]
+async fn a_change_made_but_whose_answer_was_lost_is_not_made_again_by_its_retry() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let refused = post_with_key(
+        &app,
+        &admin,
+        "/v1/tenants",
+        "k-bad",
+        &json!({"slug": "Bad"}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !change_committed(&app, "k-bad").await,
+        "a refusal changes nothing"
+    );
+
+    let created = post_with_key(&app, &admin, "/v1/tenants", "k-1", &tenant("lostco")).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert!(
+        change_committed(&app, "k-1").await,
+        "the change marked its claim in its own transaction"
+    );
+    // The server stopped after the commit, before it kept the answer (and released nothing
+    // to a retry: the claim is nobody's).
+    sqlx::query(
+        "UPDATE idempotency_records SET status = NULL, sealed_body = NULL, claim_token = NULL
+         WHERE key = 'k-1'",
+    )
+    .execute(app.db.pool())
+    .await
+    .expect("losing the answer");
+
+    for _ in 0..2 {
+        let retry = post_with_key(&app, &admin, "/v1/tenants", "k-1", &tenant("lostco")).await;
+        assert_eq!(retry.status, StatusCode::CONFLICT);
+        assert!(
+            retry.json()["type"]
+                .as_str()
+                .is_some_and(|kind| kind.ends_with("/problems/idempotency-answer-lost")),
+            "{}",
+            String::from_utf8_lossy(&retry.body)
+        );
+        assert_eq!(retry.header("retry-after"), None, "retrying does not help");
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE slug = 'lostco'")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(rows, 1, "the tenant was created once");
+}

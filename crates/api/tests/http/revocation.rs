@@ -130,7 +130,7 @@ async fn race(fleet: &Fleet, round: u64, keys: &[(Uuid, String)]) -> Batch {
     let commit = async {
         tokio::time::sleep(Duration::from_millis(round % 5 * 5)).await;
         let commit_sent = Instant::now();
-        revocation.commit().await.expect("committed");
+        storage::commit(revocation).await.expect("committed");
         (commit_sent, Instant::now())
     };
     let (uses, (commit_sent, committed)) = tokio::join!(uses, commit);

@@ -41,7 +41,7 @@ async fn rename_silently(app: &TestApp, slug: &str, name: &str) {
         .execute(&mut *transaction)
         .await
         .expect("renamed");
-    transaction.commit().await.expect("committed");
+    storage::commit(transaction).await.expect("committed");
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {

@@ -110,7 +110,7 @@ impl Setup {
         )
         .await
         .expect("event appended");
-        transaction.commit().await.expect("committed");
+        storage::commit(transaction).await.expect("committed");
         stored.event.id
     }
 

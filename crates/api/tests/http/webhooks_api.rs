@@ -72,7 +72,7 @@ async fn append(app: &TestApp, event_type: EventType, tenant_id: Option<Uuid>) -
     )
     .await
     .expect("appended");
-    transaction.commit().await.expect("committed");
+    storage::commit(transaction).await.expect("committed");
     stored.event.id
 }
 

@@ -83,7 +83,7 @@ async fn an_appended_event_reads_back_with_its_payload() {
         .fetch_one(&mut *transaction)
         .await
         .expect("the transaction's time");
-    transaction.commit().await.expect("committed");
+    storage::commit(transaction).await.expect("committed");
 
     assert_eq!(appended.event.event_type, "tenant.created");
     assert_eq!(appended.event.tenant_id, Some(tenant));
@@ -127,7 +127,7 @@ async fn listeners_hear_of_events_when_their_transaction_commits_not_before() {
     mark(db.pool(), "while it runs").await;
     assert_eq!(next_payload(&mut listener).await, "while it runs");
 
-    transaction.commit().await.expect("committed");
+    storage::commit(transaction).await.expect("committed");
     mark(db.pool(), "after the commit").await;
     // Three appends in one transaction are announced once.
     assert_eq!(next_payload(&mut listener).await, "");
@@ -237,7 +237,7 @@ async fn an_event_that_commits_after_a_later_numbered_one_is_not_skipped() {
     let quick = events::append(&mut fast, &new_event(EventType::TenantUpdated, None))
         .await
         .expect("appended");
-    fast.commit().await.expect("committed");
+    storage::commit(fast).await.expect("committed");
     assert!(held.position.seq < quick.position.seq);
 
     let mut conn = db.pool().acquire().await.expect("a connection");
@@ -250,7 +250,7 @@ async fn an_event_that_commits_after_a_later_numbered_one_is_not_skipped() {
         "a committed event waits behind the running transaction"
     );
 
-    slow.commit().await.expect("committed");
+    storage::commit(slow).await.expect("committed");
     let page = settled(db.pool(), &all, waiting.next, 100).await;
     assert_eq!(page.events, [held, quick]);
 }
@@ -274,13 +274,13 @@ async fn an_older_transaction_with_a_larger_number_does_not_hide_a_younger_one()
     let large = events::append(&mut older, &new_event(EventType::TenantUpdated, None))
         .await
         .expect("appended");
-    older.commit().await.expect("committed");
+    storage::commit(older).await.expect("committed");
     assert!(small.position.seq < large.position.seq);
 
     let first = settled(db.pool(), &all, Position::START, 100).await;
     assert_eq!(first.events, [large]);
 
-    younger.commit().await.expect("committed");
+    storage::commit(younger).await.expect("committed");
     let second = settled(db.pool(), &all, first.next, 100).await;
     // A reader resuming after number `large.seq` would never return `small`.
     assert_eq!(second.events, [small]);
@@ -400,7 +400,7 @@ async fn write(
             }
             _ => {}
         }
-        transaction.commit().await.expect("committed");
+        storage::commit(transaction).await.expect("committed");
         committed.extend(ids);
     }
     committed

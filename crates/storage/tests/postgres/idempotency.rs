@@ -1,7 +1,7 @@
 //! Idempotency claims have an identity: a request settles (completes or releases) only the
 //! claim it made, however late its settlement arrives.
 
-use storage::idempotency::{self, Claim, RecordId};
+use storage::idempotency::{self, Claim, ClaimScope, RecordId};
 use testkit::TestDb;
 use uuid::Uuid;
 
@@ -93,4 +93,152 @@ async fn a_late_answer_of_an_abandoned_claim_does_not_overwrite_the_retrys_claim
         matches!(claim(&db, Uuid::new_v4()).await, Claim::Replay { .. }),
         "a stored answer is never released"
     );
+}
+
+/// Commits a change (a row of its own) as the request whose claim of `ID` is `token`'s.
+async fn commit_a_change_as(db: &TestDb, token: Uuid) {
+    ClaimScope::new(&ID, token)
+        .run(async {
+            let mut transaction = storage::begin(db.pool()).await.expect("begins");
+            sqlx::query("CREATE TABLE IF NOT EXISTS changes (n int)")
+                .execute(&mut *transaction)
+                .await
+                .expect("a table");
+            sqlx::query("INSERT INTO changes VALUES (1)")
+                .execute(&mut *transaction)
+                .await
+                .expect("the change");
+            storage::commit(transaction).await.expect("commits");
+        })
+        .await;
+}
+
+/// A process (its holder, and the task keeping its lock) whose request claimed `ID` fresh
+/// and committed its change, its answer not stored yet.
+async fn committed_request(
+    db: &TestDb,
+) -> (
+    idempotency::Holder,
+    tokio::task::JoinHandle<()>,
+    idempotency::InFlight,
+) {
+    let (holder, holding) = idempotency::Holder::start(db.pool())
+        .await
+        .expect("a holder");
+    let token = Uuid::new_v4();
+    let request = holder.in_flight(&ID);
+    assert_eq!(
+        idempotency::claim(db.pool(), &request, "h1", token)
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    commit_a_change_as(db, token).await;
+    (holder, holding, request)
+}
+
+#[tokio::test]
+async fn a_claim_whose_change_committed_is_never_run_again_once_its_request_is_gone() {
+    let db = TestDb::migrated().await;
+    let (holder, _holding, request) = committed_request(&db).await;
+    assert_eq!(
+        claim(&db, Uuid::new_v4()).await,
+        Claim::InProgress,
+        "another process waits while the request still works on its answer"
+    );
+
+    // The request dies between its commit and storing its answer.
+    drop(request);
+    let retry = holder.in_flight(&ID);
+    assert_eq!(
+        idempotency::claim(db.pool(), &retry, "h1", Uuid::new_v4())
+            .await
+            .expect("claim"),
+        Claim::AnswerLost,
+        "the retry is told the change was made, and does not make it again"
+    );
+    assert_eq!(
+        idempotency::claim(db.pool(), &retry, "h2", Uuid::new_v4())
+            .await
+            .expect("claim"),
+        Claim::Mismatch,
+        "another request with the key is still refused"
+    );
+}
+
+#[tokio::test]
+async fn a_released_claim_whose_change_committed_answers_lost_in_every_process() {
+    let db = TestDb::migrated().await;
+    let first = Uuid::new_v4();
+    assert_eq!(claim(&db, first).await, Claim::Fresh);
+    commit_a_change_as(&db, first).await;
+    idempotency::release(db.pool(), &ID, first)
+        .await
+        .expect("release");
+    assert_eq!(
+        claim(&db, Uuid::new_v4()).await,
+        Claim::AnswerLost,
+        "a claim whose change is made is not freed by its release"
+    );
+    abandon_every_claim(&db).await;
+    assert_eq!(
+        claim(&db, Uuid::new_v4()).await,
+        Claim::AnswerLost,
+        "nor by its age"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_process_is_gone_after_its_commit_answers_lost() {
+    let db = TestDb::migrated().await;
+    let (_holder, holding, request) = committed_request(&db).await;
+    // The process dies: its holder's session goes with it.
+    holding.abort();
+    let _ = holding.await;
+    // Its backend ends (and frees the lock) a moment after the socket closes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match claim(&db, Uuid::new_v4()).await {
+            Claim::AnswerLost => break,
+            Claim::InProgress if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => panic!("the retry of a committed change got {other:?}"),
+        }
+    }
+    drop(request);
+}
+
+#[tokio::test]
+async fn a_change_rolled_back_leaves_the_key_to_a_retry() {
+    let db = TestDb::migrated().await;
+    let first = Uuid::new_v4();
+    assert_eq!(claim(&db, first).await, Claim::Fresh);
+    ClaimScope::new(&ID, first)
+        .run(async {
+            let mut transaction = storage::begin(db.pool()).await.expect("begins");
+            sqlx::query("SELECT 1")
+                .execute(&mut *transaction)
+                .await
+                .expect("a read");
+            drop(transaction);
+        })
+        .await;
+    idempotency::release(db.pool(), &ID, first)
+        .await
+        .expect("release");
+    assert_eq!(claim(&db, Uuid::new_v4()).await, Claim::Fresh);
+}
+
+#[tokio::test]
+async fn a_commit_outside_any_request_marks_no_claim() {
+    let db = TestDb::migrated().await;
+    let first = Uuid::new_v4();
+    assert_eq!(claim(&db, first).await, Claim::Fresh);
+    let transaction = storage::begin(db.pool()).await.expect("begins");
+    storage::commit(transaction).await.expect("commits");
+    idempotency::release(db.pool(), &ID, first)
+        .await
+        .expect("release");
+    assert_eq!(claim(&db, Uuid::new_v4()).await, Claim::Fresh);
 }

@@ -38,7 +38,7 @@ async fn crossing(
                 both_hold_one.wait().await;
             }
         }
-        transaction.commit().await
+        storage::commit(transaction).await
     })
     .await
 }
