@@ -60,10 +60,12 @@ struct Stamped<V> {
     read: Stamp,
 }
 
-/// A slug's target, with the scope it depends on kept ready for the check on every hit.
+/// A slug's target and the row read with it (so a hit costs one cache lookup, not two),
+/// with the scope it depends on kept ready for the check on every hit.
 #[derive(Clone)]
 struct CachedSlug {
     target: SlugTarget,
+    row: Arc<TenantRow>,
     slug: Depends,
     read: Stamp,
 }
@@ -200,9 +202,8 @@ impl TenantCache {
         }
         if let Some(hit) = self.slugs.get(slug).await
             && self.current(&hit.read, [&hit.slug, &Depends::Tenant(hit.target.id())])
-            && let Some(row) = self.get(source, hit.target.id()).await?
         {
-            let row = TenantRow::clone(&row);
+            let row = TenantRow::clone(&hit.row);
             return Ok(Some(match hit.target {
                 SlugTarget::Current(_) => SlugMatch::Current(row),
                 SlugTarget::Former(_) => SlugMatch::Former(row),
@@ -231,12 +232,13 @@ impl TenantCache {
 
     async fn remember(&self, slug: &str, target: SlugTarget, row: &TenantRow, read: Stamp) {
         let value = Arc::new(row.clone());
-        self.rows.insert(row.id, Stamped { value, read }).await;
         let slug_entry = CachedSlug {
             target,
+            row: Arc::clone(&value),
             slug: Depends::Slug(slug.to_owned()),
             read,
         };
+        self.rows.insert(row.id, Stamped { value, read }).await;
         self.slugs.insert(slug.to_owned(), slug_entry).await;
     }
 
