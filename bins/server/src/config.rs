@@ -274,6 +274,11 @@ pub struct Config {
     /// its lease runs out, so this is also how late such a delivery can be.
     #[arg(long, env = "WEBHOOK_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(15..=3600), global = true)]
     pub webhook_lease_secs: u32,
+
+    /// Days before its end that a trial is announced as ending (`tenant.trial_ending`); the
+    /// worker freezes a trial once its end has passed (`tenant.trial_expired`).
+    #[arg(long, env = "TRIAL_WARNING_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=90), global = true)]
+    pub trial_warning_days: u32,
 }
 
 /// A trusted proxy: a network (`10.0.0.0/8`) or one address (`10.0.0.7`).

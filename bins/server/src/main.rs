@@ -168,6 +168,16 @@ async fn serve(
             },
             application.state.metrics.clone(),
         );
+        let trials = registry::trials::TrialConfig {
+            warning: chrono::TimeDelta::days(i64::from(config.trial_warning_days)),
+            ..registry::trials::TrialConfig::default()
+        };
+        tokio::spawn(registry::trials::run(
+            application.state.pool.clone(),
+            std::sync::Arc::new(webhooks::SystemClock),
+            trials,
+            stopped(),
+        ));
         Some(tokio::spawn(runner.run(stopped())))
     } else {
         None

@@ -45,6 +45,10 @@ event_types! {
     TenantStatusChanged => "tenant.status_changed",
     /// A tenant was archived.
     TenantArchived => "tenant.archived",
+    /// A trial tenant's trial ends soon (`TRIAL_WARNING_DAYS` before; `data`: the tenant).
+    TenantTrialEnding => "tenant.trial_ending",
+    /// A trial tenant's trial ended and it was frozen (reason `trial_expired`).
+    TenantTrialExpired => "tenant.trial_expired",
     /// An archived tenant was restored.
     TenantRestored => "tenant.restored",
     /// A tenant and everything it owned were deleted for good.
@@ -353,7 +357,7 @@ mod tests {
             let json = serde_json::to_string(&event_type).expect("serialises");
             assert_eq!(json, format!("\"{event_type}\""));
         }
-        assert_eq!(EventType::ALL.len(), 24);
+        assert_eq!(EventType::ALL.len(), 26);
     }
 
     #[test]

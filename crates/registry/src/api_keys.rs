@@ -335,11 +335,11 @@ async fn get_grantable(
 /// (a restored tenant is given new keys). Each is recorded and announced like a revocation.
 pub(crate) async fn revoke_all_of_archived_tenant(
     conn: &mut PgConnection,
-    actor: &Actor<'_>,
+    recorded: &Recorded<'_>,
     tenant_id: Uuid,
 ) -> Result<(), RegistryError> {
     for record in api_keys::revoke_all_of_tenant(conn, tenant_id).await? {
-        audit(conn, &actor.into(), &record, "api_key.revoked", 'u').await?;
+        audit(conn, recorded, &record, "api_key.revoked", 'u').await?;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod products;
 pub mod projects;
 pub mod tenants;
 mod trail;
+pub mod trials;
 pub mod webhooks;
 
 use auth::Principal;

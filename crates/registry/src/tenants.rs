@@ -9,7 +9,7 @@ use storage::tenant_names;
 use storage::tenants::{self, NewTenant, TenantChanges, TenantRow, UpdateOutcome};
 use uuid::Uuid;
 
-use crate::trail::{self, Target};
+use crate::trail::{self, Recorded, Target};
 use crate::{Actor, RegistryError, constraints, events, lifecycle};
 use domain::event::EventType;
 
@@ -62,7 +62,7 @@ fn seal_email(keyring: &Keyring, id: Uuid, email: &str) -> Result<Vec<u8>, Regis
 
 async fn audit(
     conn: &mut storage::PgConnection,
-    actor: &Actor<'_>,
+    recorded: &Recorded<'_>,
     tenant: &TenantRow,
     action: &str,
     crud: char,
@@ -74,7 +74,7 @@ async fn audit(
         kind: "tenant",
         name: tenant.slug.clone(),
     };
-    trail::record(conn, actor, target, action, crud, fields).await
+    trail::record_as(conn, recorded, target, action, crud, fields).await
 }
 
 fn field_map(pairs: &[(&str, String)]) -> serde_json::Map<String, serde_json::Value> {
@@ -113,7 +113,15 @@ pub async fn create(
             ("kind", row.kind.to_string()),
             ("plan", row.plan.clone()),
         ]);
-        audit(&mut transaction, actor, &row, "tenant.created", 'c', fields).await?;
+        audit(
+            &mut transaction,
+            &actor.into(),
+            &row,
+            "tenant.created",
+            'c',
+            fields,
+        )
+        .await?;
         let data = events::tenant(&row);
         events::emit(
             &mut transaction,
@@ -205,7 +213,15 @@ pub async fn update(
             UpdateOutcome::TooManyFormerSlugs(refusal) => return Err(refusal.into()),
         };
         let fields = field_map(&[("fields", changes.field_names().join(","))]);
-        audit(&mut transaction, actor, &row, "tenant.updated", 'u', fields).await?;
+        audit(
+            &mut transaction,
+            &actor.into(),
+            &row,
+            "tenant.updated",
+            'u',
+            fields,
+        )
+        .await?;
         announce_update(&mut transaction, &current, &row).await?;
         storage::commit(transaction).await?;
         Ok(row)
@@ -245,9 +261,9 @@ async fn announce_update(
 }
 
 /// Moves the locked tenant `current` to `to`, recording who, when and why.
-async fn move_locked(
+pub(crate) async fn move_locked(
     conn: &mut storage::PgConnection,
-    actor: &Actor<'_>,
+    actor: &Recorded<'_>,
     current: &TenantRow,
     request: &Transition,
 ) -> Result<TenantRow, RegistryError> {
@@ -258,7 +274,7 @@ async fn move_locked(
         current.status,
         to,
         &request.reason,
-        &actor.principal.actor_id(),
+        &actor.actor_id,
     )
     .await?;
     let action = if to == TenantStatus::Archived {
@@ -303,7 +319,7 @@ pub async fn transition(
         let current = tenants::lock(&mut transaction, id)
             .await?
             .ok_or_else(no_such_tenant)?;
-        let row = move_locked(&mut transaction, actor, &current, request).await?;
+        let row = move_locked(&mut transaction, &actor.into(), &current, request).await?;
         storage::commit(transaction).await?;
         Ok(row)
     })
@@ -333,7 +349,7 @@ pub async fn archive(
         if expected_version.is_some_and(|expected| expected != current.version) {
             return Err(version_mismatch(current.version));
         }
-        let row = move_locked(&mut transaction, actor, &current, request).await?;
+        let row = move_locked(&mut transaction, &actor.into(), &current, request).await?;
         storage::commit(transaction).await?;
         Ok(row)
     })
@@ -359,7 +375,7 @@ pub async fn release_former_slug(
         let fields = field_map(&[("slug", slug.to_owned())]);
         audit(
             &mut transaction,
-            actor,
+            &actor.into(),
             &tenant,
             "tenant.former_slug_released",
             'd',
@@ -397,7 +413,7 @@ pub async fn purge(
         let fields = field_map(&[("slug", current.slug.clone())]);
         audit(
             &mut transaction,
-            actor,
+            &actor.into(),
             &current,
             "tenant.purged",
             'd',

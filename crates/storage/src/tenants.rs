@@ -364,6 +364,7 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<TenantRow>, 
 
 mod changes;
 mod lookups;
+pub mod trials;
 pub use changes::{
     TenantChanges, UpdateOutcome, delete, lock, record_transition, share_lock, update,
 };
