@@ -3,9 +3,9 @@
 //! already sealed: this module never sees a response in clear.
 //!
 //! A claim names the server process that holds it ([`Holder`]): a claim whose holder is gone
-//! (killed with SIGKILL, crashed, cut off from the database) frees its key at once, not only
-//! after [`ABANDONED_AFTER_SECS`]; and a process knows which of its own claims its requests
-//! still work on ([`InFlight`]), so a claim of its own that none does (its commit went
+//! (killed with SIGKILL, crashed, cut off from the database) frees its key at once (age frees
+//! only claims made before holders were recorded, after [`ABANDONED_AFTER_SECS`]); and a
+//! process knows which of its own claims its requests still work on ([`InFlight`]), so a claim of its own that none does (its commit went
 //! through, but the answer was lost with the connection) frees its key too.
 //!
 //! A request's change marks its claim in the change's own transaction ([`crate::commit`] inside
@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 /// How long a stored response is replayed.
 pub const RETENTION_HOURS: i32 = 24;
-/// How long a claim may stay without a response before it counts as abandoned (well over
-/// any request timeout).
+/// How long a claim made before holders were recorded (V20) may stay without a response
+/// before it counts as abandoned; claims with a holder are freed only when it is gone.
 pub const ABANDONED_AFTER_SECS: f64 = 300.0;
 
 /// How often the holder checks that its session (and so its lock) is still there.
@@ -253,17 +253,30 @@ pub(crate) async fn mark_claim_in_scope(conn: &mut PgConnection) -> Result<(), s
         path: &path,
         key: &key,
     };
-    bind_id(
+    // Locks the claim row until the change commits: a retry taking the claim over waits for
+    // the commit (and then finds it marked), or took it first (and this change rolls back).
+    let marked = bind_id(
         sqlx::query(&format!(
-            "UPDATE idempotency_records SET change_committed_at = now()
-             WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM} AND change_committed_at IS NULL"
+            "UPDATE idempotency_records SET change_committed_at = coalesce(change_committed_at, now())
+             WHERE {WHERE_RECORD} AND {WHERE_OWN_CLAIM}"
         )),
         &id,
     )
     .bind(token)
     .execute(conn)
-    .await
-    .map(drop)
+    .await?
+    .rows_affected();
+    if marked == 1 {
+        Ok(())
+    } else {
+        // Another request owns the key now (this one's claim counted as abandoned): making
+        // the change here too would make it twice. Unavailable, so the client retries and
+        // meets that request's answer.
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "this request's idempotency claim was taken over by a retry; its change is not made",
+        )))
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -279,14 +292,14 @@ const WHERE_RECORD: &str = "principal = $1 AND method = $2 AND path = $3 AND key
 /// A claim still running, and `$5`'s.
 const WHERE_OWN_CLAIM: &str = "status IS NULL AND claim_token = $5";
 /// A claim without an answer that no request works on any more, its parameters numbered
-/// from `$first`: it is older than any request runs (`$first` seconds; the only rule for
-/// claims made before holders were recorded); it is this process's (`$first + 1`) and no
-/// request here works on it (`$first + 2`); or its holder's lock is free (the process is
-/// gone).
+/// from `$first`: a claim made before holders were recorded that is older than any request
+/// runs (`$first` seconds; age frees no other claim, since a live holder's request may run
+/// longer); it is this process's (`$first + 1`) and no request here works on it
+/// (`$first + 2`); or its holder's lock is free (the process is gone).
 fn abandoned(first: usize) -> String {
     let (mine, stranded) = (first + 1, first + 2);
     format!(
-        "created_at < now() - make_interval(secs => ${first})
+        "(holder IS NULL AND created_at < now() - make_interval(secs => ${first}))
          OR (holder = ${mine} AND ${stranded})
          OR (holder IS NOT NULL AND pg_try_advisory_xact_lock_shared(holder))"
     )

@@ -22,11 +22,15 @@ async fn claim(db: &TestDb, token: Uuid) -> Claim {
         .expect("claim")
 }
 
+/// Makes every claim look like one from before holders were recorded, made long ago: the
+/// only claims age alone frees.
 async fn abandon_every_claim(db: &TestDb) {
-    sqlx::query("UPDATE idempotency_records SET created_at = now() - interval '10 minutes'")
-        .execute(db.pool())
-        .await
-        .expect("ageing the claims");
+    sqlx::query(
+        "UPDATE idempotency_records SET created_at = now() - interval '10 minutes', holder = NULL",
+    )
+    .execute(db.pool())
+    .await
+    .expect("ageing the claims");
 }
 
 #[tokio::test]
@@ -241,4 +245,39 @@ async fn a_commit_outside_any_request_marks_no_claim() {
         .await
         .expect("release");
     assert_eq!(claim(&db, Uuid::new_v4()).await, Claim::Fresh);
+}
+
+#[tokio::test]
+async fn a_change_whose_claim_a_retry_took_over_rolls_back_instead_of_committing() {
+    let db = TestDb::migrated().await;
+    let first = Uuid::new_v4();
+    assert_eq!(claim(&db, first).await, Claim::Fresh);
+    // The first request's claim counted as abandoned (its holder's session was cut, say)
+    // and a retry took the key over while the first request was still running.
+    abandon_every_claim(&db).await;
+    let retry = Uuid::new_v4();
+    assert_eq!(claim(&db, retry).await, Claim::Fresh);
+
+    let committed = ClaimScope::new(&ID, first)
+        .run(async {
+            let mut transaction = storage::begin(db.pool()).await.expect("begins");
+            sqlx::query("CREATE TABLE late_changes (n int)")
+                .execute(&mut *transaction)
+                .await
+                .expect("the change");
+            storage::commit(transaction).await
+        })
+        .await;
+    let error = committed.expect_err("the first request's change does not commit");
+    assert!(storage::is_unavailable(&error), "{error}");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('late_changes') IS NOT NULL")
+        .fetch_one(db.pool())
+        .await
+        .expect("the catalog");
+    assert!(!exists, "the change rolled back");
+    assert_eq!(
+        claim(&db, Uuid::new_v4()).await,
+        Claim::InProgress,
+        "the retry still owns the key"
+    );
 }

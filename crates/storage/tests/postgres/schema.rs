@@ -421,10 +421,12 @@ async fn an_abandoned_idempotency_claim_frees_its_key() {
     };
     assert_eq!(claim(&first).await, Claim::Fresh);
     assert_eq!(claim(&second).await, Claim::InProgress);
-    sqlx::query("UPDATE idempotency_records SET created_at = now() - interval '10 minutes'")
-        .execute(pool)
-        .await
-        .expect("ageing the claim");
+    sqlx::query(
+        "UPDATE idempotency_records SET created_at = now() - interval '10 minutes', holder = NULL",
+    )
+    .execute(pool)
+    .await
+    .expect("ageing the claim");
     assert_eq!(
         claim(&third).await,
         Claim::Fresh,
