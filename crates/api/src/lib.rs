@@ -26,6 +26,7 @@ mod outbound;
 pub mod pagination;
 mod probes;
 pub mod problem;
+mod product_migrations;
 pub mod products;
 mod projects;
 pub mod server;
@@ -265,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(tenants::router())
         .merge(products::router())
+        .merge(product_migrations::router())
         .merge(projects::router())
         .merge(idps::router())
         .merge(domains::router())

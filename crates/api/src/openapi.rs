@@ -181,6 +181,8 @@ impl Modify for StandardResponses {
         crate::products::put_product,
         crate::products::list_products,
         crate::products::get_product,
+        crate::product_migrations::register,
+        crate::product_migrations::list,
         crate::products::put_tenant_product,
         crate::products::list_tenant_products,
         crate::products::get_tenant_product,

@@ -9,6 +9,7 @@ pub mod event;
 pub mod idp;
 mod lifecycle;
 pub mod product;
+pub mod product_migration;
 mod scope;
 pub mod slug;
 pub mod subscription;

@@ -15,6 +15,7 @@ mod error;
 mod events;
 pub mod idps;
 mod lifecycle;
+pub mod product_migrations;
 pub mod products;
 pub mod projects;
 pub mod tenants;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod idempotency;
 pub mod idps;
 pub mod migrations;
+pub mod product_migrations;
 pub mod products;
 pub mod projects;
 pub mod retention;

@@ -24,6 +24,7 @@ mod oidc;
 mod oidc_key_rotation;
 mod openapi_conformance;
 mod problems_and_probes;
+mod product_migrations;
 mod products;
 mod projects;
 mod revocation;

@@ -1,0 +1,112 @@
+//! Registering a product's tenant-schema migrations: append-only and checksummed, checked
+//! against what is registered under the product's row lock, so two registrations of one
+//! product take turns and neither can change what the other registered.
+
+use domain::Slug;
+use domain::product_migration::{self, Asked, Registered};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use storage::PgPool;
+use storage::product_migrations::{self, MigrationRow, NewMigration};
+
+use crate::trail::{self, Target};
+use crate::{Actor, RegistryError};
+
+/// A migration as a caller lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its version.
+    pub version: i64,
+    /// Its name.
+    pub name: String,
+    /// Its SQL.
+    pub sql: String,
+}
+
+/// The SHA-256 of `sql`, hex: what a registered migration's text is checked against.
+pub fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// What is wrong with `listed` itself, `(pointer, detail)` each, before anything is read.
+pub fn problems(listed: &[Listed]) -> Vec<(String, String)> {
+    let checksums: Vec<String> = listed.iter().map(|m| checksum(&m.sql)).collect();
+    product_migration::shape_problems(&asked(listed, &checksums))
+}
+
+fn asked<'a>(listed: &'a [Listed], checksums: &'a [String]) -> Vec<Asked<'a>> {
+    listed
+        .iter()
+        .zip(checksums)
+        .map(|(migration, checksum)| Asked {
+            version: migration.version,
+            name: &migration.name,
+            sql: &migration.sql,
+            checksum,
+        })
+        .collect()
+}
+
+/// Registers the new migrations of `listed` (a list without [`problems`]) for product `id`:
+/// every registered one must be listed unchanged, new ones come after them. Answers every
+/// migration of the product and how many were added.
+pub async fn register(
+    pool: &PgPool,
+    actor: &Actor<'_>,
+    id: &Slug,
+    listed: &[Listed],
+) -> Result<(Vec<MigrationRow>, usize), RegistryError> {
+    let checksums: Vec<String> = listed.iter().map(|m| checksum(&m.sql)).collect();
+    let asked = asked(listed, &checksums);
+    let asked = &asked;
+    storage::with_retries(move || async move {
+        let mut transaction = storage::begin(pool).await?;
+        if !product_migrations::lock_product(&mut transaction, id.as_str()).await? {
+            return Err(RegistryError::not_found("no such product"));
+        }
+        let stored = product_migrations::list(&mut transaction, id.as_str()).await?;
+        let registered: Vec<Registered<'_>> = stored
+            .iter()
+            .map(|row| Registered {
+                version: row.version,
+                name: &row.name,
+                checksum: &row.checksum,
+            })
+            .collect();
+        let new = product_migration::appended(&registered, asked)
+            .map_err(|(pointer, detail)| RegistryError::conflict_field(&pointer, &detail))?;
+        let added: Vec<NewMigration<'_>> = new
+            .iter()
+            .map(|&index| NewMigration {
+                version: i32::try_from(asked[index].version).unwrap_or(i32::MAX),
+                name: asked[index].name,
+                sql: asked[index].sql,
+                checksum: asked[index].checksum,
+            })
+            .collect();
+        if !added.is_empty() {
+            product_migrations::insert(&mut transaction, id.as_str(), &added).await?;
+            let versions: Vec<Value> = added.iter().map(|m| Value::from(m.version)).collect();
+            let fields = Map::from_iter([("versions".to_owned(), Value::from(versions))]);
+            let target = Target {
+                tenant_id: None,
+                id: id.as_str().to_owned(),
+                kind: "product",
+                name: id.as_str().to_owned(),
+            };
+            trail::record(
+                &mut transaction,
+                actor,
+                target,
+                "product.migrations_registered",
+                'c',
+                fields,
+            )
+            .await?;
+        }
+        let all = product_migrations::list(&mut transaction, id.as_str()).await?;
+        storage::commit(transaction).await?;
+        Ok((all, added.len()))
+    })
+    .await
+}
