@@ -383,7 +383,7 @@ pub async fn claim(
     let claim = if inserted == 1 {
         Claim::Fresh
     } else {
-        let stored: StoredResponse = sqlx::query_as(&format!(
+        let stored: Option<StoredResponse> = sqlx::query_as(&format!(
             "SELECT request_hash, status, headers, sealed_body,
                     (status IS NULL AND change_committed_at IS NOT NULL
                      AND (claim_token IS NULL OR {})) AS answer_lost
@@ -397,8 +397,14 @@ pub async fn claim(
         .bind(ABANDONED_AFTER_SECS)
         .bind(holder.key())
         .bind(stranded_if_ours)
-        .fetch_one(&mut *transaction)
+        .fetch_optional(&mut *transaction)
         .await?;
+        // The row the insert ran into was released (its request failed) before this read:
+        // the key is free, and the client's retry (told to wait a moment) claims it.
+        let Some(stored) = stored else {
+            crate::commit(transaction).await?;
+            return Ok(Claim::InProgress);
+        };
         match (stored.status, stored.sealed_body) {
             _ if stored.request_hash != request_hash => Claim::Mismatch,
             (Some(status), Some(sealed_body)) => Claim::Replay {
