@@ -125,15 +125,14 @@ pub(crate) async fn register(
             sql: input.sql,
         })
         .collect();
-    let problems = product_migrations::problems(&listed);
-    if !problems.is_empty() {
-        return Err(ApiError::invalid(
+    let listed = product_migrations::check(listed).map_err(|problems| {
+        ApiError::invalid(
             problems
                 .into_iter()
                 .map(|(pointer, detail)| FieldError { pointer, detail })
                 .collect(),
-        ));
-    }
+        )
+    })?;
     let (rows, added) =
         product_migrations::register(&state.pool, &caller.actor(), &id, &listed).await?;
     Ok(Json(list_of(rows, added)))

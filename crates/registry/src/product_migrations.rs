@@ -24,14 +24,27 @@ pub struct Listed {
 }
 
 /// The SHA-256 of `sql`, hex: what a registered migration's text is checked against.
-pub fn checksum(sql: &str) -> String {
+fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
-/// What is wrong with `listed` itself, `(pointer, detail)` each, before anything is read.
-pub fn problems(listed: &[Listed]) -> Vec<(String, String)> {
+/// A list whose shape passed the rules, each migration with its checksum, computed once.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    listed: Vec<Listed>,
+    checksums: Vec<String>,
+}
+
+/// Checks `listed` itself, before anything is read: the list to register, or what is wrong,
+/// `(pointer, detail)` each.
+pub fn check(listed: Vec<Listed>) -> Result<Checked, Vec<(String, String)>> {
     let checksums: Vec<String> = listed.iter().map(|m| checksum(&m.sql)).collect();
-    product_migration::shape_problems(&asked(listed, &checksums))
+    let problems = product_migration::shape_problems(&asked(&listed, &checksums));
+    if problems.is_empty() {
+        Ok(Checked { listed, checksums })
+    } else {
+        Err(problems)
+    }
 }
 
 fn asked<'a>(listed: &'a [Listed], checksums: &'a [String]) -> Vec<Asked<'a>> {
@@ -47,17 +60,16 @@ fn asked<'a>(listed: &'a [Listed], checksums: &'a [String]) -> Vec<Asked<'a>> {
         .collect()
 }
 
-/// Registers the new migrations of `listed` (a list without [`problems`]) for product `id`:
+/// Registers the new migrations of `listed` for product `id`:
 /// every registered one must be listed unchanged, new ones come after them. Answers every
 /// migration of the product and how many were added.
 pub async fn register(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: &Slug,
-    listed: &[Listed],
+    listed: &Checked,
 ) -> Result<(Vec<MigrationRow>, usize), RegistryError> {
-    let checksums: Vec<String> = listed.iter().map(|m| checksum(&m.sql)).collect();
-    let asked = asked(listed, &checksums);
+    let asked = asked(&listed.listed, &listed.checksums);
     let asked = &asked;
     storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;

@@ -15,6 +15,13 @@ async fn put(app: &TestApp, credential: &str, product: &str, body: &Value) -> Te
         .await
 }
 
+async fn get_list(app: &TestApp, credential: &str, product: &str) -> TestResponse {
+    app.request(Method::GET, &format!("/v1/products/{product}/migrations"))
+        .bearer(credential)
+        .send()
+        .await
+}
+
 fn migration(version: i64, sql: &str) -> Value {
     json!({"version": version, "name": format!("step_{version}"), "sql": sql})
 }
@@ -97,11 +104,7 @@ async fn registers_migrations_append_only_with_the_sha256_of_each() {
     assert_eq!(before_the_last.status, StatusCode::CONFLICT);
     assert_eq!(before_the_last.pointers(), ["/2/version"]);
 
-    let listed = app
-        .request(Method::GET, "/v1/products/workbench/migrations")
-        .bearer(&admin)
-        .send()
-        .await;
+    let listed = get_list(&app, &admin, "workbench").await;
     assert_eq!(listed.status, StatusCode::OK);
     let versions: Vec<i64> = listed.json()["items"]
         .as_array()
@@ -197,10 +200,6 @@ async fn only_a_platform_admin_or_the_products_own_platform_key_manages_its_migr
         put(&app, &own, "workbench", &list).await.status,
         StatusCode::OK
     );
-    let read_by_other = app
-        .request(Method::GET, "/v1/products/workbench/migrations")
-        .bearer(&other)
-        .send()
-        .await;
+    let read_by_other = get_list(&app, &other, "workbench").await;
     assert_eq!(read_by_other.status, StatusCode::FORBIDDEN);
 }
