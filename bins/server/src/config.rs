@@ -279,6 +279,10 @@ pub struct Config {
     /// worker freezes a trial once its end has passed (`tenant.trial_expired`).
     #[arg(long, env = "TRIAL_WARNING_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=90), global = true)]
     pub trial_warning_days: u32,
+
+    /// The provisioning runner's settings.
+    #[command(flatten)]
+    pub provisioning: provisioning::ProvisioningArgs,
 }
 
 /// A trusted proxy: a network (`10.0.0.0/8`) or one address (`10.0.0.7`).
@@ -547,5 +551,6 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
     })
 }
 
+mod provisioning;
 #[cfg(test)]
 mod tests;

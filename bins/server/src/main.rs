@@ -118,6 +118,11 @@ async fn serve(
         .await
         .map_err(|error| format!("DNS_RESOLVER: {error}"))?;
     tracing::info!(resolver = ?dns, "domain verification looks TXT records up here");
+    let clusters = std::sync::Arc::new(provisioner::Clusters::from_env());
+    tracing::info!(
+        variables = clusters.len(),
+        "products' clusters and hook secrets read from PRODUCT_… variables"
+    );
     let settings = api::Settings {
         key_env: config.app_env.as_str().to_owned(),
         oidc: checked.oidc,
@@ -133,6 +138,8 @@ async fn serve(
         events: checked.events,
         brake_clock: auth::Clock::default(),
         trusted_proxies: config.trusted_proxies.clone(),
+        clusters: clusters.clone(),
+        provisioning_retry_base: config.provisioning.retry_base(),
     };
     let application = api::build(pool, settings)
         .await
@@ -178,6 +185,15 @@ async fn serve(
             trials,
             stopped(),
         ));
+        let provisioning = provisioner::Provisioner::new(
+            application.state.pool.clone(),
+            clusters,
+            application.state.settings.outbound.clone(),
+            config.provisioning.backups(),
+            config.provisioning.runner(),
+        )
+        .observed_by(application.state.metrics.clone());
+        tokio::spawn(provisioning.run(stopped()));
         Some(tokio::spawn(runner.run(stopped())))
     } else {
         None

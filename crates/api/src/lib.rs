@@ -22,6 +22,7 @@ mod me;
 pub mod metrics;
 mod middleware;
 pub mod openapi;
+mod operations;
 mod outbound;
 pub mod pagination;
 mod probes;
@@ -29,6 +30,7 @@ pub mod problem;
 mod product_migrations;
 pub mod products;
 mod projects;
+mod provisioning;
 pub mod server;
 mod subscriptions;
 mod tenant_cache;
@@ -77,6 +79,10 @@ pub struct Settings {
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client; from any
     /// other peer those headers are ignored and the peer is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Products' clusters and hook secrets (`PRODUCT_…`), for provisioning views.
+    pub clusters: Arc<provisioner::Clusters>,
+    /// The first retry's delay of a failed provisioning step, doubled at each failure.
+    pub provisioning_retry_base: chrono::TimeDelta,
 }
 
 impl Settings {
@@ -100,6 +106,8 @@ impl Settings {
             events: events::EventSettings::default(),
             brake_clock: auth::Clock::default(),
             trusted_proxies: Vec::new(),
+            clusters: Arc::new(provisioner::Clusters::default()),
+            provisioning_retry_base: provisioner::ProvisionerConfig::default().retry_base,
         })
     }
 
@@ -267,6 +275,8 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(products::router())
         .merge(product_migrations::router())
+        .merge(provisioning::router())
+        .merge(operations::router())
         .merge(projects::router())
         .merge(idps::router())
         .merge(domains::router())

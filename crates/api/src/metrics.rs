@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by method, route template and status, their latency, the
 //! pool's connections, credentials checked, authentication failures by reason, and webhook
-//! deliveries by outcome with the queue's depth and age.
+//! deliveries by outcome with the queue's depth and age, provisioning steps by product, step
+//! and outcome with their duration and the queue's depth.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +40,19 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    product: String,
+    step: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepKindLabels {
+    product: String,
+    step: &'static str,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 /// The service's metrics and the registry they are exposed from.
@@ -52,6 +66,9 @@ pub struct Metrics {
     webhook_attempts: Family<OutcomeLabels, Counter>,
     webhook_queue_depth: Gauge,
     webhook_oldest_pending: Gauge,
+    provisioning_steps: Family<StepLabels, Counter>,
+    provisioning_duration: Family<StepKindLabels, Histogram, fn() -> Histogram>,
+    provisioning_queue_depth: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -106,8 +123,30 @@ impl Default for Metrics {
             "Age of the oldest webhook delivery still waiting, 0 when none waits",
             webhook_oldest_pending.clone(),
         );
+        let provisioning_steps = Family::<StepLabels, Counter>::default();
+        let provisioning_duration: Family<StepKindLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let provisioning_queue_depth = Gauge::default();
+        registry.register(
+            "provisioning_steps",
+            "Provisioning steps by product, step and outcome (succeeded, waiting, failed)",
+            provisioning_steps.clone(),
+        );
+        registry.register(
+            "provisioning_step_duration_seconds",
+            "Time a provisioning step took, by product and step",
+            provisioning_duration.clone(),
+        );
+        registry.register(
+            "provisioning_queue_depth",
+            "Provisioning runs with work to do (pending, running, deprovisioning)",
+            provisioning_queue_depth.clone(),
+        );
         Self {
             registry,
+            provisioning_steps,
+            provisioning_duration,
+            provisioning_queue_depth,
             requests,
             latency,
             auth_failures,
@@ -162,6 +201,28 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+impl provisioner::Observer for Metrics {
+    fn step(&self, report: &provisioner::StepReport) {
+        self.provisioning_steps
+            .get_or_create(&StepLabels {
+                product: report.product.clone(),
+                step: report.step,
+                outcome: report.outcome,
+            })
+            .inc();
+        self.provisioning_duration
+            .get_or_create(&StepKindLabels {
+                product: report.product.clone(),
+                step: report.step,
+            })
+            .observe(report.duration.as_secs_f64());
+    }
+
+    fn queue_depth(&self, depth: i64) {
+        self.provisioning_queue_depth.set(depth);
     }
 }
 

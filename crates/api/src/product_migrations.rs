@@ -59,9 +59,17 @@ pub struct MigrationList {
     items: Vec<MigrationView>,
     /// How many this request registered (0 for a read, or the same list sent again).
     added: usize,
+    /// The fleet migration taking the new ones to every tenant the product has provisioned
+    /// (`GET /v1/operations/{id}`), when some were added and the plan has a migrations step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation_id: Option<uuid::Uuid>,
 }
 
-fn list_of(rows: Vec<MigrationRow>, added: usize) -> MigrationList {
+fn list_of(
+    rows: Vec<MigrationRow>,
+    added: usize,
+    operation_id: Option<uuid::Uuid>,
+) -> MigrationList {
     MigrationList {
         items: rows
             .into_iter()
@@ -74,12 +82,17 @@ fn list_of(rows: Vec<MigrationRow>, added: usize) -> MigrationList {
             })
             .collect(),
         added,
+        operation_id,
     }
 }
 
 /// 403 unless the caller is a platform admin, or a platform principal holding `scope` whose
 /// key belongs to `product`.
-fn require_product_manager(caller: &Caller, product: &str, scope: Scope) -> Result<(), ApiError> {
+pub(crate) fn require_product_manager(
+    caller: &Caller,
+    product: &str,
+    scope: Scope,
+) -> Result<(), ApiError> {
     let principal = &caller.principal;
     let own_product = principal.tenant_id.is_none()
         && principal.allows(scope)
@@ -133,9 +146,13 @@ pub(crate) async fn register(
                 .collect(),
         )
     })?;
-    let (rows, added) =
+    let registration =
         product_migrations::register(&state.pool, &caller.actor(), &id, &listed).await?;
-    Ok(Json(list_of(rows, added)))
+    Ok(Json(list_of(
+        registration.migrations,
+        registration.added,
+        registration.operation_id,
+    )))
 }
 
 /// Every registered migration of a product, in version order.
@@ -159,5 +176,5 @@ pub(crate) async fn list(
         return Err(ApiError::not_found("no such product"));
     }
     let rows = storage::product_migrations::list_on_pool(&state.pool, id.as_str()).await?;
-    Ok(Json(list_of(rows, 0)))
+    Ok(Json(list_of(rows, 0, None)))
 }

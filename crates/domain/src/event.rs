@@ -61,6 +61,16 @@ event_types! {
     TenantProductUnsubscribed => "tenant.product.unsubscribed",
     /// What a tenant is entitled to changed (a plan, an override, a manifest).
     TenantEntitlementsChanged => "tenant.entitlements_changed",
+    /// Every step of a product's provisioning plan is done for a tenant (`data`: tenant,
+    /// product, what was made).
+    TenantProvisioned => "tenant.provisioned",
+    /// A product's provisioning (or deprovisioning) of a tenant failed its last attempt
+    /// (`data`: tenant, product, step, error, attempts); `POST …/provisioning/retry` starts
+    /// it again.
+    TenantProvisioningFailed => "tenant.provisioning_failed",
+    /// A product's data of a tenant was backed up and dropped (`data`: tenant, product,
+    /// backup).
+    TenantDeprovisioned => "tenant.deprovisioned",
     /// A project was created.
     ProjectCreated => "project.created",
     /// A project's fields changed.
@@ -357,7 +367,7 @@ mod tests {
             let json = serde_json::to_string(&event_type).expect("serialises");
             assert_eq!(json, format!("\"{event_type}\""));
         }
-        assert_eq!(EventType::ALL.len(), 26);
+        assert_eq!(EventType::ALL.len(), 29);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod idp;
 mod lifecycle;
 pub mod product;
 pub mod product_migration;
+pub mod provisioning;
 mod scope;
 pub mod slug;
 pub mod subscription;

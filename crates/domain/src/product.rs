@@ -63,6 +63,9 @@ pub struct Manifest {
     /// Plan name → feature values.
     #[serde(default)]
     pub plans: BTreeMap<String, Map<String, Value>>,
+    /// What is done for each tenant that subscribes, and undone when it leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<crate::provisioning::Plan>,
 }
 
 fn empty_object() -> Value {
@@ -123,6 +126,9 @@ impl Manifest {
                     Some(_) => {}
                 }
             }
+        }
+        if let Some(plan) = &self.provisioning {
+            problems.extend(plan.problems());
         }
         problems
     }

@@ -18,6 +18,7 @@ mod lifecycle;
 pub mod product_migrations;
 pub mod products;
 pub mod projects;
+pub mod provisioning;
 pub mod tenants;
 mod trail;
 pub mod trials;

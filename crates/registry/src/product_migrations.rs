@@ -60,15 +60,27 @@ fn asked<'a>(listed: &'a [Listed], checksums: &'a [String]) -> Vec<Asked<'a>> {
         .collect()
 }
 
+/// What a registration did.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Every migration of the product, in version order.
+    pub migrations: Vec<MigrationRow>,
+    /// How many this registration added.
+    pub added: usize,
+    /// The fleet migration that takes the new ones to every provisioned tenant, when the
+    /// product's plan has a migrations step and some were added.
+    pub operation_id: Option<uuid::Uuid>,
+}
+
 /// Registers the new migrations of `listed` for product `id`:
-/// every registered one must be listed unchanged, new ones come after them. Answers every
-/// migration of the product and how many were added.
+/// every registered one must be listed unchanged, new ones come after them; new ones are
+/// queued for every tenant the product has provisioned, as one operation.
 pub async fn register(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: &Slug,
     listed: &Checked,
-) -> Result<(Vec<MigrationRow>, usize), RegistryError> {
+) -> Result<Registration, RegistryError> {
     let asked = asked(&listed.listed, &listed.checksums);
     let asked = &asked;
     storage::with_retries(move || async move {
@@ -116,9 +128,40 @@ pub async fn register(
             )
             .await?;
         }
+        let operation_id = if added.is_empty() {
+            None
+        } else {
+            fleet_migration(&mut transaction, actor, id.as_str()).await?
+        };
         let all = product_migrations::list(&mut transaction, id.as_str()).await?;
         storage::commit(transaction).await?;
-        Ok((all, added.len()))
+        Ok(Registration {
+            migrations: all,
+            added: added.len(),
+            operation_id,
+        })
     })
     .await
+}
+
+/// Queues the new migrations for every tenant product `id` has provisioned, if its plan
+/// has a migrations step; answers the operation.
+async fn fleet_migration(
+    conn: &mut storage::PgConnection,
+    actor: &Actor<'_>,
+    id: &str,
+) -> Result<Option<uuid::Uuid>, RegistryError> {
+    let Some(manifest) = storage::products::manifest_in(conn, id).await? else {
+        return Ok(None);
+    };
+    let manifest: domain::product::Manifest =
+        serde_json::from_value(manifest).map_err(RegistryError::internal)?;
+    let Some(plan) = &manifest.provisioning else {
+        return Ok(None);
+    };
+    let operation_id = uuid::Uuid::new_v4();
+    let actor_id = actor.principal.actor_id();
+    let queued =
+        crate::provisioning::queue_fleet_migration(conn, &actor_id, id, plan, operation_id).await?;
+    Ok(queued.map(|_| operation_id))
 }

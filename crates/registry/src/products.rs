@@ -10,7 +10,7 @@ use storage::products::{self, ProductRow, TenantProductRow};
 use uuid::Uuid;
 
 use crate::trail::{self, Target};
-use crate::{Actor, RegistryError, events, lifecycle};
+use crate::{Actor, RegistryError, events, lifecycle, provisioning};
 use domain::event::EventType;
 
 /// Publishes the manifest of product `id` (already validated against the manifest rules
@@ -152,6 +152,16 @@ pub async fn subscribe(
         } else {
             EventType::TenantProductSubscribed
         };
+        let manifest = if row.enabled {
+            products::manifest_in(&mut transaction, product).await?
+        } else {
+            None
+        };
+        if let Some(manifest) = manifest {
+            let manifest: Manifest =
+                serde_json::from_value(manifest).map_err(RegistryError::internal)?;
+            provisioning::queue_plan(&mut transaction, tenant_id, product, &manifest).await?;
+        }
         let data = events::subscription(tenant_id, &row);
         events::emit(&mut transaction, event_type, Some(tenant_id), data).await?;
         let data = events::entitlements_changed(tenant_id, "subscription", Some(product));
@@ -187,6 +197,7 @@ pub async fn unsubscribe(
         if !products::remove_for_tenant(&mut transaction, tenant_id, product).await? {
             return Err(RegistryError::not_found("the tenant has no such product"));
         }
+        provisioning::queue_teardown(&mut transaction, tenant_id, product, None).await?;
         let action = "tenant_product.removed";
         audit(
             &mut transaction,

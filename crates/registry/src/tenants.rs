@@ -10,7 +10,7 @@ use storage::tenants::{self, NewTenant, TenantChanges, TenantRow, UpdateOutcome}
 use uuid::Uuid;
 
 use crate::trail::{self, Recorded, Target};
-use crate::{Actor, RegistryError, constraints, events, lifecycle};
+use crate::{Actor, RegistryError, constraints, events, lifecycle, provisioning};
 use domain::event::EventType;
 
 /// A tenant to create, every field validated.
@@ -268,6 +268,16 @@ pub(crate) async fn move_locked(
     request: &Transition,
 ) -> Result<TenantRow, RegistryError> {
     let to = current.status.transition_to(request.to)?;
+    let purging = if current.status == TenantStatus::Archived {
+        storage::operations::running_purge(conn, current.id).await?
+    } else {
+        None
+    };
+    if let Some(running) = purging {
+        return Err(RegistryError::conflict(format!(
+            "the tenant is being purged (operation {running}); it can no longer be restored"
+        )));
+    }
     let row = tenants::record_transition(
         conn,
         current.id,
@@ -388,14 +398,18 @@ pub async fn release_former_slug(
     .await
 }
 
-/// Deletes an archived tenant and everything it owns; its audit trail stays, unlinked. A
+/// Purges archived tenant `id` as a long-running operation (answered, and readable at
+/// `GET /v1/operations/{id}`): each product's data is torn down first (hook, backup, drop),
+/// then the tenant and everything it owns are deleted; its audit trail and backups stay. A
+/// tenant with nothing to tear down is deleted at once, its operation already succeeded. A
 /// stale `expected_version` (the caller's If-Match) refuses it: a purge cannot be undone.
 pub async fn purge(
     pool: &PgPool,
     actor: &Actor<'_>,
     id: Uuid,
     expected_version: Option<i64>,
-) -> Result<(), RegistryError> {
+) -> Result<storage::operations::OperationRow, RegistryError> {
+    let operation_id = Uuid::new_v4();
     storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
         let current = tenants::lock(&mut transaction, id)
@@ -410,23 +424,49 @@ pub async fn purge(
                 current.status
             )));
         }
-        let fields = field_map(&[("slug", current.slug.clone())]);
-        audit(
-            &mut transaction,
-            &actor.into(),
-            &current,
-            "tenant.purged",
-            'd',
-            fields,
-        )
-        .await?;
-        let data = events::purged(&current, Utc::now());
-        events::emit(&mut transaction, EventType::TenantPurged, Some(id), data).await?;
-        tenants::delete(&mut transaction, id).await?;
+        if let Some(running) = storage::operations::running_purge(&mut transaction, id).await? {
+            return Err(RegistryError::conflict(format!(
+                "the tenant is being purged already (operation {running})"
+            )));
+        }
+        let recorded = Recorded::from(actor);
+        let queued =
+            provisioning::queue_purge(&mut transaction, &recorded.actor_id, id, operation_id)
+                .await?;
+        if queued.is_empty() {
+            purge_locked(&mut transaction, &recorded, &current, Utc::now()).await?;
+            let result = serde_json::json!({"purged": true, "tenant_id": id});
+            storage::operations::end_if_settled(
+                &mut transaction,
+                operation_id,
+                &result,
+                Utc::now(),
+            )
+            .await?;
+        }
+        let operation = storage::operations::get(&mut transaction, operation_id)
+            .await?
+            .ok_or_else(|| RegistryError::internal("the purge operation vanished"))?;
         storage::commit(transaction).await?;
-        Ok(())
+        Ok(operation)
     })
     .await
+}
+
+/// Deletes tenant `current` (locked, archived) and everything it owns, with its audit record
+/// and `tenant.purged`, in the caller's transaction.
+pub(crate) async fn purge_locked(
+    conn: &mut storage::PgConnection,
+    recorded: &Recorded<'_>,
+    current: &TenantRow,
+    now: DateTime<Utc>,
+) -> Result<(), RegistryError> {
+    let fields = field_map(&[("slug", current.slug.clone())]);
+    audit(conn, recorded, current, "tenant.purged", 'd', fields).await?;
+    let data = events::purged(current, now);
+    events::emit(conn, EventType::TenantPurged, Some(current.id), data).await?;
+    tenants::delete(conn, current.id).await?;
+    Ok(())
 }
 
 #[cfg(test)]

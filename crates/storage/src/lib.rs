@@ -5,17 +5,22 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod backups;
 pub mod domains;
 pub mod events;
 pub mod idempotency;
 pub mod idps;
 pub mod migrations;
+pub mod operations;
 pub mod product_migrations;
 pub mod products;
 pub mod projects;
+pub mod provisioning;
 pub mod retention;
 pub mod retry;
+pub mod roles;
 pub mod tenant_names;
+pub mod tenant_schemas;
 pub mod tenants;
 pub mod webhooks;
 

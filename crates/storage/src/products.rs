@@ -65,6 +65,18 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<ProductRow>, sqlx::Er
         .await
 }
 
+/// Product `id`'s manifest, read in the caller's transaction.
+pub async fn manifest_in(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar::<_, Json<serde_json::Value>>("SELECT manifest FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map(|found| found.map(|Json(manifest)| manifest))
+}
+
 /// Whether the catalog has product `id`.
 pub async fn exists(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")

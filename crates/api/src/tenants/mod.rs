@@ -261,7 +261,7 @@ fn oidc_issuer(state: &AppState) -> Option<&str> {
         .map(|config| config.issuer.as_str())
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such tenant"))
 }
@@ -492,7 +492,7 @@ pub(crate) async fn transition(
            ("If-Match" = Option<String>, Header, description = "The ETag read; required when REQUIRE_IF_MATCH=true")),
     responses(
     (status = 200, description = "Archived (or already archived)", body = TenantView),
-    (status = 204, description = "Purged"),
+    (status = 202, description = "Purge started as an operation (Location: /v1/operations/{id}); already succeeded when the tenant had no product data to tear down", body = crate::operations::OperationView),
     (status = 403, description = "Purge without platform:admin", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Purge of a tenant that is not archived", body = Problem, content_type = "application/problem+json"),
@@ -510,9 +510,10 @@ pub(crate) async fn delete(
     let expected = if_match(&headers, state.settings.require_if_match)?;
     if params.purge.unwrap_or(false) {
         caller.require(Scope::PlatformAdmin)?;
-        registry::tenants::purge(&state.pool, &caller.actor(), id, expected).await?;
+        let operation =
+            registry::tenants::purge(&state.pool, &caller.actor(), id, expected).await?;
         state.tenant_changed(id, &[&before.slug]).await;
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        return crate::operations::accepted(&state, operation).await;
     }
     require_platform(&caller, "archiving a tenant")?;
     let row = registry::tenants::archive(&state.pool, &caller.actor(), id, expected).await?;

@@ -27,6 +27,7 @@ mod problems_and_probes;
 mod product_migrations;
 mod products;
 mod projects;
+mod provisioning;
 mod revocation;
 mod tenant_cache;
 mod tenant_privileges;

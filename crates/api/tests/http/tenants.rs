@@ -114,7 +114,34 @@ async fn a_tenant_lives_from_creation_to_purge() {
         .bearer(&admin)
         .send()
         .await;
-    assert_eq!(purged.status, StatusCode::NO_CONTENT);
+    assert_eq!(purged.status, StatusCode::ACCEPTED);
+    let operation = purged.json();
+    assert_eq!(
+        (
+            operation["kind"].as_str(),
+            operation["state"].as_str(),
+            operation["done"].as_bool()
+        ),
+        (Some("tenant.purge"), Some("succeeded"), Some(true)),
+        "nothing to tear down: purged at once"
+    );
+    let location = purged
+        .header("location")
+        .expect("where the operation is")
+        .to_owned();
+    assert_eq!(
+        location,
+        format!(
+            "/v1/operations/{}",
+            operation["id"].as_str().unwrap_or_default()
+        )
+    );
+    let read_back = app
+        .request(Method::GET, &location)
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(read_back.json()["state"], "succeeded");
     let gone = app
         .request(Method::GET, &format!("/v1/tenants/{id}"))
         .bearer(&admin)

@@ -1,0 +1,611 @@
+//! Provisioning plans: what a product declares in its manifest to be done when a tenant
+//! subscribes (a database schema, its migrations, seed rows, default roles, a hook), what is
+//! undone when it leaves (hook, backup, drop), the states a (tenant, product) pair moves
+//! through, and the names derived from a tenant's id.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::UnknownLabel;
+
+/// Steps a plan may hold.
+pub const STEPS_MAX: usize = 20;
+/// Roles one `roles` step may create.
+pub const ROLES_MAX: usize = 50;
+/// Permissions one role may hold.
+pub const PERMISSIONS_MAX: usize = 200;
+/// Statements one `seed` step may run.
+pub const SEED_STATEMENTS_MAX: usize = 50;
+/// Bytes of SQL one seed statement may have.
+pub const SEED_SQL_MAX: usize = 64 * 1024;
+/// Attempts of a run, unless the plan says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The most attempts a plan may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 50;
+
+/// A product's provisioning plan, as its manifest declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The steps, run in order.
+    pub steps: Vec<Step>,
+    /// How many attempts a run gets before it is `failed`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+/// Where a tenant's data lives on the product's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A schema per tenant in the cluster's database.
+    Schema,
+    /// A database per tenant on the cluster.
+    Database,
+}
+
+/// Where the registry finds a connection URL, so that no password is in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reference {
+    /// An environment variable of the registry's process.
+    Env(String),
+    /// A file the registry's process can read (a mounted secret).
+    File(String),
+}
+
+/// A default role a `roles` step creates in the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// Its name, the slug rule (`tenant-admin`).
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Its permissions (`documents:write`).
+    pub permissions: Vec<String>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// A schema or database for the tenant on the product's cluster.
+    Database {
+        /// Schema or database per tenant.
+        isolation: Isolation,
+        /// The cluster's URL; `PRODUCT_DATABASE_<PRODUCT>` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cluster: Option<Reference>,
+    },
+    /// The product's registered migrations, applied in the tenant's schema.
+    Migrations,
+    /// Statements run once after the migrations, with `$1` the tenant's id (uuid), `$2` its
+    /// slug and `$3` its name bound as parameters.
+    Seed {
+        /// The statements, one each.
+        statements: Vec<String>,
+    },
+    /// Default roles created for the tenant in the registry.
+    Roles {
+        /// The roles.
+        roles: Vec<RoleSpec>,
+    },
+    /// A signed `tenant.provisioning.requested` to the product (and
+    /// `tenant.deprovisioning.requested` when the tenant leaves).
+    Hook {
+        /// Where it is sent.
+        url: String,
+        /// The Standard Webhooks secret (`whsec_…`); `PRODUCT_HOOK_SECRET_<PRODUCT>` when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<Reference>,
+    },
+}
+
+impl Step {
+    /// The step's kind, as shown in states and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Database { .. } => "database",
+            Step::Migrations => "migrations",
+            Step::Seed { .. } => "seed",
+            Step::Roles { .. } => "roles",
+            Step::Hook { .. } => "hook",
+        }
+    }
+}
+
+/// What undoing a plan does, in order: tell the product, keep a backup, then drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Teardown {
+    /// `tenant.deprovisioning.requested` to the plan's hook.
+    Hook {
+        /// Where it is sent.
+        url: String,
+        /// Its secret.
+        secret: Option<Reference>,
+    },
+    /// A `pg_dump` of the tenant's schema or database.
+    Backup,
+    /// The schema or database dropped (only once a backup of it is recorded).
+    Drop,
+    /// The roles the plan created removed.
+    Roles,
+}
+
+impl Teardown {
+    /// The step's kind, as shown in states and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Teardown::Hook { .. } => "hook",
+            Teardown::Backup => "backup",
+            Teardown::Drop => "drop",
+            Teardown::Roles => "roles",
+        }
+    }
+}
+
+impl Plan {
+    /// The plan's database step, if it has one.
+    pub fn database(&self) -> Option<(Isolation, Option<&Reference>)> {
+        self.steps.iter().find_map(|step| match step {
+            Step::Database { isolation, cluster } => Some((*isolation, cluster.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// The index of the plan's migrations step, if it has one.
+    pub fn migrations_step(&self) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|step| matches!(step, Step::Migrations))
+    }
+
+    /// What undoing this plan does.
+    pub fn teardown(&self) -> Vec<Teardown> {
+        let mut steps = Vec::new();
+        for step in &self.steps {
+            if let Step::Hook { url, secret } = step {
+                steps.push(Teardown::Hook {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                });
+            }
+        }
+        if self.database().is_some() {
+            steps.push(Teardown::Backup);
+            steps.push(Teardown::Drop);
+        }
+        if self
+            .steps
+            .iter()
+            .any(|step| matches!(step, Step::Roles { .. }))
+        {
+            steps.push(Teardown::Roles);
+        }
+        steps
+    }
+
+    /// Problems with the plan, as `(pointer, detail)` under `/provisioning`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut push = |pointer: String, detail: &str| problems.push((pointer, detail.to_owned()));
+        if self.steps.is_empty() || self.steps.len() > STEPS_MAX {
+            push(
+                "/provisioning/steps".to_owned(),
+                &format!("must hold 1 to {STEPS_MAX} steps"),
+            );
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
+            push(
+                "/provisioning/max_attempts".to_owned(),
+                &format!("must be 1 to {MAX_ATTEMPTS_LIMIT}"),
+            );
+        }
+        let mut database_seen = false;
+        let mut migrations_seen = false;
+        for (index, step) in self.steps.iter().enumerate() {
+            let at = format!("/provisioning/steps/{index}");
+            let repeated = self.steps[..index]
+                .iter()
+                .any(|earlier| earlier.kind() == step.kind());
+            if repeated {
+                push(at.clone(), "a plan holds each kind of step at most once");
+            }
+            match step {
+                Step::Database { cluster, .. } => {
+                    database_seen = true;
+                    if let Some(reference) = cluster {
+                        reference_problems(&mut push, &format!("{at}/cluster"), reference);
+                    }
+                }
+                Step::Migrations => {
+                    migrations_seen = true;
+                    if !database_seen {
+                        push(at, "migrations need a database step before them");
+                    }
+                }
+                Step::Seed { statements } => {
+                    if !migrations_seen {
+                        push(at.clone(), "a seed runs after a migrations step");
+                    }
+                    if statements.is_empty() || statements.len() > SEED_STATEMENTS_MAX {
+                        push(
+                            format!("{at}/statements"),
+                            &format!("must hold 1 to {SEED_STATEMENTS_MAX} statements"),
+                        );
+                    }
+                    for (number, statement) in statements.iter().enumerate() {
+                        if statement.trim().is_empty() || statement.len() > SEED_SQL_MAX {
+                            push(
+                                format!("{at}/statements/{number}"),
+                                "must be a statement of 1 byte to 64 KiB",
+                            );
+                        }
+                    }
+                }
+                Step::Roles { roles } => role_problems(&mut push, &at, roles),
+                Step::Hook { url, secret } => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        push(format!("{at}/url"), "must be an http(s) URL");
+                    }
+                    if let Some(reference) = secret {
+                        reference_problems(&mut push, &format!("{at}/secret"), reference);
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn reference_problems(push: &mut impl FnMut(String, &str), at: &str, reference: &Reference) {
+    match reference {
+        Reference::Env(name) if !is_env_name(name) || !name.starts_with(ENV_PREFIX) => {
+            push(
+                format!("{at}/env"),
+                "must name a PRODUCT_… environment variable ([A-Z0-9_])",
+            );
+        }
+        Reference::File(path) if !path.starts_with('/') || path.len() > 1024 => {
+            push(format!("{at}/file"), "must be an absolute path");
+        }
+        _ => {}
+    }
+}
+
+fn role_problems(push: &mut impl FnMut(String, &str), at: &str, roles: &[RoleSpec]) {
+    if roles.is_empty() || roles.len() > ROLES_MAX {
+        push(
+            format!("{at}/roles"),
+            &format!("must hold 1 to {ROLES_MAX} roles"),
+        );
+    }
+    for (index, role) in roles.iter().enumerate() {
+        let role_at = format!("{at}/roles/{index}");
+        if crate::Slug::parse(&role.name).is_err() {
+            push(
+                format!("{role_at}/name"),
+                "must follow the slug rule (3–63 of [a-z0-9-])",
+            );
+        }
+        if roles[..index]
+            .iter()
+            .any(|earlier| earlier.name == role.name)
+        {
+            push(format!("{role_at}/name"), "is named twice");
+        }
+        if role.description.chars().count() > 500 {
+            push(
+                format!("{role_at}/description"),
+                "must be at most 500 characters",
+            );
+        }
+        if role.permissions.len() > PERMISSIONS_MAX {
+            push(
+                format!("{role_at}/permissions"),
+                &format!("must hold at most {PERMISSIONS_MAX} permissions"),
+            );
+        }
+        for (number, permission) in role.permissions.iter().enumerate() {
+            if !is_permission(permission) {
+                push(
+                    format!("{role_at}/permissions/{number}"),
+                    "must be 1 to 100 of [a-z0-9_.:-], starting with a letter",
+                );
+            }
+        }
+    }
+}
+
+/// The prefix of every environment variable a plan may name: the registry's own settings
+/// (its database URL, its encryption keys) are never a manifest's to read.
+pub const ENV_PREFIX: &str = "PRODUCT_";
+
+/// The type of the hook message sent when a tenant is to be provisioned.
+pub const PROVISIONING_REQUESTED: &str = "tenant.provisioning.requested";
+/// The type of the hook message sent when a tenant is to be deprovisioned.
+pub const DEPROVISIONING_REQUESTED: &str = "tenant.deprovisioning.requested";
+
+/// Whether `name` can name an environment variable.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Whether `permission` is written the way permissions are (`documents:write`).
+pub fn is_permission(permission: &str) -> bool {
+    (1..=100).contains(&permission.len())
+        && permission.starts_with(|c: char| c.is_ascii_lowercase())
+        && permission.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | ':' | '-')
+        })
+}
+
+/// The product's part of a variable name: `billing-sync` → `BILLING_SYNC`.
+fn env_suffix(product: &str) -> String {
+    product.to_ascii_uppercase().replace('-', "_")
+}
+
+/// The environment variable naming product `product`'s cluster when its plan names none.
+pub fn default_cluster_env(product: &str) -> String {
+    format!("PRODUCT_DATABASE_{}", env_suffix(product))
+}
+
+/// The environment variable holding product `product`'s hook secret when its plan names
+/// none.
+pub fn default_hook_secret_env(product: &str) -> String {
+    format!("PRODUCT_HOOK_SECRET_{}", env_suffix(product))
+}
+
+/// The schema (or database) a tenant gets: from its id, which never changes, not its slug,
+/// which may. 39 characters, within PostgreSQL's 63.
+pub fn tenant_object_name(tenant_id: Uuid) -> String {
+    format!("tenant_{}", tenant_id.simple())
+}
+
+/// Where a (tenant, product) pair stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvisioningState {
+    /// Queued, not started.
+    Pending,
+    /// A step is running, or waits for the product to report back.
+    Running,
+    /// Every step done.
+    Ready,
+    /// The last attempt failed; `retry` starts again.
+    Failed,
+    /// Being undone.
+    Deprovisioning,
+    /// Undone: backed up and dropped.
+    Deprovisioned,
+}
+
+impl ProvisioningState {
+    /// Every state, in documentation order.
+    pub const ALL: &'static [ProvisioningState] = &[
+        ProvisioningState::Pending,
+        ProvisioningState::Running,
+        ProvisioningState::Ready,
+        ProvisioningState::Failed,
+        ProvisioningState::Deprovisioning,
+        ProvisioningState::Deprovisioned,
+    ];
+
+    /// The state as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProvisioningState::Pending => "pending",
+            ProvisioningState::Running => "running",
+            ProvisioningState::Ready => "ready",
+            ProvisioningState::Failed => "failed",
+            ProvisioningState::Deprovisioning => "deprovisioning",
+            ProvisioningState::Deprovisioned => "deprovisioned",
+        }
+    }
+
+    /// Whether the runner has work to do in this state.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ProvisioningState::Pending
+                | ProvisioningState::Running
+                | ProvisioningState::Deprovisioning
+        )
+    }
+}
+
+impl fmt::Display for ProvisioningState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProvisioningState {
+    type Err = UnknownLabel;
+
+    fn from_str(label: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|state| state.as_str() == label)
+            .ok_or_else(|| UnknownLabel {
+                kind: "provisioning state",
+                label: label.to_owned(),
+                expected: Self::ALL
+                    .iter()
+                    .map(|state| state.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// How long after failed attempt `attempt` (1-based) the next one runs: `base` doubled each
+/// time, at most an hour.
+pub fn retry_delay(base: TimeDelta, attempt: u32) -> TimeDelta {
+    let doublings = attempt.saturating_sub(1).min(16);
+    let delay = base * 2_i32.pow(doublings);
+    delay.min(TimeDelta::hours(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan(value: serde_json::Value) -> Plan {
+        serde_json::from_value(value).expect("a plan")
+    }
+
+    fn pointers(plan: &Plan) -> Vec<String> {
+        plan.problems()
+            .into_iter()
+            .map(|(pointer, _)| pointer)
+            .collect()
+    }
+
+    fn full() -> Plan {
+        plan(json!({"steps": [
+            {"kind": "database", "isolation": "schema"},
+            {"kind": "migrations"},
+            {"kind": "seed", "statements": ["INSERT INTO settings (tenant_id) VALUES ($1)"]},
+            {"kind": "roles", "roles": [{"name": "tenant-admin", "permissions": ["documents:write"]}]},
+            {"kind": "hook", "url": "https://certifai.example/hooks/provisioning"}
+        ]}))
+    }
+
+    #[test]
+    fn a_full_plan_has_no_problems_and_five_attempts_by_default() {
+        let plan = full();
+        assert!(plan.problems().is_empty(), "{:?}", plan.problems());
+        assert_eq!(plan.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn rejects_migrations_without_a_database_step_before_them() {
+        let plan = plan(
+            json!({"steps": [{"kind": "migrations"}, {"kind": "database", "isolation": "schema"}]}),
+        );
+        assert_eq!(pointers(&plan), ["/provisioning/steps/0"]);
+    }
+
+    #[test]
+    fn rejects_a_seed_before_the_migrations() {
+        let plan = plan(json!({"steps": [
+            {"kind": "database", "isolation": "database"},
+            {"kind": "seed", "statements": ["SELECT 1"]},
+            {"kind": "migrations"}
+        ]}));
+        assert_eq!(pointers(&plan), ["/provisioning/steps/1"]);
+    }
+
+    #[test]
+    fn rejects_a_step_kind_twice_and_bad_roles() {
+        let plan = plan(json!({"steps": [
+            {"kind": "roles", "roles": [
+                {"name": "Tenant Admin", "permissions": ["Documents"]},
+                {"name": "viewer", "permissions": []},
+                {"name": "viewer", "permissions": []}
+            ]},
+            {"kind": "roles", "roles": [{"name": "other", "permissions": []}]}
+        ]}));
+        assert_eq!(
+            pointers(&plan),
+            [
+                "/provisioning/steps/0/roles/0/name",
+                "/provisioning/steps/0/roles/0/permissions/0",
+                "/provisioning/steps/0/roles/2/name",
+                "/provisioning/steps/1"
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_a_reference_that_names_no_variable_or_path() {
+        let plan = plan(json!({"steps": [
+            {"kind": "database", "isolation": "schema", "cluster": {"env": "lower"}},
+            {"kind": "hook", "url": "ftp://x", "secret": {"file": "relative"}}
+        ]}));
+        assert_eq!(
+            pointers(&plan),
+            [
+                "/provisioning/steps/0/cluster/env",
+                "/provisioning/steps/1/url",
+                "/provisioning/steps/1/secret/file"
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_a_variable_outside_the_product_prefix() {
+        let plan = plan(json!({"steps": [
+            {"kind": "database", "isolation": "schema", "cluster": {"env": "DATABASE_URL"}}
+        ]}));
+        assert_eq!(pointers(&plan), ["/provisioning/steps/0/cluster/env"]);
+    }
+
+    #[test]
+    fn rejects_an_unknown_step_kind_when_read() {
+        let read: Result<Plan, _> =
+            serde_json::from_value(json!({"steps": [{"kind": "shell", "command": "rm"}]}));
+        assert!(read.is_err());
+    }
+
+    #[test]
+    fn teardown_tells_the_product_then_backs_up_before_it_drops() {
+        let kinds: Vec<&str> = full().teardown().iter().map(Teardown::kind).collect();
+        assert_eq!(kinds, ["hook", "backup", "drop", "roles"]);
+    }
+
+    #[test]
+    fn names_come_from_the_tenant_id_and_the_product() {
+        let id = Uuid::parse_str("0190a0b0-c0d0-7e00-8000-000000000001").expect("uuid");
+        assert_eq!(
+            tenant_object_name(id),
+            "tenant_0190a0b0c0d07e008000000000000001"
+        );
+        assert_eq!(
+            default_cluster_env("billing-sync"),
+            "PRODUCT_DATABASE_BILLING_SYNC"
+        );
+        assert_eq!(
+            default_hook_secret_env("certifai"),
+            "PRODUCT_HOOK_SECRET_CERTIFAI"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_doubling_up_to_an_hour() {
+        let base = TimeDelta::seconds(10);
+        assert_eq!(retry_delay(base, 1), TimeDelta::seconds(10));
+        assert_eq!(retry_delay(base, 3), TimeDelta::seconds(40));
+        assert_eq!(retry_delay(base, 40), TimeDelta::hours(1));
+    }
+
+    #[test]
+    fn states_read_back_from_their_labels() {
+        for state in ProvisioningState::ALL {
+            assert_eq!(
+                state.as_str().parse::<ProvisioningState>().ok(),
+                Some(*state)
+            );
+        }
+        assert!("done".parse::<ProvisioningState>().is_err());
+    }
+}

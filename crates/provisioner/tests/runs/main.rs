@@ -1,0 +1,8 @@
+//! The provisioning runner against a real PostgreSQL: the registry's database, and a
+//! product cluster that is the same server (tenant schemas in the test's database, tenant
+//! databases beside it).
+
+mod fleet;
+mod plans;
+mod support;
+mod teardown;
