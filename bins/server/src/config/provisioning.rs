@@ -34,6 +34,11 @@ pub struct ProvisioningArgs {
     #[arg(long, env = "PROVISIONING_RETRY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600), global = true)]
     pub retry_secs: u32,
 
+    /// Seconds a replica holds a provisioning run it drives, renewed at a third of it while
+    /// a step runs: a run whose replica died is taken up by another once this runs out.
+    #[arg(long, env = "PROVISIONING_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(5..=3600), global = true)]
+    pub lease_secs: u32,
+
     /// Hours a product has to report back after answering its hook with 202.
     #[arg(long, env = "PROVISIONING_REPORT_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720), global = true)]
     pub report_hours: u32,
@@ -46,6 +51,7 @@ impl ProvisioningArgs {
             concurrency: usize::try_from(self.concurrency).unwrap_or(8),
             retry_base: self.retry_base(),
             report_within: chrono::TimeDelta::hours(i64::from(self.report_hours)),
+            lease: chrono::TimeDelta::seconds(i64::from(self.lease_secs)),
             ..provisioner::ProvisionerConfig::default()
         }
     }

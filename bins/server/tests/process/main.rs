@@ -3,3 +3,4 @@
 mod binary;
 mod faults;
 mod listeners;
+mod provisioning;
