@@ -16,6 +16,7 @@ mod ceilings;
 mod hostile;
 mod load;
 mod peer;
+mod provisioning;
 mod report;
 pub(crate) mod server;
 mod webhooks;
@@ -58,6 +59,13 @@ pub struct Options {
     /// target/bench/benchmarks-webhooks.md: for working on the runner.
     #[arg(long)]
     webhooks_only: bool,
+    /// Only the provisioning case, reported to target/bench/benchmarks-provisioning.md: for
+    /// working on the runner.
+    #[arg(long)]
+    provisioning_only: bool,
+    /// Tenants the provisioning case provisions.
+    #[arg(long, default_value_t = 300)]
+    provisioned_tenants: u32,
     /// Only the miss path at the first tenant count (cache off by slug and by id, cached by
     /// slug, the plain Go peer; no ceilings), reported to target/bench/benchmarks-miss-path.md:
     /// for working on the lookup.
@@ -111,7 +119,11 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     if options.miss_path_only {
         return miss_path_only(&root, &cluster, &runtime, &options, &work);
     }
+    if options.provisioning_only {
+        return provisioning_only(&root, &cluster, &runtime, &options, &work);
+    }
     let mut webhook = None;
+    let mut provisioned = None;
     let mut hostile_cases = Vec::new();
     let peer_binary = peer::build(&root, &work)?;
     let pgbench_tps = pgbench(&cluster, &runtime, &options)?;
@@ -147,6 +159,12 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
             )?);
             results.push(load.create_tenants(&server, scale)?);
             webhook = Some(webhooks::measure(&runtime, &key, options.duration)?);
+            provisioned = Some(provisioning::measure(
+                &runtime,
+                &database_url,
+                &key,
+                options.provisioned_tenants,
+            )?);
             results.push(load.ingest(&server, scale, &files.slug_list)?);
             runtime.block_on(seed_audit_events(&database_url, options.audit_events))?;
             results.push(load.get(
@@ -194,6 +212,9 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
     if let Some(webhook) = &webhook {
         report.push_str(&webhooks::render(webhook));
     }
+    if let Some(provisioned) = &provisioned {
+        report.push_str(&provisioning::render(provisioned));
+    }
     if !hostile_cases.is_empty() {
         report.push_str(&hostile::render(&hostile_cases));
     }
@@ -229,6 +250,27 @@ fn webhooks_only(
         work,
         "benchmarks-webhooks.md",
         &webhooks::render(&measured?),
+    )
+}
+
+/// The provisioning case alone, on a fresh database.
+fn provisioning_only(
+    root: &Path,
+    cluster: &Cluster,
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+    work: &Path,
+) -> Result<ExitCode, String> {
+    let database_url = runtime.block_on(fresh_database(cluster))?;
+    run_binary(root, "tenant-registry-migrate", &["up"], &database_url)?;
+    let key = create_admin_key(root, &database_url)?;
+    let mut server = Server::start(root, &database_url, None)?;
+    let measured = provisioning::measure(runtime, &database_url, &key, options.provisioned_tenants);
+    server.stop();
+    print_report(
+        work,
+        "benchmarks-provisioning.md",
+        &provisioning::render(&measured?),
     )
 }
 

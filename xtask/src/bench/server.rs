@@ -29,6 +29,7 @@ impl Server {
             .env("APP_ENV", "dev")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
+            .env(super::provisioning::CLUSTER_ENV, database_url)
             .current_dir(root)
             .stdout(Stdio::null());
         if let Some(entries) = cache_entries {
