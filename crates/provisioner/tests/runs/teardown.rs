@@ -227,3 +227,68 @@ async fn fresh_database(pool: &storage::PgPool) -> Restored {
         url: url.to_string(),
     }
 }
+
+#[tokio::test]
+async fn a_database_per_tenant_is_made_migrated_backed_up_and_dropped() {
+    let db = TestDb::migrated().await;
+    let backups = tempdir();
+    product(
+        db.pool(),
+        "ledger",
+        json!({"steps": [
+            {"kind": "database", "isolation": "database"},
+            {"kind": "migrations"}
+        ]}),
+    )
+    .await;
+    migrations(
+        db.pool(),
+        "ledger",
+        &[(1, "CREATE TABLE entries (amount numeric NOT NULL)")],
+    )
+    .await;
+    let tenant = subscribed_tenant(db.pool(), "acme", "ledger").await;
+    let runner = runner(db.pool(), "ledger", db.url(), backups.path());
+    settle(&runner).await;
+    let run = state(db.pool(), tenant, "ledger").await;
+    assert_eq!(
+        (run.state.as_str(), run.isolation.as_deref()),
+        ("ready", Some("database"))
+    );
+    let name = tenant_object_name(tenant);
+    let mut url = url::Url::parse(db.url()).expect("the test URL");
+    url.set_path(&name);
+    let mut own: sqlx::PgConnection = sqlx::Connection::connect(url.as_str())
+        .await
+        .expect("the tenant's own database");
+    let counts = tenant_schemas::row_counts(&mut own, "public")
+        .await
+        .expect("counts");
+    assert!(counts.contains(&("entries".to_owned(), 0)), "{counts:?}");
+    drop(own);
+
+    let principal = admin();
+    registry::products::unsubscribe(
+        db.pool(),
+        &actor(&principal),
+        tenant,
+        "ledger",
+        domain::TenantWrite::Administer,
+    )
+    .await
+    .expect("unsubscribed");
+    settle(&runner).await;
+    let done = state(db.pool(), tenant, "ledger").await;
+    assert_eq!(done.state, "deprovisioned");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(db.pool())
+            .await
+            .expect("read");
+    assert!(!exists, "the tenant's database is dropped");
+    let kept = registry::provisioning::backups_of(db.pool(), tenant)
+        .await
+        .expect("backups");
+    assert_eq!((kept.len(), kept[0].isolation.as_str()), (1, "database"));
+}
