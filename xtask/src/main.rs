@@ -5,6 +5,7 @@
 mod bench;
 mod db;
 mod fuzz;
+mod image;
 mod migration_file;
 mod openapi;
 mod test;
@@ -55,6 +56,9 @@ enum Command {
     /// Fuzz the running server from docs/openapi.json with Schemathesis (seeded ids, a fixed
     /// seed); fails on any 5xx or undocumented status.
     Fuzz(fuzz::Options),
+    /// Build the container image with podman (local base images unless --public-bases);
+    /// with --test, run it against a local cluster.
+    Image(image::Options),
 }
 
 /// The workspace root, from where this crate sits in it.
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Run => db::run_service(),
         Command::Bench(options) => bench::run(options),
         Command::Fuzz(options) => fuzz::run(&options),
+        Command::Image(options) => image::run(&options),
     };
     match outcome {
         Ok(code) => code,
