@@ -4,6 +4,7 @@
 
 mod bench;
 mod db;
+mod deploy_check;
 mod fuzz;
 mod image;
 mod migration_file;
@@ -59,6 +60,9 @@ enum Command {
     /// Build the container image with podman (local base images unless --public-bases);
     /// with --test, run it against a local cluster.
     Image(image::Options),
+    /// Lint the Dockerfiles (hadolint); render the Helm chart, validate every object against
+    /// the Kubernetes schemas and check the chart's rules (the migrate init container, …).
+    DeployCheck,
 }
 
 /// The workspace root, from where this crate sits in it.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Bench(options) => bench::run(options),
         Command::Fuzz(options) => fuzz::run(&options),
         Command::Image(options) => image::run(&options),
+        Command::DeployCheck => deploy_check::run(),
     };
     match outcome {
         Ok(code) => code,
