@@ -5,8 +5,8 @@
 
 # Kept equal to rust-toolchain.toml's channel (`cargo xtask deploy-check` compares them).
 ARG RUST_VERSION=1.95.0
-ARG BUILDER_IMAGE=rust:${RUST_VERSION}-bookworm
-ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG BUILDER_IMAGE=docker.io/library/rust:${RUST_VERSION}-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS build
 ARG RUST_VERSION
