@@ -4,8 +4,8 @@
 run: ## Local cluster when DATABASE_URL is unset, migrate up, serve on :8090.
 	cargo xtask run
 
-test: ## fmt check, clippy -D warnings, OpenAPI document current and valid, every test against real PostgreSQL, the OpenAPI fuzzer.
-	cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings && cargo xtask openapi --check && cargo xtask fuzz && cargo xtask test
+test: ## fmt check, clippy -D warnings, Dockerfiles linted and the Helm chart rendered and valid, OpenAPI document current and valid, the OpenAPI fuzzer, every test against real PostgreSQL.
+	cargo fmt --all -- --check && cargo clippy --workspace --all-targets --locked -- -D warnings && cargo xtask deploy-check && cargo xtask openapi --check && cargo xtask fuzz && cargo xtask test
 
 bench: ## Release builds on their own cluster under load (wrk); writes docs/benchmarks.md. Knobs: make bench ARGS="--quick".
 	cargo xtask bench $(ARGS)

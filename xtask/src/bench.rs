@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use devcluster::Cluster;
 use sqlx::{Connection, PgConnection};
 
-use crate::project_root;
+use crate::{db, project_root};
 
 mod ceilings;
 mod hostile;
@@ -98,12 +98,7 @@ pub fn run(options: Options) -> Result<ExitCode, String> {
         .map_err(|error| format!("creating {}: {error}", work.display()))?;
     ensure_wrk()?;
     build_release(&root)?;
-    let port = match std::env::var("TR_BENCH_PG_PORT") {
-        Ok(value) => value
-            .parse()
-            .map_err(|_| format!("TR_BENCH_PG_PORT={value:?} is not a port"))?,
-        Err(_) => BENCH_PG_PORT,
-    };
+    let port = db::port_from_env("TR_BENCH_PG_PORT", BENCH_PG_PORT)?;
     let cluster =
         Cluster::named(&root, "bench-postgres", port).map_err(|error| error.to_string())?;
     cluster

@@ -25,6 +25,16 @@ pub enum Action {
     Url,
 }
 
+/// The port `variable` names, or `default` when it is unset.
+pub fn port_from_env(variable: &str, default: u16) -> Result<u16, String> {
+    match std::env::var(variable) {
+        Ok(value) => value
+            .parse()
+            .map_err(|_| format!("{variable}={value:?} is not a port")),
+        Err(_) => Ok(default),
+    }
+}
+
 pub fn cluster() -> Result<Cluster, String> {
     Cluster::for_project(&project_root()).map_err(|error| error.to_string())
 }

@@ -135,7 +135,7 @@ fn database_url(server: &str, name: &str) -> Result<String, String> {
     Ok(format!("{base}/{name}"))
 }
 
-fn admin_sql(server: &str, statement: &str) -> Result<(), String> {
+pub(crate) fn admin_sql(server: &str, statement: &str) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -153,12 +153,19 @@ fn admin_sql(server: &str, statement: &str) -> Result<(), String> {
 }
 
 fn admin_key(binaries: &Path, url: &str) -> Result<String, String> {
-    let output = Command::new(binaries.join("tenant-registry"))
+    let mut command = Command::new(binaries.join("tenant-registry"));
+    command
         .args(["create-admin-key", "--name", "fuzz", "--no-expiry"])
         .env("DATABASE_URL", url)
-        .env("APP_ENV", "dev")
+        .env("APP_ENV", "dev");
+    printed_key(command)
+}
+
+/// Runs a `create-admin-key` command; the key it printed, alone, on stdout.
+pub(crate) fn printed_key(mut command: Command) -> Result<String, String> {
+    let output = command
         .output()
-        .map_err(|error| format!("cannot create the fuzz key: {error}"))?;
+        .map_err(|error| format!("cannot run create-admin-key: {error}"))?;
     let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     if output.status.success() && !key.is_empty() {
         Ok(key)

@@ -4,7 +4,9 @@
 
 mod bench;
 mod db;
+mod deploy_check;
 mod fuzz;
+mod image;
 mod migration_file;
 mod openapi;
 mod test;
@@ -55,6 +57,12 @@ enum Command {
     /// Fuzz the running server from docs/openapi.json with Schemathesis (seeded ids, a fixed
     /// seed); fails on any 5xx or undocumented status.
     Fuzz(fuzz::Options),
+    /// Build the container image with podman (local base images unless --public-bases);
+    /// with --test, run it against a local cluster.
+    Image(image::Options),
+    /// Lint the Dockerfiles (hadolint); render the Helm chart, validate every object against
+    /// the Kubernetes schemas and check the chart's rules (the migrate init container, …).
+    DeployCheck,
 }
 
 /// The workspace root, from where this crate sits in it.
@@ -75,6 +83,8 @@ fn main() -> ExitCode {
         Command::Run => db::run_service(),
         Command::Bench(options) => bench::run(options),
         Command::Fuzz(options) => fuzz::run(&options),
+        Command::Image(options) => image::run(&options),
+        Command::DeployCheck => deploy_check::run(),
     };
     match outcome {
         Ok(code) => code,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where the server under test listens.
@@ -85,10 +85,15 @@ impl Server {
     }
 
     pub fn stop(&mut self) {
+        let _ = self.terminate();
+    }
+
+    /// Sends SIGTERM and waits for the process to end; how it ended.
+    pub fn terminate(&mut self) -> Result<ExitStatus, String> {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
-        let _ = self.child.wait();
+        self.child.wait().map_err(|error| error.to_string())
     }
 }
 
