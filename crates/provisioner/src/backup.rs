@@ -120,7 +120,8 @@ impl BackupStore {
             .join(subject.tenant_id.to_string())
             .join(subject.product_id);
         tokio::fs::create_dir_all(&dir).await.map_err(|error| {
-            StepError::Backup(format!("cannot make {}: {error}", dir.display()))
+            tracing::warn!(dir = %dir.display(), %error, "cannot make the backup directory");
+            StepError::Backup("the backup directory cannot be written".to_owned())
         })?;
         let file_name = format!("{}-{id}.dump", now.format("%Y%m%dT%H%M%SZ"));
         let partial = dir.join(format!("{file_name}.partial"));
@@ -131,7 +132,12 @@ impl BackupStore {
             .arg("--format=custom")
             .arg("--no-owner")
             .arg("--no-privileges")
+            // A lock held by someone else fails the attempt (retried) instead of hanging it.
+            .arg("--lock-wait-timeout=60s")
             .arg(format!("--file={}", partial.display()))
+            // Only the cluster's own settings: never the server's PGPASSFILE, PGSERVICE, …
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(libpq_env(subject.url, database)?)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -149,9 +155,13 @@ impl BackupStore {
             .map_err(|error| StepError::Backup(format!("cannot run pg_dump: {error}")))?;
         if !output.status.success() {
             let _ = tokio::fs::remove_file(&partial).await;
+            // pg_dump's words name the host, port and user: for the server's log only.
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let first = stderr.lines().next().unwrap_or("no message");
-            return Err(StepError::Backup(format!("pg_dump failed: {first}")));
+            tracing::warn!(product = subject.product_id, tenant_id = %subject.tenant_id, stderr = %stderr.trim(), "pg_dump failed");
+            return Err(StepError::Backup(format!(
+                "pg_dump failed (exit status {}); the server's log says why",
+                output.status.code().unwrap_or(-1)
+            )));
         }
         tokio::fs::rename(&partial, &done)
             .await

@@ -80,8 +80,8 @@ pub struct ProvisionerConfig {
     pub report_within: TimeDelta,
     /// How often the queue is looked at when idle.
     pub poll: Duration,
-    /// How long a migration waits for a lock in the tenant's schema.
-    pub lock_timeout_ms: u32,
+    /// How long a migration or seed waits for a lock in the tenant's schema, and runs.
+    pub limits: storage::tenant_schemas::Limits,
 }
 
 impl Default for ProvisionerConfig {
@@ -92,7 +92,10 @@ impl Default for ProvisionerConfig {
             retry_base: TimeDelta::seconds(10),
             report_within: TimeDelta::hours(24),
             poll: Duration::from_secs(1),
-            lock_timeout_ms: 30_000,
+            limits: storage::tenant_schemas::Limits {
+                lock_timeout_ms: 30_000,
+                statement_timeout_ms: 15 * 60 * 1000,
+            },
         }
     }
 }

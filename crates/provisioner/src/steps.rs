@@ -116,7 +116,14 @@ pub async fn provision(
                 slug: &run.tenant_slug,
                 name: &run.tenant_name,
             };
-            tenant_schemas::seed_once(&mut conn, place.schema(), statements, tenant).await?;
+            tenant_schemas::seed_once(
+                &mut conn,
+                place.schema(),
+                statements,
+                tenant,
+                provisioner.config.limits,
+            )
+            .await?;
             Ok(done(StepDone {
                 seeded_at: Some(now),
                 ..StepDone::default()
@@ -179,7 +186,7 @@ pub async fn migrate(provisioner: &Provisioner, run: &Run) -> Result<Outcome, St
             checksum: &migration.checksum,
             sql: &migration.sql,
         };
-        tenant_schemas::apply(&mut conn, schema, apply, provisioner.config.lock_timeout_ms)
+        tenant_schemas::apply(&mut conn, schema, apply, provisioner.config.limits)
             .await
             .map_err(|error| {
                 StepError::Migration(format!(

@@ -88,7 +88,9 @@ pub struct Queued<'a> {
 }
 
 /// Queues a run, replacing the pair's previous one (its generation bumped, so that run's
-/// runner stops); due at once.
+/// runner stops); due at once. A new run forgets the previous one's backup (a drop is
+/// justified only by a backup taken in its own run) and, when it provisions again, its seed
+/// and roles.
 pub async fn queue(conn: &mut PgConnection, run: &Queued<'_>) -> Result<RunRow, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO tenant_provisioning (tenant_id, product_id, goal, state, plan, step, operation_id)
@@ -98,6 +100,10 @@ pub async fn queue(conn: &mut PgConnection, run: &Queued<'_>) -> Result<RunRow, 
              plan = coalesce($5, tenant_provisioning.plan), step = EXCLUDED.step,
              generation = tenant_provisioning.generation + 1, attempts = 0, last_error = NULL,
              next_attempt_at = now(), hook_waiting_until = NULL, hook_answered_at = NULL,
+             backup_id = NULL,
+             seeded_at = CASE WHEN EXCLUDED.goal = 'provision' THEN NULL ELSE tenant_provisioning.seeded_at END,
+             roles_created_at = CASE WHEN EXCLUDED.goal = 'provision' THEN NULL
+                                     ELSE tenant_provisioning.roles_created_at END,
              operation_id = EXCLUDED.operation_id, queued_at = now(), started_at = NULL,
              finished_at = NULL, updated_at = now()
          RETURNING {COLUMNS}"

@@ -130,19 +130,31 @@ pub struct Migration<'a> {
     pub sql: &'a str,
 }
 
+/// How long a statement on a product's cluster may wait for a lock, and run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `lock_timeout`, milliseconds.
+    pub lock_timeout_ms: u32,
+    /// `statement_timeout`, milliseconds: a migration or seed that hangs fails its attempt
+    /// instead of holding a runner's slot for ever.
+    pub statement_timeout_ms: u32,
+}
+
 /// Applies `migration` inside schema `schema` (its search path), with its history row, in
-/// one transaction; a lock it cannot get within `lock_timeout_ms` fails it.
+/// one transaction, within `limits`.
 pub async fn apply(
     conn: &mut PgConnection,
     schema: &str,
     migration: Migration<'_>,
-    lock_timeout_ms: u32,
+    limits: Limits,
 ) -> Result<(), sqlx::Error> {
     let mut transaction = conn.begin().await?;
     (&mut *transaction)
         .execute(sqlx::raw_sql(&format!(
-            "SET LOCAL search_path TO {}; SET LOCAL lock_timeout = {lock_timeout_ms}",
-            quoted(schema)
+            "SET LOCAL search_path TO {}; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            quoted(schema),
+            limits.lock_timeout_ms,
+            limits.statement_timeout_ms
         )))
         .await?;
     (&mut *transaction)
@@ -180,12 +192,15 @@ pub async fn seed_once(
     schema: &str,
     statements: &[String],
     tenant: SeedTenant<'_>,
+    limits: Limits,
 ) -> Result<bool, sqlx::Error> {
     let mut transaction = conn.begin().await?;
     (&mut *transaction)
         .execute(sqlx::raw_sql(&format!(
-            "SET LOCAL search_path TO {}",
-            quoted(schema)
+            "SET LOCAL search_path TO {}; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            quoted(schema),
+            limits.lock_timeout_ms,
+            limits.statement_timeout_ms
         )))
         .await?;
     let marked = sqlx::query(&format!(

@@ -240,10 +240,12 @@ pub async fn roles_of(
 
 /// Holds tenant `tenant_id`'s row (the lock order: the tenant, then its rows); not found
 /// when there is no such tenant.
-async fn tenant_held(conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), RegistryError> {
+async fn tenant_held(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<storage::tenants::TenantRow, RegistryError> {
     storage::tenants::share_lock(conn, tenant_id)
         .await?
-        .map(drop)
         .ok_or_else(|| RegistryError::not_found("no such tenant"))
 }
 
@@ -359,7 +361,7 @@ pub async fn report(
     storage::with_retries(move || async move {
         let now = Utc::now();
         let mut transaction = storage::begin(pool).await?;
-        tenant_held(&mut transaction, tenant_id).await?;
+        let tenant = tenant_held(&mut transaction, tenant_id).await?;
         let run = store::lock(&mut transaction, tenant_id, product_id)
             .await?
             .ok_or_else(|| {
@@ -389,7 +391,16 @@ pub async fn report(
                 };
                 store::reported_failed(&mut transaction, tenant_id, product_id, failure).await?;
                 if last {
-                    runs::announce_failure(&mut transaction, &run, "hook", error, attempts).await?;
+                    runs::gave_up(
+                        &mut transaction,
+                        &run,
+                        &tenant,
+                        "hook",
+                        error,
+                        attempts,
+                        now,
+                    )
+                    .await?;
                 }
                 let fields = Map::from_iter([("error".to_owned(), Value::from(error.clone()))]);
                 ("tenant_provisioning.hook_failed", fields)

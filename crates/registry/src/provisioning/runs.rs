@@ -330,18 +330,16 @@ pub async fn fail(
             return Ok(false);
         }
         if last {
-            announce_failure(&mut transaction, &run.row, step_kind, error, attempts).await?;
-            if let Some(operation_id) = run.row.operation_id {
-                operations::item_ended(
-                    &mut transaction,
-                    operation_id,
-                    tenant_id,
-                    &run.row.product_id,
-                    Some(error),
-                )
-                .await?;
-                settle(&mut transaction, operation_id, &tenant, now).await?;
-            }
+            gave_up(
+                &mut transaction,
+                &run.row,
+                &tenant,
+                step_kind,
+                error,
+                attempts,
+                now,
+            )
+            .await?;
         }
         storage::commit(transaction).await?;
         Ok::<_, RegistryError>(true)
@@ -349,8 +347,34 @@ pub async fn fail(
     .await
 }
 
+/// A run's last attempt failed: `tenant.provisioning_failed` with its audit record, and the
+/// run's operation item failed (the operation ended if that was its last item).
+pub(crate) async fn gave_up(
+    conn: &mut PgConnection,
+    row: &RunRow,
+    tenant: &storage::tenants::TenantRow,
+    step_kind: &str,
+    error: &str,
+    attempts: u32,
+    now: DateTime<Utc>,
+) -> Result<(), RegistryError> {
+    announce_failure(conn, row, step_kind, error, attempts).await?;
+    if let Some(operation_id) = row.operation_id {
+        operations::item_ended(
+            conn,
+            operation_id,
+            row.tenant_id,
+            &row.product_id,
+            Some(error),
+        )
+        .await?;
+        settle(conn, operation_id, tenant, now).await?;
+    }
+    Ok(())
+}
+
 /// `tenant.provisioning_failed` and its audit record, for a run whose last attempt failed.
-pub(crate) async fn announce_failure(
+async fn announce_failure(
     conn: &mut PgConnection,
     row: &RunRow,
     step_kind: &str,
