@@ -186,3 +186,17 @@ pub async fn tables(pool: &PgPool, schema: &str) -> Vec<String> {
         .await
         .expect("the tables")
 }
+
+/// Removes `tenant`'s subscription to `product`, as a platform admin.
+pub async fn unsubscribe(pool: &PgPool, tenant: Uuid, product: &str) {
+    let principal = admin();
+    registry::products::unsubscribe(
+        pool,
+        &actor(&principal),
+        tenant,
+        product,
+        TenantWrite::Administer,
+    )
+    .await
+    .expect("unsubscribed");
+}

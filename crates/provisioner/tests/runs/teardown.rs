@@ -132,16 +132,8 @@ async fn unsubscribing_tears_the_product_down_and_no_backup_means_no_drop() {
     let tenant = subscribed_tenant(db.pool(), "acme", "certifai").await;
     let good = runner(db.pool(), "certifai", db.url(), backups.path());
     settle(&good).await;
+    crate::support::unsubscribe(db.pool(), tenant, "certifai").await;
     let principal = admin();
-    registry::products::unsubscribe(
-        db.pool(),
-        &actor(&principal),
-        tenant,
-        "certifai",
-        domain::TenantWrite::Administer,
-    )
-    .await
-    .expect("unsubscribed");
     assert_eq!(
         state(db.pool(), tenant, "certifai").await.state,
         "deprovisioning"
@@ -267,16 +259,7 @@ async fn a_database_per_tenant_is_made_migrated_backed_up_and_dropped() {
     assert!(counts.contains(&("entries".to_owned(), 0)), "{counts:?}");
     drop(own);
 
-    let principal = admin();
-    registry::products::unsubscribe(
-        db.pool(),
-        &actor(&principal),
-        tenant,
-        "ledger",
-        domain::TenantWrite::Administer,
-    )
-    .await
-    .expect("unsubscribed");
+    crate::support::unsubscribe(db.pool(), tenant, "ledger").await;
     settle(&runner).await;
     let done = state(db.pool(), tenant, "ledger").await;
     assert_eq!(done.state, "deprovisioned");
