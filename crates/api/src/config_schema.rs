@@ -20,8 +20,9 @@ pub(crate) enum SchemaVerdict {
 pub(crate) async fn check_against_schema(
     schema: Value,
     instance: Value,
-    prefix: &'static str,
+    prefix: &str,
 ) -> Result<SchemaVerdict, ApiError> {
+    let under = prefix.to_owned();
     blocking::run(
         move || match jsonschema::draft202012::options().build(&schema) {
             Err(error) => SchemaVerdict::NotASchema(error.to_string()),
@@ -29,7 +30,7 @@ pub(crate) async fn check_against_schema(
                 validator
                     .iter_errors(&instance)
                     .map(|error| FieldError {
-                        pointer: format!("{prefix}{}", error.instance_path()),
+                        pointer: format!("{under}{}", error.instance_path()),
                         detail: error.to_string(),
                     })
                     .collect(),

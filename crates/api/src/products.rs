@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::product::{self, FeatureCheck, Manifest};
+use domain::product::{self, FeatureCheck, Manifest, Subscription};
 use domain::{Scope, Slug};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -140,7 +140,7 @@ fn product_id(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::not_found("no such product"))
 }
 
-fn manifest_of(row: &ProductRow) -> Result<Manifest, ApiError> {
+pub(crate) fn manifest_of(row: &ProductRow) -> Result<Manifest, ApiError> {
     serde_json::from_value(row.manifest.0.clone()).map_err(ApiError::internal)
 }
 
@@ -238,6 +238,44 @@ async fn product_row(state: &AppState, raw: &str) -> Result<ProductRow, ApiError
         .ok_or_else(|| ApiError::not_found("no such product"))
 }
 
+/// What is wrong with `subscription` to the product of `manifest`, pointers under `prefix`:
+/// its config (merged over the default) against the product's schema, its overrides against
+/// the declared features.
+pub(crate) async fn subscription_problems(
+    manifest: &Manifest,
+    subscription: &Subscription,
+    prefix: &str,
+) -> Result<Vec<FieldError>, ApiError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let config_pointer = format!("{prefix}/config");
+    if subscription.config.is_object() {
+        let merged = product::merge_patch(&manifest.default_config, &subscription.config);
+        match check_against_schema(manifest.config_schema.clone(), merged, &config_pointer).await? {
+            SchemaVerdict::NotASchema(error) => {
+                return Err(ApiError::internal(format!(
+                    "a stored config schema does not compile: {error}"
+                )));
+            }
+            SchemaVerdict::Problems(problems) => errors.extend(problems),
+        }
+    } else {
+        errors.push(FieldError {
+            pointer: config_pointer,
+            detail: "must be a JSON object".to_owned(),
+        });
+    }
+    errors.extend(
+        manifest
+            .override_problems(&subscription.feature_overrides)
+            .into_iter()
+            .map(|(pointer, detail)| FieldError {
+                pointer: format!("{prefix}{pointer}"),
+                detail,
+            }),
+    );
+    Ok(errors)
+}
+
 /// Sets a tenant's subscription to a product: enabled, config and feature overrides.
 #[utoipa::path(put, path = "/v1/tenants/{id}/products/{product}", operation_id = "put_tenant_product", tag = "products",
     security(("bearer" = ["products:write"])), request_body = SubscriptionRequest,
@@ -262,29 +300,7 @@ pub(crate) async fn put_tenant_product(
     let request =
         registry::products::to_set(&state.pool, tenant.id, &product.id, request.into(), write)
             .await?;
-    let mut errors: Vec<FieldError> = Vec::new();
-    if request.config.is_object() {
-        let merged = product::merge_patch(&manifest.default_config, &request.config);
-        match check_against_schema(manifest.config_schema.clone(), merged, "/config").await? {
-            SchemaVerdict::NotASchema(error) => {
-                return Err(ApiError::internal(format!(
-                    "a stored config schema does not compile: {error}"
-                )));
-            }
-            SchemaVerdict::Problems(problems) => errors.extend(problems),
-        }
-    } else {
-        errors.push(FieldError {
-            pointer: "/config".to_owned(),
-            detail: "must be a JSON object".to_owned(),
-        });
-    }
-    errors.extend(
-        manifest
-            .override_problems(&request.feature_overrides)
-            .into_iter()
-            .map(|(pointer, detail)| FieldError { pointer, detail }),
-    );
+    let errors = subscription_problems(&manifest, &request, "").await?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }

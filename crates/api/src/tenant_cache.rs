@@ -293,6 +293,7 @@ mod tests {
             oidc_organization: None,
             version: 1,
             products: Vec::new(),
+            provisioning: Vec::new(),
             created_at: now,
             updated_at: now,
         }

@@ -109,73 +109,90 @@ pub async fn subscribe(
     storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
         lifecycle::permit(&mut transaction, tenant_id, write).await?;
-        let existed = products::is_subscribed(&mut transaction, tenant_id, product).await?;
-        let row = if write == TenantWrite::Administer {
-            products::set_for_tenant(
-                &mut transaction,
-                tenant_id,
-                product,
-                subscription.enabled,
-                &subscription.config,
-                &subscription.feature_overrides,
-            )
-            .await?
-        } else {
-            products::set_config_for_tenant(
-                &mut transaction,
-                tenant_id,
-                product,
-                &subscription.config,
-            )
-            .await?
-            .ok_or_else(not_subscribed)?
-        };
-        let mut fields = Map::new();
-        fields.insert("product".to_owned(), Value::from(product));
-        fields.insert(
-            "enabled".to_owned(),
-            Value::from(subscription.enabled.to_string()),
-        );
-        let action = "tenant_product.set";
-        audit(
+        let row = subscribe_in(
             &mut transaction,
             actor,
             tenant_id,
             product,
-            action,
-            'u',
-            fields,
-        )
-        .await?;
-        let event_type = if existed {
-            EventType::TenantProductUpdated
-        } else {
-            EventType::TenantProductSubscribed
-        };
-        let manifest = if row.enabled {
-            products::manifest_in(&mut transaction, product).await?
-        } else {
-            None
-        };
-        if let Some(manifest) = manifest {
-            let manifest: Manifest =
-                serde_json::from_value(manifest).map_err(RegistryError::internal)?;
-            provisioning::queue_plan(&mut transaction, tenant_id, product, &manifest).await?;
-        }
-        let data = events::subscription(tenant_id, &row);
-        events::emit(&mut transaction, event_type, Some(tenant_id), data).await?;
-        let data = events::entitlements_changed(tenant_id, "subscription", Some(product));
-        events::emit(
-            &mut transaction,
-            EventType::TenantEntitlementsChanged,
-            Some(tenant_id),
-            data,
+            write,
+            subscription,
         )
         .await?;
         storage::commit(transaction).await?;
         Ok(row)
     })
     .await
+}
+
+/// [`subscribe`]'s change, audit record, events and queued plan, in the caller's
+/// transaction (which has checked that `write` is permitted).
+pub(crate) async fn subscribe_in(
+    transaction: &mut storage::PgConnection,
+    actor: &Actor<'_>,
+    tenant_id: Uuid,
+    product: &str,
+    write: TenantWrite,
+    subscription: &Subscription,
+) -> Result<TenantProductRow, RegistryError> {
+    let existed = products::is_subscribed(&mut *transaction, tenant_id, product).await?;
+    let row = if write == TenantWrite::Administer {
+        products::set_for_tenant(
+            &mut *transaction,
+            tenant_id,
+            product,
+            subscription.enabled,
+            &subscription.config,
+            &subscription.feature_overrides,
+        )
+        .await?
+    } else {
+        products::set_config_for_tenant(&mut *transaction, tenant_id, product, &subscription.config)
+            .await?
+            .ok_or_else(not_subscribed)?
+    };
+    let mut fields = Map::new();
+    fields.insert("product".to_owned(), Value::from(product));
+    fields.insert(
+        "enabled".to_owned(),
+        Value::from(subscription.enabled.to_string()),
+    );
+    let action = "tenant_product.set";
+    audit(
+        &mut *transaction,
+        actor,
+        tenant_id,
+        product,
+        action,
+        'u',
+        fields,
+    )
+    .await?;
+    let event_type = if existed {
+        EventType::TenantProductUpdated
+    } else {
+        EventType::TenantProductSubscribed
+    };
+    let manifest = if row.enabled {
+        products::manifest_in(&mut *transaction, product).await?
+    } else {
+        None
+    };
+    if let Some(manifest) = manifest {
+        let manifest: Manifest =
+            serde_json::from_value(manifest).map_err(RegistryError::internal)?;
+        provisioning::queue_plan(&mut *transaction, tenant_id, product, &manifest).await?;
+    }
+    let data = events::subscription(tenant_id, &row);
+    events::emit(&mut *transaction, event_type, Some(tenant_id), data).await?;
+    let data = events::entitlements_changed(tenant_id, "subscription", Some(product));
+    events::emit(
+        &mut *transaction,
+        EventType::TenantEntitlementsChanged,
+        Some(tenant_id),
+        data,
+    )
+    .await?;
+    Ok(row)
 }
 
 /// Removes tenant `tenant_id`'s subscription to `product`: a platform decision only.

@@ -2,6 +2,7 @@
 //! slug; each opens one transaction for the change and its audit record.
 
 use chrono::{DateTime, Utc};
+use domain::product::Subscription;
 use domain::{TenantStatus, TenantWrite, tenant};
 use keyring::Keyring;
 use storage::PgPool;
@@ -19,6 +20,9 @@ pub struct CreateTenant {
     pub tenant: NewTenant,
     /// The contact email, to be encrypted with the tenant's id.
     pub contact_email: Option<String>,
+    /// The products it starts subscribed to (each checked against its product), their
+    /// plans queued with it.
+    pub products: Vec<(String, Subscription)>,
 }
 
 /// A validated JSON merge patch: the changes, and the contact email change still in clear.
@@ -100,6 +104,7 @@ pub async fn create(
         tenant.contact_email_encrypted = Some(seal_email(keyring, tenant.id, email)?);
     }
     let tenant = &tenant;
+    let products = &request.products;
     let row = storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
         if !tenant_names::reserve(&mut transaction, tenant.id, tenant.slug.as_str()).await? {
@@ -130,6 +135,24 @@ pub async fn create(
             data,
         )
         .await?;
+        for (product, subscription) in products {
+            crate::products::subscribe_in(
+                &mut transaction,
+                actor,
+                row.id,
+                product,
+                TenantWrite::Administer,
+                subscription,
+            )
+            .await?;
+        }
+        let row = if products.is_empty() {
+            row
+        } else {
+            tenants::get_on(&mut transaction, row.id)
+                .await?
+                .ok_or_else(|| RegistryError::internal("a tenant vanished in its own creation"))?
+        };
         storage::commit(transaction).await?;
         Ok::<_, RegistryError>(row)
     })

@@ -37,6 +37,26 @@ impl TenantChange {
     }
 }
 
+/// Where one product's provisioning of a tenant stands, as a tenant's views show it (the
+/// whole run: [`crate::provisioning::RunRow`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ProvisioningSummary {
+    /// The product.
+    pub product: String,
+    /// `provision`, `deprovision` or `migrate`.
+    pub goal: String,
+    /// `pending`, `running`, `ready`, `failed`, `deprovisioning` or `deprovisioned`.
+    pub state: String,
+    /// The index of the step it is on.
+    pub step: i32,
+    /// The kinds of the plan's steps, in order (to name the step it is on).
+    pub kinds: Vec<String>,
+    /// Failed attempts of this run.
+    pub attempts: i32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
 /// A tenant as stored, with the ids of its enabled products.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRow {
@@ -74,6 +94,8 @@ pub struct TenantRow {
     pub version: i64,
     /// Enabled products, sorted.
     pub products: Vec<String>,
+    /// Each product's provisioning, by product (products with a plan only).
+    pub provisioning: Vec<ProvisioningSummary>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -99,6 +121,7 @@ struct RawTenant {
     oidc_organization: Option<String>,
     version: i64,
     products: Vec<String>,
+    provisioning: sqlx::types::Json<Vec<ProvisioningSummary>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -126,6 +149,7 @@ impl TryFrom<RawTenant> for TenantRow {
             oidc_organization: raw.oidc_organization,
             version: raw.version,
             products: raw.products,
+            provisioning: raw.provisioning.0,
             created_at: raw.created_at,
             updated_at: raw.updated_at,
         })
@@ -140,6 +164,11 @@ macro_rules! tenant_columns {
        t.sales_owner, t.contact_email_encrypted, t.oidc_issuer, t.oidc_organization, t.version,
        ARRAY(SELECT p.product FROM tenant_products p
              WHERE p.tenant_id = t.id AND p.enabled ORDER BY p.product) AS products,
+       COALESCE((SELECT json_agg(json_build_object(
+                    'product', r.product_id, 'goal', r.goal, 'state', r.state, 'step', r.step,
+                    'kinds', jsonb_path_query_array(r.plan, '$.steps[*].kind'),
+                    'attempts', r.attempts, 'last_error', r.last_error) ORDER BY r.product_id)
+                 FROM tenant_provisioning r WHERE r.tenant_id = t.id), '[]') AS provisioning,
        t.created_at, t.updated_at"
     };
 }
@@ -240,7 +269,8 @@ pub async fn insert(conn: &mut PgConnection, tenant: &NewTenant) -> Result<Tenan
         .ok_or_else(|| sqlx::Error::RowNotFound)
 }
 
-async fn get_on(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+/// One tenant by id, read on `conn` (a transaction sees its own changes).
+pub async fn get_on(conn: &mut PgConnection, id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
     sqlx::query_as::<_, RawTenant>(&format!("{SELECT} WHERE t.id = $1"))
         .bind(id)
         .fetch_optional(conn)

@@ -265,6 +265,15 @@ impl ApiError {
         }
     }
 
+    /// The field problems of a 422, to be reported with others; any other error as it is.
+    pub fn into_field_errors(self) -> Result<Vec<FieldError>, ApiError> {
+        if self.status == StatusCode::UNPROCESSABLE_ENTITY && self.slug == "validation" {
+            Ok(self.errors)
+        } else {
+            Err(self)
+        }
+    }
+
     /// 422 for one field.
     pub fn invalid_field(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::invalid(vec![FieldError {

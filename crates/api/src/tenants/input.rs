@@ -105,6 +105,7 @@ pub fn create(
             oidc_organization,
         },
         contact_email,
+        products: Vec::new(),
     })
 }
 

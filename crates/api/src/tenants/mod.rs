@@ -4,6 +4,7 @@
 
 mod access;
 pub(crate) mod former_slugs;
+mod initial_products;
 mod input;
 
 use axum::extract::{Path, State};
@@ -14,7 +15,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::Scope;
 use serde::{Deserialize, Serialize};
-use storage::tenants::{self, SlugMatch, TenantRow};
+use sha2::{Digest, Sha256};
+use storage::tenants::{self, ProvisioningSummary, SlugMatch, TenantRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -77,12 +79,50 @@ pub struct TenantView {
     /// Ids of the enabled products.
     #[schema(example = json!(["certifai", "compliance"]))]
     products: Vec<String>,
-    /// Bumped by every change; the ETag is this number in quotes.
+    /// Where each product's provisioning plan stands (products with a plan only; the whole
+    /// run: `GET /v1/tenants/{id}/provisioning`).
+    provisioning: Vec<TenantProvisioningView>,
+    /// Bumped by every change of the tenant's own fields. The ETag is this number in quotes,
+    /// followed by a digest of the products and their provisioning when it has any
+    /// (`"3-9f2c41d07a5be613"`); `If-Match` compares the number.
     version: i64,
     /// Creation time.
     created_at: DateTime<Utc>,
     /// Last change.
     updated_at: DateTime<Utc>,
+}
+
+/// One product's provisioning of a tenant, in the tenant's views.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantProvisioningView {
+    /// The product.
+    #[schema(example = "certifai")]
+    product: String,
+    /// `provision`, `deprovision` or `migrate`.
+    goal: String,
+    /// `pending`, `running`, `ready`, `failed`, `deprovisioning` or `deprovisioned`.
+    #[schema(example = "ready")]
+    state: String,
+    /// The kind of the step it is on (`null` once past the last).
+    step: Option<String>,
+    /// Failed attempts of this run.
+    attempts: i32,
+    /// Why the last attempt failed.
+    last_error: Option<String>,
+}
+
+impl From<ProvisioningSummary> for TenantProvisioningView {
+    fn from(summary: ProvisioningSummary) -> Self {
+        Self {
+            step: registry::provisioning::step_at(&summary.goal, &summary.kinds, summary.step)
+                .map(str::to_owned),
+            product: summary.product,
+            goal: summary.goal,
+            state: summary.state,
+            attempts: summary.attempts,
+            last_error: summary.last_error,
+        }
+    }
 }
 
 /// A page of tenants.
@@ -146,6 +186,11 @@ pub struct TenantInput {
     /// The Keycloak organization (id or alias, as tokens' `organization` claim names it)
     /// whose users belong to this tenant, under the configured issuer; unique.
     oidc_organization: Option<String>,
+    /// Create only: the products it starts subscribed to (at most 50), each an id or
+    /// `{product, enabled, config, feature_overrides}`, checked as `PUT
+    /// /v1/tenants/{id}/products/{product}` checks them; their provisioning plans are queued
+    /// with the tenant.
+    products: Option<Vec<initial_products::InitialProduct>>,
 }
 
 /// Filters of `GET /v1/tenants`.
@@ -212,6 +257,7 @@ fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
         oidc_issuer: row.oidc_issuer,
         oidc_organization: row.oidc_organization,
         products: row.products,
+        provisioning: row.provisioning.into_iter().map(Into::into).collect(),
         version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -221,6 +267,40 @@ fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
 pub(crate) fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// A tenant's entity tag: its version, and a digest of what changes without bumping it (its
+/// products and their provisioning), so a conditional read never keeps a stale view.
+fn tenant_tag(row: &TenantRow) -> String {
+    if row.products.is_empty() && row.provisioning.is_empty() {
+        return row.version.to_string();
+    }
+    let mut digest = Sha256::new();
+    for product in &row.products {
+        digest.update(product.as_bytes());
+        digest.update([0]);
+    }
+    for run in &row.provisioning {
+        let fields = [&run.product, &run.goal, &run.state];
+        for field in fields {
+            digest.update(field.as_bytes());
+            digest.update([0]);
+        }
+        digest.update(run.step.to_be_bytes());
+        digest.update(run.attempts.to_be_bytes());
+        digest.update(run.last_error.as_deref().unwrap_or_default().as_bytes());
+        digest.update([1]);
+    }
+    let digest = digest.finalize();
+    let short: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{}-{short}", row.version)
+}
+
+fn tenant_etag(row: &TenantRow) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", tenant_tag(row))).unwrap_or_else(|_| etag(row.version))
 }
 
 /// The version an `If-Match` asks for: `None` when absent or `*`; a version no tenant can
@@ -239,17 +319,20 @@ pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<i64
     if text == "*" {
         return Ok(None);
     }
-    Ok(Some(text.trim_matches('"').parse::<i64>().unwrap_or(-1)))
+    let tag = text.trim_start_matches("W/").trim_matches('"');
+    let version = tag.split_once('-').map_or(tag, |(version, _)| version);
+    Ok(Some(version.parse::<i64>().unwrap_or(-1)))
 }
 
-fn matches_if_none_match(headers: &HeaderMap, version: i64) -> bool {
+fn matches_if_none_match(headers: &HeaderMap, current: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| {
-            value.split(',').map(str::trim).any(|tag| {
-                tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == version.to_string()
-            })
+            value
+                .split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == current)
         })
 }
 
@@ -272,9 +355,9 @@ fn tenant_response(
     row: TenantRow,
     extra: &[(header::HeaderName, String)],
 ) -> Result<Response, ApiError> {
-    let version = row.version;
+    let tag = tenant_etag(&row);
     let mut response = (status, Json(view(state, row)?)).into_response();
-    response.headers_mut().insert(header::ETAG, etag(version));
+    response.headers_mut().insert(header::ETAG, tag);
     for (name, value) in extra {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(name.clone(), value);
@@ -289,11 +372,11 @@ fn read_response(
     row: TenantRow,
     extra: &[(header::HeaderName, String)],
 ) -> Result<Response, ApiError> {
-    if matches_if_none_match(headers, row.version) {
+    if matches_if_none_match(headers, &tenant_tag(&row)) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response
             .headers_mut()
-            .insert(header::ETAG, etag(row.version));
+            .insert(header::ETAG, tenant_etag(&row));
         return Ok(response);
     }
     tenant_response(state, StatusCode::OK, row, extra)
@@ -310,7 +393,7 @@ fn read_response(
     (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Missing tenants:write, or a tenant principal", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "slug, erp_id or stripe_id taken (errors names the field)", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "Invalid fields, all listed", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "Invalid fields, all listed (a product not in the catalog, listed twice, or with a config or overrides its product refuses: pointers under /products)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -318,12 +401,25 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::TenantsWrite)?;
     require_platform(&caller, "creating tenants")?;
-    let request = input::create(
+    let mut body = body;
+    let products = initial_products::take(&mut body);
+    let (subscriptions, product_problems) = initial_products::read(&state, products).await?;
+    let read = input::create(
         body,
         state.settings.trial_days,
         Utc::now(),
         oidc_issuer(&state),
-    )?;
+    );
+    let mut request = match read {
+        Ok(request) if product_problems.is_empty() => request,
+        Ok(_) => return Err(ApiError::invalid(product_problems)),
+        Err(error) => {
+            let mut problems = error.into_field_errors()?;
+            problems.extend(product_problems);
+            return Err(ApiError::invalid(problems));
+        }
+    };
+    request.products = subscriptions;
     let row = registry::tenants::create(
         &state.pool,
         &state.settings.keyring,

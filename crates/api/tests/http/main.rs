@@ -16,6 +16,7 @@ mod former_slugs;
 mod idempotency;
 mod idempotency_failures;
 mod idps;
+mod initial_products;
 mod input_hygiene;
 mod key_revocation_rules;
 mod key_rotation_grace;

@@ -155,7 +155,38 @@ impl Teardown {
     }
 }
 
+/// The kinds a plan's steps can be of.
+pub const STEP_KINDS: [&str; 5] = ["database", "migrations", "seed", "roles", "hook"];
+
+/// `kind` if it is one of [`STEP_KINDS`].
+pub fn step_kind(kind: &str) -> Option<&'static str> {
+    STEP_KINDS.into_iter().find(|known| *known == kind)
+}
+
+/// The kinds of the steps undoing a plan whose steps are of `kinds`, in order: what
+/// [`Plan::teardown`] runs, named, for views that hold only the kinds.
+pub fn teardown_kinds<S: AsRef<str>>(kinds: &[S]) -> Vec<&'static str> {
+    let has = |kind: &str| kinds.iter().any(|each| each.as_ref() == kind);
+    let mut steps: Vec<&'static str> = kinds
+        .iter()
+        .filter(|each| each.as_ref() == "hook")
+        .map(|_| "hook")
+        .collect();
+    if has("database") {
+        steps.extend(["backup", "drop"]);
+    }
+    if has("roles") {
+        steps.push("roles");
+    }
+    steps
+}
+
 impl Plan {
+    /// The kinds of its steps, in order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.steps.iter().map(Step::kind).collect()
+    }
+
     /// The plan's database step, if it has one.
     pub fn database(&self) -> Option<(Isolation, Option<&Reference>)> {
         self.steps.iter().find_map(|step| match step {

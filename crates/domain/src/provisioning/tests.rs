@@ -142,3 +142,20 @@ fn states_read_back_from_their_labels() {
     }
     assert!("done".parse::<ProvisioningState>().is_err());
 }
+
+#[test]
+fn teardown_kinds_name_the_teardown_of_the_plan_they_come_from() {
+    let whole = full();
+    let named: Vec<&str> = whole.teardown().iter().map(Teardown::kind).collect();
+    assert_eq!(teardown_kinds(&whole.kinds()), named);
+    assert_eq!(named, ["hook", "backup", "drop", "roles"]);
+    let bare = plan(json!({"steps": [{"kind": "roles", "roles": []}]}));
+    assert_eq!(teardown_kinds(&bare.kinds()), ["roles"]);
+}
+
+#[test]
+fn step_kind_knows_only_the_kinds_of_steps() {
+    assert_eq!(step_kind("seed"), Some("seed"));
+    assert_eq!(step_kind("backup"), None);
+    assert_eq!(step_kind("Seed"), None);
+}

@@ -7,7 +7,7 @@ pub mod runs;
 
 use chrono::{DateTime, Utc};
 use domain::product::Manifest;
-use domain::provisioning::{Plan, ProvisioningState, Step};
+use domain::provisioning::{Plan, ProvisioningState};
 use serde_json::{Map, Value, json};
 use storage::backups::{self, BackupRow};
 use storage::operations::{self, NewOperation};
@@ -426,11 +426,17 @@ pub async fn report(
 
 /// The step a stored run is on, by kind, for views (`None` once past the last).
 pub fn step_kind(row: &RunRow) -> Option<&'static str> {
-    let plan = plan_of(row).ok()?;
-    let index = usize::try_from(row.step).ok()?;
-    match Goal::parse(&row.goal).ok()? {
-        Goal::Provision => plan.steps.get(index).map(Step::kind),
-        Goal::Deprovision => plan.teardown().get(index).map(|step| step.kind()),
+    step_at(&row.goal, &plan_of(row).ok()?.kinds(), row.step)
+}
+
+/// The step a run with `goal`, over a plan whose steps are of `kinds`, is on at `index`.
+pub fn step_at<S: AsRef<str>>(goal: &str, kinds: &[S], index: i32) -> Option<&'static str> {
+    let index = usize::try_from(index).ok()?;
+    match Goal::parse(goal).ok()? {
+        Goal::Provision => domain::provisioning::step_kind(kinds.get(index)?.as_ref()),
+        Goal::Deprovision => domain::provisioning::teardown_kinds(kinds)
+            .get(index)
+            .copied(),
         Goal::Migrate => Some("migrations"),
     }
 }
