@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use domain::Scope;
-use registry::provisioning::{self, Report};
+use registry::provisioning::{self, Outcome, Report};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::backups::BackupRow;
@@ -192,10 +192,22 @@ pub(crate) async fn retry(
     Ok(Json(list_of(&state, rows).await))
 }
 
+/// A product's word that its part is done.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionReport {
+    /// The hook request it answers: its `webhook-id` header, also `data.report.request_id`.
+    #[schema(example = "prov_6bb0d0f1c2a94e0f8d1f3b2a9c8e7d60_certifai_provision_1")]
+    request_id: String,
+}
+
 /// What a product says went wrong on its side.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureReport {
+    /// The hook request it answers: its `webhook-id` header, also `data.report.request_id`.
+    #[schema(example = "prov_6bb0d0f1c2a94e0f8d1f3b2a9c8e7d60_certifai_provision_1")]
+    request_id: String,
     /// Why, in words for an operator (1 to 2000 characters).
     #[schema(example = "the search index could not be created")]
     error: String,
@@ -204,17 +216,32 @@ pub struct FailureReport {
 /// Longest failure text a product may report.
 const REPORTED_ERROR_MAX: usize = 2000;
 
+/// Longest hook request id a report may name (the registry's own are under 100).
+const REQUEST_ID_MAX: usize = 200;
+
+fn request_id(raw: String) -> Result<String, ApiError> {
+    if raw.is_empty() || raw.len() > REQUEST_ID_MAX {
+        return Err(ApiError::invalid_field(
+            "/request_id",
+            format!("must be the hook request's webhook-id (1 to {REQUEST_ID_MAX} bytes)"),
+        ));
+    }
+    Ok(raw)
+}
+
 async fn reported(
     state: &AppState,
     caller: &Caller,
     id: &str,
     product: &str,
-    report: Report,
+    body: Value,
+    read: fn(Value) -> Result<Report, ApiError>,
 ) -> Result<Json<ProvisioningView>, ApiError> {
     let product =
         domain::product::catalog_id(product).map_err(|_| ApiError::not_found("no such product"))?;
     require_product_manager(caller, product.as_str(), Scope::ProductsWrite)?;
     let tenant_id = crate::tenants::parse_id(id)?;
+    let report = read(body)?;
     let row = provisioning::report(
         &state.pool,
         &caller.actor(),
@@ -232,16 +259,26 @@ async fn reported(
 #[utoipa::path(post, path = "/v1/tenants/{id}/provisioning/{product}/complete", operation_id = "complete_tenant_provisioning", tag = "provisioning",
     security(("bearer" = ["products:write"])),
     params(("id" = Uuid, Path, description = "The tenant's id"), ("product" = String, Path, description = "Product id")),
+    request_body = CompletionReport,
     responses((status = 200, description = "Recorded; the run goes on", body = ProvisioningView),
     (status = 403, description = "Neither a platform admin nor the product's own platform key", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such tenant, or no provisioning of this product", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The run waits for no report", body = Problem, content_type = "application/problem+json")))]
+    (status = 409, description = "The run waits for no report, or for the report on another hook request (an earlier run's)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "No request_id, or too long", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn complete(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, product)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ProvisioningView>, ApiError> {
-    reported(&state, &caller, &id, &product, Report::Complete).await
+    reported(&state, &caller, &id, &product, body, |body| {
+        let report: CompletionReport = from_json_value(body)?;
+        Ok(Report {
+            request_id: request_id(report.request_id)?,
+            outcome: Outcome::Complete,
+        })
+    })
+    .await
 }
 
 /// The product reports that its part failed: an attempt of the run fails (retried with
@@ -253,29 +290,28 @@ pub(crate) async fn complete(
     responses((status = 200, description = "Recorded", body = ProvisioningView),
     (status = 403, description = "Neither a platform admin nor the product's own platform key", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such tenant, or no provisioning of this product", body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "The run waits for no report", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "No error text, or too long", body = Problem, content_type = "application/problem+json")))]
+    (status = 409, description = "The run waits for no report, or for the report on another hook request (an earlier run's)", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "No request_id or error text, or too long", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn fail(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, product)): Path<(String, String)>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<ProvisioningView>, ApiError> {
-    let report: FailureReport = from_json_value(body)?;
-    let error = report.error.trim();
-    if error.is_empty() || error.chars().count() > REPORTED_ERROR_MAX {
-        return Err(ApiError::invalid_field(
-            "/error",
-            format!("must be 1 to {REPORTED_ERROR_MAX} characters"),
-        ));
-    }
-    reported(
-        &state,
-        &caller,
-        &id,
-        &product,
-        Report::Fail(error.to_owned()),
-    )
+    reported(&state, &caller, &id, &product, body, |body| {
+        let report: FailureReport = from_json_value(body)?;
+        let error = report.error.trim();
+        if error.is_empty() || error.chars().count() > REPORTED_ERROR_MAX {
+            return Err(ApiError::invalid_field(
+                "/error",
+                format!("must be 1 to {REPORTED_ERROR_MAX} characters"),
+            ));
+        }
+        Ok(Report {
+            request_id: request_id(report.request_id)?,
+            outcome: Outcome::Fail(error.to_owned()),
+        })
+    })
     .await
 }
 

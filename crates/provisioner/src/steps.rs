@@ -303,6 +303,12 @@ async fn hook(
     let tenant_id = run.row.tenant_id;
     let secret = provisioner.clusters.hook_secret(product, secret).await?;
     let report = format!("/v1/tenants/{tenant_id}/provisioning/{product}");
+    let message_id = domain::provisioning::hook_request_id(
+        tenant_id,
+        product,
+        &run.row.goal,
+        run.row.generation,
+    );
     let body = json!({
         "type": message_type,
         "timestamp": now,
@@ -310,16 +316,14 @@ async fn hook(
             "tenant": {"id": tenant_id, "slug": run.tenant_slug, "name": run.tenant_name},
             "product": product,
             "database": place.map(|place| json!({"isolation": place.isolation, "name": place.name})),
-            "report": {"complete": format!("{report}/complete"), "fail": format!("{report}/fail")},
+            "report": {
+                "complete": format!("{report}/complete"),
+                "fail": format!("{report}/fail"),
+                "request_id": message_id,
+            },
         }
     });
     let body = serde_json::to_vec(&body).map_err(|error| StepError::Hook(error.to_string()))?;
-    let message_id = format!(
-        "prov_{}_{product}_{}_{}",
-        tenant_id.simple(),
-        run.row.goal,
-        run.row.generation
-    );
     let timestamp = now.timestamp();
     let signature = webhooks::sign::signature_header(&[&secret], &message_id, timestamp, &body)
         .map_err(|_| {

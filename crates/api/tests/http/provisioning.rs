@@ -201,11 +201,14 @@ async fn only_the_products_own_platform_key_reports_on_its_hook() {
     let tenants_own = product_key(&app, &admin, "certifai", Some(acme)).await;
     let complete = format!("/v1/tenants/{acme}/provisioning/certifai/complete");
 
+    let some_request = json!({"request_id": "prov_x"});
     for refused in [&other, &tenants_own] {
-        let answer = send(&app, refused, Method::POST, &complete, None).await;
+        let answer = send(&app, refused, Method::POST, &complete, Some(&some_request)).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN);
     }
-    let not_waiting = send(&app, &own, Method::POST, &complete, None).await;
+    let unnamed = send(&app, &own, Method::POST, &complete, Some(&json!({}))).await;
+    assert_eq!(unnamed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let not_waiting = send(&app, &own, Method::POST, &complete, Some(&some_request)).await;
     assert_eq!(
         not_waiting.status,
         StatusCode::CONFLICT,
@@ -218,7 +221,7 @@ async fn only_the_products_own_platform_key_reports_on_its_hook() {
         &own,
         Method::POST,
         &fail,
-        Some(&json!({"error": "  "})),
+        Some(&json!({"request_id": "prov_x", "error": "  "})),
     )
     .await;
     assert_eq!(
@@ -233,7 +236,7 @@ async fn only_the_products_own_platform_key_reports_on_its_hook() {
             "/v1/tenants/{}/provisioning/certifai/complete",
             uuid::Uuid::new_v4()
         ),
-        None,
+        Some(&some_request),
     )
     .await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);

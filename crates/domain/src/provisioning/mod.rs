@@ -155,6 +155,14 @@ impl Teardown {
     }
 }
 
+/// The id of the hook request of a run of `goal` (its `generation`) for tenant `tenant_id`
+/// and `product`: the Standard Webhooks `webhook-id`, the same for each attempt of that run,
+/// and what the product's report must name, so a late report meant for an earlier run (a
+/// provisioning hook answered after the teardown began) cannot move a later one.
+pub fn hook_request_id(tenant_id: Uuid, product: &str, goal: &str, generation: i64) -> String {
+    format!("prov_{}_{product}_{goal}_{generation}", tenant_id.simple())
+}
+
 /// The kinds a plan's steps can be of.
 pub const STEP_KINDS: [&str; 5] = ["database", "migrations", "seed", "roles", "hook"];
 

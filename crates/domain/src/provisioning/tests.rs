@@ -159,3 +159,21 @@ fn step_kind_knows_only_the_kinds_of_steps() {
     assert_eq!(step_kind("backup"), None);
     assert_eq!(step_kind("Seed"), None);
 }
+
+#[test]
+fn a_hook_request_id_differs_by_goal_and_generation() {
+    let tenant = Uuid::nil();
+    let provision = hook_request_id(tenant, "certifai", "provision", 1);
+    assert_eq!(
+        provision,
+        "prov_00000000000000000000000000000000_certifai_provision_1"
+    );
+    assert_ne!(
+        provision,
+        hook_request_id(tenant, "certifai", "deprovision", 2)
+    );
+    assert_ne!(
+        provision,
+        hook_request_id(tenant, "certifai", "provision", 2)
+    );
+}

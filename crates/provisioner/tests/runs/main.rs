@@ -4,5 +4,6 @@
 
 mod fleet;
 mod plans;
+mod reports;
 mod support;
 mod teardown;

@@ -207,7 +207,10 @@ async fn a_hook_answered_202_waits_for_the_products_report_then_goes_on() {
         &crate::support::actor(&principal),
         tenant,
         "certifai",
-        &registry::provisioning::Report::Complete,
+        &registry::provisioning::Report {
+            request_id: received[0].id.clone(),
+            outcome: registry::provisioning::Outcome::Complete,
+        },
         chrono::TimeDelta::zero(),
     )
     .await

@@ -13,7 +13,7 @@ use crate::support::{
     actor, admin, events, migrations, product, runner, settle, state, subscribed_tenant,
 };
 
-async fn archived(pool: &storage::PgPool, tenant: uuid::Uuid) {
+pub async fn archived(pool: &storage::PgPool, tenant: uuid::Uuid) {
     let principal = admin();
     let request = registry::tenants::Transition {
         to: TenantStatus::Archived,
@@ -274,77 +274,4 @@ async fn a_database_per_tenant_is_made_migrated_backed_up_and_dropped() {
         .await
         .expect("backups");
     assert_eq!((kept.len(), kept[0].isolation.as_str()), (1, "database"));
-}
-
-#[tokio::test]
-async fn a_products_failure_report_on_the_last_attempt_ends_the_purge_as_failed() {
-    let db = TestDb::migrated().await;
-    let backups = tempdir();
-    let receiver = testkit::receiver::Receiver::start().await;
-    receiver.answer(202);
-    product(
-        db.pool(),
-        "certifai",
-        json!({"steps": [{"kind": "hook", "url": receiver.url()}], "max_attempts": 1}),
-    )
-    .await;
-    let tenant = subscribed_tenant(db.pool(), "acme", "certifai").await;
-    let secret = webhooks::secret::generate().expect("a secret");
-    let runner = crate::support::runner_with(
-        db.pool(),
-        provisioner::Clusters::with([(
-            domain::provisioning::default_hook_secret_env("certifai"),
-            secret,
-        )]),
-        backups.path(),
-    );
-    let principal = admin();
-    let report = |outcome: registry::provisioning::Report| {
-        let principal = &principal;
-        let pool = db.pool();
-        async move {
-            registry::provisioning::report(
-                pool,
-                &actor(principal),
-                tenant,
-                "certifai",
-                &outcome,
-                chrono::TimeDelta::zero(),
-            )
-            .await
-            .expect("reported")
-        }
-    };
-    settle(&runner).await;
-    report(registry::provisioning::Report::Complete).await;
-    settle(&runner).await;
-    assert_eq!(state(db.pool(), tenant, "certifai").await.state, "ready");
-
-    archived(db.pool(), tenant).await;
-    let operation = registry::tenants::purge(db.pool(), &actor(&principal), tenant, None)
-        .await
-        .expect("a purge");
-    settle(&runner).await;
-    report(registry::provisioning::Report::Fail(
-        "the index is still in use".to_owned(),
-    ))
-    .await;
-    let ended = registry::provisioning::operation(db.pool(), operation.id)
-        .await
-        .expect("read")
-        .expect("the operation");
-    assert_eq!((ended.state.as_str(), ended.failed), ("failed", 1));
-    assert!(
-        storage::tenants::get(db.pool(), tenant)
-            .await
-            .expect("read")
-            .is_some(),
-        "not purged"
-    );
-    assert_eq!(
-        events(db.pool(), "tenant.provisioning_failed", tenant)
-            .await
-            .len(),
-        1
-    );
 }

@@ -340,7 +340,16 @@ pub async fn retry(
 
 /// What a product reports on a run parked on its hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Report {
+pub struct Report {
+    /// The hook request it answers (its `webhook-id`, also `data.report.request_id`).
+    pub request_id: String,
+    /// What it says.
+    pub outcome: Outcome,
+}
+
+/// A product's word on its part of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     /// Its part is done.
     Complete,
     /// Its part failed, and why.
@@ -349,7 +358,8 @@ pub enum Report {
 
 /// Records product `product_id`'s report on its hook for tenant `tenant_id`: `complete`
 /// moves the run on, `fail` counts a failed attempt (retried with backoff, `failed` after the
-/// last). A conflict when the run is not waiting for a report.
+/// last). A conflict when the run is not waiting for a report, or waits for the report on
+/// another hook request than the one named (an earlier run's).
 pub async fn report(
     pool: &PgPool,
     actor: &Actor<'_>,
@@ -373,13 +383,22 @@ pub async fn report(
                 run.state
             )));
         }
-        let (action, fields) = match report {
-            Report::Complete => {
+        let waits_for =
+            domain::provisioning::hook_request_id(tenant_id, product_id, &run.goal, run.generation);
+        if report.request_id != waits_for {
+            return Err(RegistryError::conflict(format!(
+                "the provisioning of {product_id} waits for the report on hook request \
+                 {waits_for}, not {}",
+                report.request_id
+            )));
+        }
+        let (action, fields) = match &report.outcome {
+            Outcome::Complete => {
                 store::reported_done(&mut transaction, tenant_id, product_id, run.step, now)
                     .await?;
                 ("tenant_provisioning.hook_completed", Map::new())
             }
-            Report::Fail(error) => {
+            Outcome::Fail(error) => {
                 let plan = plan_of(&run)?;
                 let attempts = u32::try_from(run.attempts).unwrap_or(0) + 1;
                 let last = attempts >= plan.max_attempts;
