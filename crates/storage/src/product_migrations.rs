@@ -42,6 +42,23 @@ pub async fn lock_product(conn: &mut PgConnection, id: &str) -> Result<bool, sql
         .map(|found| found.is_some())
 }
 
+/// The latest version registered for product `id`, read under a share lock of the product,
+/// so a registration under way ([`lock_product`]) is either seen here or sees what the
+/// caller's transaction writes.
+pub async fn latest_version_shared(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query("SELECT 1 FROM products WHERE id = $1 FOR SHARE")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar("SELECT max(version) FROM product_migrations WHERE product_id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
 /// Every migration of product `id`, in version order.
 pub async fn list(conn: &mut PgConnection, id: &str) -> Result<Vec<MigrationRow>, sqlx::Error> {
     sqlx::query_as(

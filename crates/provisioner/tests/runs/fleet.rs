@@ -95,3 +95,85 @@ async fn a_new_migration_reaches_every_provisioned_tenant_and_a_broken_schema_fa
         }
     }
 }
+
+#[tokio::test]
+async fn a_migration_registered_while_a_tenant_is_provisioning_still_reaches_it() {
+    let db = TestDb::migrated().await;
+    let backups = tempdir();
+    let receiver = testkit::receiver::Receiver::start().await;
+    receiver.answer(202);
+    product(
+        db.pool(),
+        "certifai",
+        json!({"steps": [
+            {"kind": "database", "isolation": "schema"},
+            {"kind": "migrations"},
+            {"kind": "hook", "url": receiver.url()}
+        ]}),
+    )
+    .await;
+    migrations(
+        db.pool(),
+        "certifai",
+        &[(1, "CREATE TABLE documents (id bigint PRIMARY KEY)")],
+    )
+    .await;
+    let tenant = subscribed_tenant(db.pool(), "acme", "certifai").await;
+    let secret = webhooks::secret::generate().expect("a secret");
+    let runner = crate::support::runner_with(
+        db.pool(),
+        provisioner::Clusters::with([
+            (
+                domain::provisioning::default_cluster_env("certifai"),
+                db.url().to_owned(),
+            ),
+            (
+                domain::provisioning::default_hook_secret_env("certifai"),
+                secret,
+            ),
+        ]),
+        backups.path(),
+    );
+    settle(&runner).await;
+    let parked = state(db.pool(), tenant, "certifai").await;
+    assert_eq!(
+        (parked.state.as_str(), parked.migration_version),
+        ("running", Some(1)),
+        "past its migrations, waiting on the hook"
+    );
+    let operation = migrations(
+        db.pool(),
+        "certifai",
+        &[
+            (1, "CREATE TABLE documents (id bigint PRIMARY KEY)"),
+            (2, "CREATE TABLE labels (name text PRIMARY KEY)"),
+        ],
+    )
+    .await
+    .expect("a fleet migration");
+    let passed_by = registry::provisioning::operation(db.pool(), operation)
+        .await
+        .expect("read")
+        .expect("the operation");
+    assert_eq!(
+        passed_by.total, 0,
+        "the fleet migration sees ready runs only"
+    );
+
+    crate::reports::report(
+        db.pool(),
+        tenant,
+        &crate::reports::last_request_id(&receiver),
+        registry::provisioning::Outcome::Complete,
+    )
+    .await
+    .expect("reported");
+    settle(&runner).await;
+    let caught_up = state(db.pool(), tenant, "certifai").await;
+    assert_eq!(
+        (caught_up.state.as_str(), caught_up.migration_version),
+        ("ready", Some(2))
+    );
+    let labels = crate::support::tables(db.pool(), &tenant_object_name(tenant)).await;
+    assert!(labels.contains(&"labels".to_owned()), "{labels:?}");
+}

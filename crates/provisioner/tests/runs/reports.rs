@@ -41,7 +41,7 @@ async fn hook_only(
     (tenant, runner)
 }
 
-async fn report(
+pub async fn report(
     pool: &PgPool,
     tenant: Uuid,
     request_id: &str,
@@ -64,7 +64,7 @@ async fn report(
 }
 
 /// The `webhook-id` of the last hook request `receiver` got, also in its body.
-fn last_request_id(receiver: &Receiver) -> String {
+pub fn last_request_id(receiver: &Receiver) -> String {
     let received = receiver.received();
     let last = received.last().expect("a hook request");
     assert_eq!(

@@ -200,6 +200,16 @@ pub async fn finish(pool: &PgPool, run: &Run, now: DateTime<Utc>) -> Result<bool
     storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
         let tenant_id = run.row.tenant_id;
+        let migrates = run.goal != Goal::Deprovision && run.plan.migrations_step().is_some();
+        let latest = if migrates {
+            storage::product_migrations::latest_version_shared(
+                &mut transaction,
+                &run.row.product_id,
+            )
+            .await?
+        } else {
+            None
+        };
         let Some(tenant) = storage::tenants::lock(&mut transaction, tenant_id).await? else {
             return Ok(false);
         };
@@ -262,10 +272,33 @@ pub async fn finish(pool: &PgPool, run: &Run, now: DateTime<Utc>) -> Result<bool
             .await?;
             settle(&mut transaction, operation_id, &tenant, now).await?;
         }
+        if latest > current.migration_version {
+            migrate_again(&mut transaction, &current).await?;
+        }
         storage::commit(transaction).await?;
         Ok::<_, RegistryError>(true)
     })
     .await
+}
+
+/// Queues a migrations-only run for `current`, which ended at an older version than the
+/// product's latest: migrations registered while it ran (after its migrations step, or
+/// before it was ready, so the fleet migration passed it by) still reach it.
+async fn migrate_again(conn: &mut PgConnection, current: &RunRow) -> Result<(), RegistryError> {
+    store::queue(
+        conn,
+        &store::Queued {
+            tenant_id: current.tenant_id,
+            product_id: &current.product_id,
+            goal: Goal::Migrate.as_str(),
+            state: domain::provisioning::ProvisioningState::Running.as_str(),
+            plan: None,
+            step: 0,
+            operation_id: None,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Ends operation `operation_id` if its items are all settled; a purge whose teardowns all
