@@ -163,9 +163,15 @@ pub(crate) async fn put_product(
     let id = product::catalog_id(&product)
         .map_err(|detail| ApiError::invalid_field("/product", detail))?;
     let manifest: Manifest = from_json_value(body.clone())?;
+    let scope = manifest
+        .provisioning
+        .as_ref()
+        .map(|plan| plan.scope_problems(id.as_str()))
+        .unwrap_or_default();
     let mut errors: Vec<FieldError> = manifest
         .problems()
         .into_iter()
+        .chain(scope)
         .map(|(pointer, detail)| FieldError { pointer, detail })
         .collect();
     let verdict = check_against_schema(

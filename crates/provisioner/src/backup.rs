@@ -64,16 +64,28 @@ fn libpq_env(url: &str, database: Option<&str>) -> Result<Vec<(&'static str, Str
     if let Some(password) = parsed.password() {
         env.push(("PGPASSWORD", decode(password)?));
     }
+    let named_database = database.is_some();
     let path_database = parsed.path().trim_start_matches('/');
     let database = database.map_or_else(|| decode(path_database), |name| Ok(name.to_owned()))?;
     env.push(("PGDATABASE", database));
     for (key, value) in parsed.query_pairs() {
-        match key.as_ref() {
-            "sslmode" => env.push(("PGSSLMODE", value.into_owned())),
-            "sslrootcert" => env.push(("PGSSLROOTCERT", value.into_owned())),
-            "host" => env[0] = ("PGHOST", value.into_owned()),
-            _ => {}
-        }
+        // The connection parameters sqlx reads from a URL's query, so pg_dump connects as the
+        // provisioner did (the query wins over the URL's own parts, as in sqlx).
+        let variable = match key.as_ref() {
+            "host" | "hostaddr" => "PGHOST",
+            "port" => "PGPORT",
+            "user" => "PGUSER",
+            "password" => "PGPASSWORD",
+            "dbname" if !named_database => "PGDATABASE",
+            "sslmode" => "PGSSLMODE",
+            "sslrootcert" => "PGSSLROOTCERT",
+            "sslcert" => "PGSSLCERT",
+            "sslkey" => "PGSSLKEY",
+            "options" => "PGOPTIONS",
+            _ => continue,
+        };
+        env.retain(|(name, _)| *name != variable);
+        env.push((variable, value.into_owned()));
     }
     Ok(env)
 }
@@ -220,6 +232,31 @@ mod tests {
         assert_eq!(get("PGPASSWORD"), Some("p/ss"));
         assert_eq!(get("PGDATABASE"), Some("products"));
         assert_eq!(get("PGSSLMODE"), Some("require"));
+    }
+
+    #[test]
+    fn connection_parameters_in_the_query_win_over_the_urls_own_parts() {
+        let env = libpq_env(
+            "postgres://ignored@h/products?user=dumper&password=p%26w&port=6000&dbname=other&sslcert=/c",
+            None,
+        )
+        .expect("a URL");
+        let get = |key: &str| {
+            let values: Vec<&str> = env
+                .iter()
+                .filter(|(name, _)| *name == key)
+                .map(|(_, value)| value.as_str())
+                .collect();
+            values
+        };
+        assert_eq!(get("PGUSER"), ["dumper"]);
+        assert_eq!(get("PGPASSWORD"), ["p&w"]);
+        assert_eq!(get("PGPORT"), ["6000"]);
+        assert_eq!(get("PGDATABASE"), ["other"]);
+        assert_eq!(get("PGSSLCERT"), ["/c"]);
+        let own =
+            libpq_env("postgres://u@h/products?dbname=other", Some("tenant_ab")).expect("a URL");
+        assert!(own.contains(&("PGDATABASE", "tenant_ab".to_owned())));
     }
 
     #[test]

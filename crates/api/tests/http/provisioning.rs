@@ -84,6 +84,18 @@ async fn rejects_a_plan_with_misplaced_steps_naming_each_pointer() {
         refused.pointers(),
         ["/provisioning/steps/0", "/provisioning/steps/1/cluster/env"]
     );
+    let borrowing = manifest(json!({"steps": [
+        {"kind": "database", "isolation": "schema", "cluster": {"env": "PRODUCT_DATABASE_BILLING"}}
+    ]}));
+    let refused = send(
+        &app,
+        &admin,
+        Method::PUT,
+        "/v1/products/certifai",
+        Some(&borrowing),
+    )
+    .await;
+    assert_eq!(refused.pointers(), ["/provisioning/steps/0/cluster/env"]);
     let unknown = manifest(json!({"steps": [{"kind": "shell", "command": "rm -rf /"}]}));
     let refused = send(
         &app,

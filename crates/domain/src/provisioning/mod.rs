@@ -195,6 +195,50 @@ impl Plan {
         self.steps.iter().map(Step::kind).collect()
     }
 
+    /// The references its steps name, each with its pointer under `/provisioning`.
+    pub fn references(&self) -> Vec<(String, &Reference)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(index, step)| match step {
+                Step::Database {
+                    cluster: Some(reference),
+                    ..
+                } => Some((format!("/provisioning/steps/{index}/cluster"), reference)),
+                Step::Hook {
+                    secret: Some(reference),
+                    ..
+                } => Some((format!("/provisioning/steps/{index}/secret"), reference)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Problems with its references as product `product`'s: a variable must be one of the
+    /// product's own (`PRODUCT_…_<PRODUCT>`), so one product's manifest cannot borrow
+    /// another's cluster or secret, and a file path must not climb (`..`).
+    pub fn scope_problems(&self, product: &str) -> Vec<(String, String)> {
+        let suffix = format!("_{}", env_suffix(product));
+        self.references()
+            .into_iter()
+            .filter_map(|(at, reference)| match reference {
+                Reference::Env(name)
+                    if name.starts_with(ENV_PREFIX) && !name.ends_with(&suffix) =>
+                {
+                    Some((
+                        format!("{at}/env"),
+                        format!("must be one of this product's variables (PRODUCT_…{suffix})"),
+                    ))
+                }
+                Reference::File(path) if path.split('/').any(|part| part == "..") => Some((
+                    format!("{at}/file"),
+                    "must not climb out of its directory (..)".to_owned(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The plan's database step, if it has one.
     pub fn database(&self) -> Option<(Isolation, Option<&Reference>)> {
         self.steps.iter().find_map(|step| match step {

@@ -177,3 +177,28 @@ fn a_hook_request_id_differs_by_goal_and_generation() {
         hook_request_id(tenant, "certifai", "provision", 2)
     );
 }
+
+#[test]
+fn rejects_a_reference_to_another_products_variable_or_a_climbing_path() {
+    let borrowing = plan(json!({"steps": [
+        {"kind": "database", "isolation": "schema", "cluster": {"env": "PRODUCT_DATABASE_BILLING"}},
+        {"kind": "hook", "url": "https://c.example/h", "secret": {"file": "/run/secrets/../../etc/shadow"}}
+    ]}));
+    let pointers: Vec<String> = borrowing
+        .scope_problems("certifai")
+        .into_iter()
+        .map(|(pointer, _)| pointer)
+        .collect();
+    assert_eq!(
+        pointers,
+        [
+            "/provisioning/steps/0/cluster/env",
+            "/provisioning/steps/1/secret/file"
+        ]
+    );
+    let own = plan(json!({"steps": [
+        {"kind": "database", "isolation": "schema", "cluster": {"env": "PRODUCT_REPLICA_CERTIFAI_EU"}},
+        {"kind": "hook", "url": "https://c.example/h", "secret": {"file": "/run/secrets/certifai/hook"}}
+    ]}));
+    assert!(own.scope_problems("certifai-eu").is_empty());
+}
