@@ -323,6 +323,8 @@ pub(crate) async fn move_locked(
     audit(conn, actor, &row, action, 'u', fields).await?;
     if to == TenantStatus::Archived {
         crate::api_keys::revoke_all_of_archived_tenant(conn, actor, row.id).await?;
+    } else if current.status == TenantStatus::Archived {
+        provisioning::queue_enabled_plans(conn, row.id).await?;
     }
     let from = current.status.to_string();
     let data = events::status_changed(&row, &from, &request.reason);

@@ -77,6 +77,25 @@ pub async fn manifest_in(
         .map(|found| found.map(|Json(manifest)| manifest))
 }
 
+/// The manifests of the products tenant `tenant_id` has enabled, by product id.
+pub async fn enabled_manifests(
+    conn: &mut PgConnection,
+    tenant_id: uuid::Uuid,
+) -> Result<Vec<(String, serde_json::Value)>, sqlx::Error> {
+    sqlx::query_as::<_, (String, Json<serde_json::Value>)>(
+        "SELECT p.id, p.manifest FROM tenant_products tp JOIN products p ON p.id = tp.product
+          WHERE tp.tenant_id = $1 AND tp.enabled ORDER BY p.id",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await
+    .map(|rows| {
+        rows.into_iter()
+            .map(|(id, Json(manifest))| (id, manifest))
+            .collect()
+    })
+}
+
 /// Whether the catalog has product `id`.
 pub async fn exists(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")

@@ -159,3 +159,50 @@ async fn a_products_failure_report_on_the_last_attempt_ends_the_purge_as_failed(
         1
     );
 }
+
+#[tokio::test]
+async fn a_tenant_restored_after_a_failed_purge_is_provisioned_again() {
+    let db = TestDb::migrated().await;
+    let backups = tempdir();
+    let receiver = Receiver::start().await;
+    let (tenant, runner) = hook_only(&db, &receiver, 1, backups.path()).await;
+    purging(&db, &receiver, tenant, &runner).await;
+    report(
+        db.pool(),
+        tenant,
+        &last_request_id(&receiver),
+        Outcome::Fail("the index is still in use".to_owned()),
+    )
+    .await
+    .expect("reported");
+    let torn = state(db.pool(), tenant, "certifai").await;
+    assert_eq!(
+        (torn.goal.as_str(), torn.state.as_str()),
+        ("deprovision", "failed")
+    );
+
+    let principal = admin();
+    let restore = registry::tenants::Transition {
+        to: domain::TenantStatus::Frozen,
+        reason: "came back".to_owned(),
+    };
+    registry::tenants::transition(db.pool(), &actor(&principal), tenant, restore)
+        .await
+        .expect("restored");
+    let queued = state(db.pool(), tenant, "certifai").await;
+    assert_eq!(
+        (queued.goal.as_str(), queued.state.as_str()),
+        ("provision", "pending")
+    );
+    settle(&runner).await;
+    report(
+        db.pool(),
+        tenant,
+        &last_request_id(&receiver),
+        Outcome::Complete,
+    )
+    .await
+    .expect("reported");
+    settle(&runner).await;
+    assert_eq!(state(db.pool(), tenant, "certifai").await.state, "ready");
+}

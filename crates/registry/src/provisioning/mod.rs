@@ -80,11 +80,14 @@ pub(crate) async fn queue_plan(
         return Ok(None);
     };
     let current = store::lock(conn, tenant_id, product_id).await?;
+    // Undone, being undone, or a teardown that failed part-way: running the plan again
+    // (each step creates what is missing) gives the tenant back whole.
     let undone = current.as_ref().is_none_or(|row| {
         matches!(
             state_of(row),
             Ok(ProvisioningState::Deprovisioned | ProvisioningState::Deprovisioning)
-        )
+        ) || (row.goal == Goal::Deprovision.as_str()
+            && matches!(state_of(row), Ok(ProvisioningState::Failed)))
     });
     if !undone {
         return Ok(None);
@@ -104,6 +107,21 @@ pub(crate) async fn queue_plan(
     )
     .await?;
     Ok(Some(row))
+}
+
+/// Queues the plan of every product tenant `tenant_id` has enabled whose run was undone (or
+/// never made), in the caller's transaction: a tenant restored after a purge that failed
+/// half-way gets back what the purge's teardowns removed.
+pub(crate) async fn queue_enabled_plans(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<(), RegistryError> {
+    for (product_id, manifest) in storage::products::enabled_manifests(conn, tenant_id).await? {
+        let manifest: Manifest =
+            serde_json::from_value(manifest).map_err(RegistryError::internal)?;
+        queue_plan(conn, tenant_id, &product_id, &manifest).await?;
+    }
+    Ok(())
 }
 
 /// Queues the teardown of (`tenant_id`, `product_id`) in the caller's transaction, as part
