@@ -189,7 +189,7 @@ async fn serve(
             application.state.pool.clone(),
             clusters,
             application.state.settings.outbound.clone(),
-            config.provisioning.backups(),
+            config.provisioning.backups()?,
             config.provisioning.runner(),
         )
         .observed_by(application.state.metrics.clone());

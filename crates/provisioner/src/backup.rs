@@ -1,5 +1,6 @@
 //! Backups taken before a tenant's schema or database is dropped: `pg_dump` in its custom
-//! format (what `pg_restore` reads), written under `BACKUP_DIR`, with its size and SHA-256.
+//! format (what `pg_restore` reads), written under `BACKUP_DIR`, with its size and SHA-256,
+//! and uploaded to a bucket when `BACKUP_URL` names one ([`Bucket`]).
 //! The connection is given to `pg_dump` through libpq's environment, never its command
 //! line, where other local users could read a password.
 
@@ -13,6 +14,7 @@ use tokio::io::AsyncReadExt as _;
 use uuid::Uuid;
 
 use crate::StepError;
+use crate::bucket::Bucket;
 
 /// Where backups go and how long they are kept.
 #[derive(Debug, Clone)]
@@ -23,6 +25,19 @@ pub struct BackupStore {
     pub retention: TimeDelta,
     /// The `pg_dump` to run (its major version at least the clusters').
     pub pg_dump: PathBuf,
+    /// The bucket backups are uploaded to (`BACKUP_URL`); `dir` then only stages each dump
+    /// until it is uploaded.
+    pub bucket: Option<Bucket>,
+}
+
+/// A dump being written: removed if the step ends before it is kept (a failed or abandoned
+/// `pg_dump`, a lost lease), so nothing half-written stays behind.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// What to back up.
@@ -136,7 +151,7 @@ impl BackupStore {
             StepError::Backup("the backup directory cannot be written".to_owned())
         })?;
         let file_name = format!("{}-{id}.dump", now.format("%Y%m%dT%H%M%SZ"));
-        let partial = dir.join(format!("{file_name}.partial"));
+        let partial = Partial(dir.join(format!("{file_name}.partial")));
         let done = dir.join(&file_name);
         let database = (subject.isolation == "database").then_some(subject.name);
         let mut command = tokio::process::Command::new(&self.pg_dump);
@@ -146,7 +161,7 @@ impl BackupStore {
             .arg("--no-privileges")
             // A lock held by someone else fails the attempt (retried) instead of hanging it.
             .arg("--lock-wait-timeout=60s")
-            .arg(format!("--file={}", partial.display()))
+            .arg(format!("--file={}", partial.0.display()))
             // Only the cluster's own settings: never the server's PGPASSFILE, PGSERVICE, …
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -166,7 +181,6 @@ impl BackupStore {
             .await
             .map_err(|error| StepError::Backup(format!("cannot run pg_dump: {error}")))?;
         if !output.status.success() {
-            let _ = tokio::fs::remove_file(&partial).await;
             // pg_dump's words name the host, port and user: for the server's log only.
             let stderr = String::from_utf8_lossy(&output.stderr);
             tracing::warn!(product = subject.product_id, tenant_id = %subject.tenant_id, stderr = %stderr.trim(), "pg_dump failed");
@@ -175,11 +189,24 @@ impl BackupStore {
                 output.status.code().unwrap_or(-1)
             )));
         }
-        tokio::fs::rename(&partial, &done)
+        tokio::fs::rename(&partial.0, &done)
             .await
             .map_err(|error| StepError::Backup(format!("cannot keep the dump: {error}")))?;
         let (size_bytes, sha256) = digest(&done).await?;
-        let location = std::path::absolute(&done).unwrap_or(done);
+        let location = match &self.bucket {
+            Some(bucket) => {
+                let tenant = subject.tenant_id.to_string();
+                let uploaded = bucket
+                    .upload(&done, &[&tenant, subject.product_id, &file_name])
+                    .await;
+                let _ = tokio::fs::remove_file(&done).await;
+                uploaded?
+            }
+            None => std::path::absolute(&done)
+                .unwrap_or(done)
+                .display()
+                .to_string(),
+        };
         Ok(BackupRow {
             id,
             tenant_id: subject.tenant_id,
@@ -187,7 +214,7 @@ impl BackupStore {
             product_id: subject.product_id.to_owned(),
             isolation: subject.isolation.to_owned(),
             object_name: subject.name.to_owned(),
-            location: location.display().to_string(),
+            location,
             format: "pg_dump-custom".to_owned(),
             size_bytes,
             sha256,
@@ -197,8 +224,21 @@ impl BackupStore {
         })
     }
 
-    /// Deletes the file of `backup` (already gone counts as deleted).
+    /// Deletes the file or object of `backup` (already gone counts as deleted).
     pub async fn delete(&self, backup: &BackupRow) -> Result<(), StepError> {
+        if let Some(bucket) = self
+            .bucket
+            .as_ref()
+            .filter(|bucket| bucket.holds(&backup.location))
+        {
+            return bucket.delete(&backup.location).await;
+        }
+        if backup.location.starts_with("s3://") {
+            return Err(StepError::Backup(format!(
+                "{} is in a bucket this server is not given (BACKUP_URL)",
+                backup.location
+            )));
+        }
         match tokio::fs::remove_file(&backup.location).await {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

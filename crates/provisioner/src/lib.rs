@@ -6,6 +6,7 @@
 //! one transaction guarded by the run's lease.
 
 pub mod backup;
+pub mod bucket;
 pub mod clusters;
 mod runner;
 mod steps;
@@ -17,6 +18,7 @@ use chrono::TimeDelta;
 use storage::PgPool;
 
 pub use backup::BackupStore;
+pub use bucket::Bucket;
 pub use clusters::Clusters;
 pub use runner::{Observer, Pass, StepReport};
 

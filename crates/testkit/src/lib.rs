@@ -21,6 +21,7 @@ pub mod dns;
 pub mod oidc;
 pub mod outage;
 pub mod receiver;
+pub mod s3;
 pub mod serving;
 
 pub use app::{TestApp, TestResponse, settings};

@@ -16,6 +16,13 @@ pub struct ProvisioningArgs {
     )]
     pub backup_dir: PathBuf,
 
+    /// An S3-compatible bucket the backups are uploaded to (`s3://bucket[/prefix]`), with the
+    /// standard `AWS_*` settings (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT` for S3 clones, `AWS_ALLOW_HTTP`); `BACKUP_DIR` then only stages each
+    /// dump until it is uploaded. Empty keeps them in `BACKUP_DIR`.
+    #[arg(long, env = "BACKUP_URL", default_value = "", global = true)]
+    pub backup_url: String,
+
     /// Days a backup is kept, then deleted.
     #[arg(long, env = "BACKUP_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650), global = true)]
     pub backup_retention_days: u32,
@@ -61,12 +68,20 @@ impl ProvisioningArgs {
         chrono::TimeDelta::seconds(i64::from(self.retry_secs))
     }
 
-    /// Where backups go.
-    pub fn backups(&self) -> provisioner::BackupStore {
-        provisioner::BackupStore {
+    /// Where backups go; an error names what is wrong with `BACKUP_URL`.
+    pub fn backups(&self) -> Result<provisioner::BackupStore, String> {
+        let bucket = match self.backup_url.trim() {
+            "" => None,
+            url => Some(
+                provisioner::Bucket::open(url, &[])
+                    .map_err(|error| format!("BACKUP_URL {error}"))?,
+            ),
+        };
+        Ok(provisioner::BackupStore {
             dir: self.backup_dir.clone(),
             retention: chrono::TimeDelta::days(i64::from(self.backup_retention_days)),
             pg_dump: self.pg_dump.clone(),
-        }
+            bucket,
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! product cluster that is the same server (tenant schemas in the test's database, tenant
 //! databases beside it).
 
+mod bucket;
 mod fleet;
 mod plans;
 mod reports;

@@ -128,15 +128,25 @@ pub fn runner(
 }
 
 pub fn runner_with(pool: &PgPool, clusters: Clusters, backups: &std::path::Path) -> Provisioner {
-    Provisioner::new(
-        pool.clone(),
-        Arc::new(clusters),
-        egress::Egress::new(egress::Policy::DEVELOPMENT).expect("an outbound client"),
+    runner_with_store(
+        pool,
+        clusters,
         BackupStore {
             dir: backups.to_path_buf(),
             retention: TimeDelta::days(90),
             pg_dump: "pg_dump".into(),
+            bucket: None,
         },
+    )
+}
+
+/// A runner over `clusters` that keeps its backups in `store`.
+pub fn runner_with_store(pool: &PgPool, clusters: Clusters, store: BackupStore) -> Provisioner {
+    Provisioner::new(
+        pool.clone(),
+        Arc::new(clusters),
+        egress::Egress::new(egress::Policy::DEVELOPMENT).expect("an outbound client"),
+        store,
         ProvisionerConfig {
             retry_base: TimeDelta::zero(),
             ..ProvisionerConfig::default()

@@ -150,6 +150,7 @@ async fn unsubscribing_tears_the_product_down_and_no_backup_means_no_drop() {
             dir: backups.path().to_path_buf(),
             retention: chrono::TimeDelta::days(90),
             pg_dump: "/nonexistent/pg_dump".into(),
+            bucket: None,
         },
         provisioner::ProvisionerConfig::default(),
     );
@@ -186,7 +187,7 @@ async fn unsubscribing_tears_the_product_down_and_no_backup_means_no_drop() {
     );
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+pub fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
