@@ -3,10 +3,7 @@
 //! query parameter's name or value, or in any string of a JSON body (names included). The
 //! database would otherwise answer 22021 or 22P05, which no request should turn into a 500.
 
-use axum::extract::Request;
 use axum::http::Uri;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
@@ -33,13 +30,10 @@ impl From<Unstorable> for ApiError {
     }
 }
 
-/// Layer: answers 400 for an unstorable path and 422 naming the parameter for an unstorable
-/// query parameter, before routing.
-pub async fn refuse_unstorable_text(request: Request, next: Next) -> Response {
-    match check_uri(request.uri()) {
-        Ok(()) => next.run(request).await,
-        Err(unstorable) => ApiError::from(unstorable).into_response(),
-    }
+/// The 400 for an unstorable path, or the 422 naming the parameter for an unstorable query
+/// parameter; checked before routing (`middleware`).
+pub(crate) fn check(uri: &Uri) -> Result<(), ApiError> {
+    check_uri(uri).map_err(ApiError::from)
 }
 
 /// Why `encoded` (percent-encoded) cannot be stored, if it cannot.

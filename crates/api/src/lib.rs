@@ -14,6 +14,7 @@ pub mod events;
 pub mod extract;
 mod fields;
 mod forwarded;
+pub mod head_limits;
 mod hygiene;
 pub mod idempotency;
 mod idps;
