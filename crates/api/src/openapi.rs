@@ -39,7 +39,7 @@ struct StandardResponses;
 const EVERY_OPERATION: [(&str, &str); 6] = [
     (
         "400",
-        "The path holds a NUL character or bytes that are not UTF-8",
+        "The path holds a NUL character, bytes that are not UTF-8, or a malformed percent-escape",
     ),
     ("408", "The request took longer than REQUEST_TIMEOUT_SECS"),
     ("414", "The URI is over 8 KiB"),
@@ -49,7 +49,7 @@ const EVERY_OPERATION: [(&str, &str); 6] = [
     ),
     (
         "422",
-        "A query parameter is invalid, holds a NUL character or is not UTF-8 (errors names each)",
+        "A query parameter is invalid, holds a NUL character or a malformed percent-escape, or is not UTF-8 (errors names each)",
     ),
     (
         "503",
