@@ -297,9 +297,32 @@ impl TxtResolver for HickoryResolver {
     }
 }
 
+/// No resolver: every lookup fails as unreachable. What [`crate::Settings::with_keyring`]
+/// starts with, so settings built in code (tests, above all) never depend on the machine's
+/// resolver configuration; a deployment's settings name their resolver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unconfigured;
+
+impl TxtResolver for Unconfigured {
+    fn txt<'a>(&'a self, _name: &'a str) -> Lookup<'a> {
+        Box::pin(std::future::ready(Err(LookupError::Unreachable(
+            "no DNS resolver is configured".to_owned(),
+        ))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unconfigured_resolver_answers_unreachable_without_asking_anyone() {
+        let error = Unconfigured
+            .txt("_tenant-registry.example.com")
+            .await
+            .expect_err("no resolver");
+        assert!(matches!(error, LookupError::Unreachable(_)), "{error:?}");
+    }
 
     #[test]
     fn settings_name_the_system_a_server_or_a_doh_endpoint() {
