@@ -158,11 +158,22 @@ impl HickoryResolver {
             })
             .collect();
         let server = NameServerConfig::new(address.ip(), true, connections);
-        Self::with_servers(vec![server], address.to_string())
+        Self::with_servers(vec![server], address.to_string(), None)
     }
 
-    /// A resolver asking the DNS-over-HTTPS endpoint at `url`.
+    /// A resolver asking the DNS-over-HTTPS endpoint at `url`, trusting the webpki roots.
     pub async fn https(url: &Url) -> Result<Self, SetupError> {
+        Self::doh(url, None).await
+    }
+
+    /// A resolver asking the DNS-over-HTTPS endpoint at `url` over `tls` (its roots, in
+    /// place of the webpki roots): an endpoint whose certificate a private CA signed, such
+    /// as the tests' loopback endpoint (`testkit::dns`).
+    pub async fn https_with_tls(url: &Url, tls: rustls::ClientConfig) -> Result<Self, SetupError> {
+        Self::doh(url, Some(tls)).await
+    }
+
+    async fn doh(url: &Url, tls: Option<rustls::ClientConfig>) -> Result<Self, SetupError> {
         let port = url.port_or_known_default().unwrap_or(443);
         let host = url.host_str().unwrap_or_default();
         let addresses = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
@@ -180,7 +191,7 @@ impl HickoryResolver {
                 NameServerConfig::new(ip, true, vec![connection])
             })
             .collect();
-        Self::with_servers(servers, origin(url))
+        Self::with_servers(servers, origin(url), tls)
     }
 
     /// A resolver for `servers`.
@@ -198,9 +209,16 @@ impl HickoryResolver {
         self
     }
 
-    fn with_servers(servers: Vec<NameServerConfig>, described: String) -> Result<Self, SetupError> {
+    fn with_servers(
+        servers: Vec<NameServerConfig>,
+        described: String,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, SetupError> {
         let config = ResolverConfig::from_name_servers(servers);
         let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        if let Some(tls) = tls {
+            builder = builder.with_tls_config(tls);
+        }
         tune(builder.options_mut());
         Self::finish(builder, described)
     }
@@ -392,8 +410,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_doh_endpoint_builds_from_a_host_or_an_address_but_not_an_unknown_host() {
-        // Nothing listens on port 1: the lookup fails, as an error and not a panic, which
-        // is as far as a test without a trusted certificate can take DNS over HTTPS.
+        // Nothing listens on port 1: the lookup fails, as an error and not a panic. Lookups
+        // that succeed over DNS over HTTPS are tested against `testkit::dns`'s endpoint.
         for url in [
             "https://localhost:1/dns-query",
             "https://127.0.0.1:1/dns-query",
