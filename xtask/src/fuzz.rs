@@ -10,9 +10,6 @@ use serde_json::{Value, json};
 use crate::bench::server::{Server, http_at};
 use crate::{project_root, test};
 
-/// Where the server under fuzzing listens (apart from the bench's and `make run`'s ports).
-const FUZZ_ADDR: &str = "127.0.0.1:18290";
-const FUZZ_ADMIN_ADDR: &str = "127.0.0.1:18291";
 /// The same seed every run, so a failure found once is found again.
 const SEED: &str = "20261207";
 
@@ -64,19 +61,23 @@ fn fuzz_database(root: &Path, url: &str, options: &Options) -> Result<ExitCode, 
         return Err("migrating the fuzz database failed".to_owned());
     }
     let key = admin_key(&binaries, url)?;
+    // Ports free now, so that runs on one machine at once (two worktrees, say) each have
+    // their own; the server binds them a moment later, which leaves a window small enough
+    // for a developer's machine.
+    let (address, admin_address) = (free_address()?, free_address()?);
     let mut command = Command::new(binaries.join("tenant-registry"));
     command
         .env("DATABASE_URL", url)
-        .env("ADDR", FUZZ_ADDR)
-        .env("ADMIN_ADDR", FUZZ_ADMIN_ADDR)
+        .env("ADDR", &address)
+        .env("ADMIN_ADDR", &admin_address)
         .env("APP_ENV", "dev")
         .env("WEBHOOK_ALLOW_PRIVATE", "true")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
         .current_dir(root)
         .stdout(Stdio::null());
-    let mut server = Server::spawn(command, FUZZ_ADDR, "/healthz")?;
-    let seeded = seed(&key)?;
+    let mut server = Server::spawn(command, &address, "/healthz")?;
+    let seeded = seed(&address, &key)?;
     let config = root.join("target/fuzz/schemathesis.toml");
     std::fs::create_dir_all(config.parent().unwrap_or(root))
         .and_then(|()| std::fs::write(&config, config_text(&seeded)))
@@ -86,7 +87,7 @@ fn fuzz_database(root: &Path, url: &str, options: &Options) -> Result<ExitCode, 
         .arg(&config)
         .arg("run")
         .arg(root.join("docs/openapi.json"))
-        .args(["--url", &format!("http://{FUZZ_ADDR}")])
+        .args(["--url", &format!("http://{address}")])
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--checks", "not_a_server_error,status_code_conformance"])
         .args(["--phases", "examples,coverage,fuzzing"])
@@ -110,6 +111,14 @@ fn fuzz_database(root: &Path, url: &str, options: &Options) -> Result<ExitCode, 
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A loopback address with a port nobody listens on at the moment.
+fn free_address() -> Result<String, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.to_string())
+        .map_err(|error| format!("no free loopback port: {error}"))
 }
 
 fn build_binaries(root: &Path) -> Result<(), String> {
@@ -178,8 +187,14 @@ pub(crate) fn printed_key(mut command: Command) -> Result<String, String> {
 }
 
 /// Sends one seeding request and returns its JSON answer; anything but 2xx stops the run.
-fn create(key: &str, method: &str, path: &str, body: &Value) -> Result<Value, String> {
-    let (status, answer) = http_at(FUZZ_ADDR, method, path, Some(key), Some(&body.to_string()))?;
+fn create_at(
+    address: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    let (status, answer) = http_at(address, method, path, Some(key), Some(&body.to_string()))?;
     if !(200..300).contains(&status) {
         return Err(format!(
             "seeding {method} {path} answered {status}: {answer}"
@@ -198,49 +213,45 @@ fn id_of(answer: &Value) -> Result<String, String> {
 /// A tenant with a product that supports projects, a project, a claimed domain, an
 /// identity provider, a webhook endpoint and a key for the key operations to act on (so
 /// that they never revoke or rotate the fuzzer's own).
-fn seed(key: &str) -> Result<Seeded, String> {
+fn seed(address: &str, key: &str) -> Result<Seeded, String> {
+    let create =
+        |method: &str, path: &str, body: &Value| create_at(address, key, method, path, body);
     let manifest = json!({
         "name": "Fuzzed", "supports_projects": true,
         "features": {"sso": {"type": "bool"}, "max_projects": {"type": "limit"}},
         "plans": {"free": {"sso": false, "max_projects": 5}}
     });
-    create(key, "PUT", "/v1/products/fuzzed", &manifest)?;
+    create("PUT", "/v1/products/fuzzed", &manifest)?;
     let tenant = create(
-        key,
         "POST",
         "/v1/tenants",
         &json!({"slug": "fuzz-acme", "name": "Fuzz Acme", "plan": "free"}),
     )?;
     let tenant_id = id_of(&tenant)?;
     let under = |path: &str| format!("/v1/tenants/{tenant_id}/{path}");
-    create(key, "PUT", &under("products/fuzzed"), &json!({}))?;
+    create("PUT", &under("products/fuzzed"), &json!({}))?;
     let project = create(
-        key,
         "POST",
         &under("projects"),
         &json!({"slug": "web", "name": "Web"}),
     )?;
     let domain = create(
-        key,
         "POST",
         &under("domains"),
         &json!({"domain": "fuzz-acme.example"}),
     )?;
     let idp = create(
-        key,
         "POST",
         &under("idps"),
         &json!({"kind": "oidc", "name": "Fuzz IdP", "issuer": "https://sso.fuzz-acme.example",
                 "client_id": "registry"}),
     )?;
     let webhook = create(
-        key,
         "POST",
         "/v1/webhooks",
         &json!({"url": "http://127.0.0.1:9/hook", "event_types": ["tenant.*"]}),
     )?;
     let victim = create(
-        key,
         "POST",
         "/v1/api-keys",
         &json!({"name": "victim", "tenant_id": tenant_id, "scopes": ["tenants:read"]}),

@@ -158,11 +158,22 @@ impl HickoryResolver {
             })
             .collect();
         let server = NameServerConfig::new(address.ip(), true, connections);
-        Self::with_servers(vec![server], address.to_string())
+        Self::with_servers(vec![server], address.to_string(), None)
     }
 
-    /// A resolver asking the DNS-over-HTTPS endpoint at `url`.
+    /// A resolver asking the DNS-over-HTTPS endpoint at `url`, trusting the webpki roots.
     pub async fn https(url: &Url) -> Result<Self, SetupError> {
+        Self::doh(url, None).await
+    }
+
+    /// A resolver asking the DNS-over-HTTPS endpoint at `url` over `tls` (its roots, in
+    /// place of the webpki roots): an endpoint whose certificate a private CA signed, such
+    /// as the tests' loopback endpoint (`testkit::dns`).
+    pub async fn https_with_tls(url: &Url, tls: rustls::ClientConfig) -> Result<Self, SetupError> {
+        Self::doh(url, Some(tls)).await
+    }
+
+    async fn doh(url: &Url, tls: Option<rustls::ClientConfig>) -> Result<Self, SetupError> {
         let port = url.port_or_known_default().unwrap_or(443);
         let host = url.host_str().unwrap_or_default();
         let addresses = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
@@ -180,7 +191,7 @@ impl HickoryResolver {
                 NameServerConfig::new(ip, true, vec![connection])
             })
             .collect();
-        Self::with_servers(servers, origin(url))
+        Self::with_servers(servers, origin(url), tls)
     }
 
     /// A resolver for `servers`.
@@ -198,9 +209,16 @@ impl HickoryResolver {
         self
     }
 
-    fn with_servers(servers: Vec<NameServerConfig>, described: String) -> Result<Self, SetupError> {
+    fn with_servers(
+        servers: Vec<NameServerConfig>,
+        described: String,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, SetupError> {
         let config = ResolverConfig::from_name_servers(servers);
         let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        if let Some(tls) = tls {
+            builder = builder.with_tls_config(tls);
+        }
         tune(builder.options_mut());
         Self::finish(builder, described)
     }
@@ -297,9 +315,32 @@ impl TxtResolver for HickoryResolver {
     }
 }
 
+/// No resolver: every lookup fails as unreachable. What [`crate::Settings::with_keyring`]
+/// starts with, so settings built in code (tests, above all) never depend on the machine's
+/// resolver configuration; a deployment's settings name their resolver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unconfigured;
+
+impl TxtResolver for Unconfigured {
+    fn txt<'a>(&'a self, _name: &'a str) -> Lookup<'a> {
+        Box::pin(std::future::ready(Err(LookupError::Unreachable(
+            "no DNS resolver is configured".to_owned(),
+        ))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unconfigured_resolver_answers_unreachable_without_asking_anyone() {
+        let error = Unconfigured
+            .txt("_tenant-registry.example.com")
+            .await
+            .expect_err("no resolver");
+        assert!(matches!(error, LookupError::Unreachable(_)), "{error:?}");
+    }
 
     #[test]
     fn settings_name_the_system_a_server_or_a_doh_endpoint() {
@@ -369,8 +410,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_doh_endpoint_builds_from_a_host_or_an_address_but_not_an_unknown_host() {
-        // Nothing listens on port 1: the lookup fails, as an error and not a panic, which
-        // is as far as a test without a trusted certificate can take DNS over HTTPS.
+        // Nothing listens on port 1: the lookup fails, as an error and not a panic. Lookups
+        // that succeed over DNS over HTTPS are tested against `testkit::dns`'s endpoint.
         for url in [
             "https://localhost:1/dns-query",
             "https://127.0.0.1:1/dns-query",

@@ -2,11 +2,12 @@
 //! character (U+0000), or bytes that are not UTF-8 once percent-decoded, in the path, in a
 //! query parameter's name or value, or in any string of a JSON body (names included). The
 //! database would otherwise answer 22021 or 22P05, which no request should turn into a 500.
+//! So is a `%` not followed by two hexadecimal digits in the path or query: decoders differ
+//! on it (axum keeps it as it is), so it would read as one thing here and another there.
 
-use axum::extract::Request;
+use std::borrow::Cow;
+
 use axum::http::Uri;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
@@ -14,6 +15,7 @@ use crate::problem::ApiError;
 
 const NUL: &str = "must not contain a NUL character (U+0000)";
 const NOT_UTF8: &str = "is not valid UTF-8 once percent-decoded";
+const MALFORMED: &str = "has a `%` not followed by two hexadecimal digits";
 
 /// Where a request's URI holds text that cannot be stored, and why.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,29 +29,48 @@ enum Unstorable {
 impl From<Unstorable> for ApiError {
     fn from(unstorable: Unstorable) -> Self {
         match unstorable {
-            Unstorable::Path(why) => ApiError::bad_request(format!("the path {why}")),
+            Unstorable::Path(why) => path_problem(why),
             Unstorable::Parameter(pointer, why) => ApiError::invalid_field(pointer, why),
         }
     }
 }
 
-/// Layer: answers 400 for an unstorable path and 422 naming the parameter for an unstorable
-/// query parameter, before routing.
-pub async fn refuse_unstorable_text(request: Request, next: Next) -> Response {
-    match check_uri(request.uri()) {
-        Ok(()) => next.run(request).await,
-        Err(unstorable) => ApiError::from(unstorable).into_response(),
+/// The 400 for an unstorable path, or the 422 naming the parameter for an unstorable query
+/// parameter; checked before routing (`middleware`).
+pub(crate) fn check(uri: &Uri) -> Result<(), ApiError> {
+    check_uri(uri).map_err(ApiError::from)
+}
+
+/// The 400 for a path that [`decode`] refused because it `why`.
+pub(crate) fn path_problem(why: &'static str) -> ApiError {
+    ApiError::bad_request(format!("the path {why}"))
+}
+
+/// `encoded` percent-decoded, or why it cannot be: a malformed escape, bytes that are not
+/// UTF-8 once decoded, or a NUL character. Every check of a path or query decodes with it,
+/// so what is refused, and what a spelling means, is the same everywhere.
+pub(crate) fn decode(encoded: &str) -> Result<Cow<'_, str>, &'static str> {
+    let bytes = encoded.as_bytes();
+    let malformed = bytes.iter().enumerate().any(|(at, &byte)| {
+        byte == b'%'
+            && !(bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(MALFORMED);
     }
+    let text = percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| NOT_UTF8)?;
+    if text.contains('\0') {
+        return Err(NUL);
+    }
+    Ok(text)
 }
 
 /// Why `encoded` (percent-encoded) cannot be stored, if it cannot.
 fn unstorable(encoded: &str) -> Option<&'static str> {
-    let decoded: Vec<u8> = percent_decode_str(encoded).collect();
-    match std::str::from_utf8(&decoded) {
-        Err(_) => Some(NOT_UTF8),
-        Ok(text) if text.contains('\0') => Some(NUL),
-        Ok(_) => None,
-    }
+    decode(encoded).err()
 }
 
 fn check_uri(uri: &Uri) -> Result<(), Unstorable> {
@@ -142,6 +163,23 @@ mod tests {
             Err(Unstorable::Path(NOT_UTF8))
         );
         assert_eq!(check("/v1/tenants/by-slug/acme"), Ok(()));
+    }
+
+    #[test]
+    fn a_percent_not_followed_by_two_hex_digits_is_refused_in_the_path_and_the_query() {
+        for malformed in [
+            "/v1/tenants/by-slug/a%zz",
+            "/v1/tenants/by-slug/a%4",
+            "/v1/x%",
+        ] {
+            assert_eq!(
+                check(malformed),
+                Err(Unstorable::Path(MALFORMED)),
+                "{malformed}"
+            );
+        }
+        assert_eq!(check("/v1/tenants?q=100%"), parameter("/q", MALFORMED));
+        assert_eq!(check("/v1/tenants/by-slug/%61cme?q=100%25"), Ok(()));
     }
 
     #[test]

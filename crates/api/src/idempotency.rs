@@ -34,6 +34,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyring::Keyring;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use storage::PgPool;
 use storage::idempotency::{self, Claim, ClaimScope, RecordId};
@@ -99,7 +100,10 @@ pub async fn idempotent_posts(
     let Ok(bytes) = to_bytes(body, BODY_LIMIT).await else {
         return ApiError::payload_too_large().into_response();
     };
-    let path = canonical_path(parts.uri.path());
+    let path = match canonical_path(parts.uri.path()) {
+        Ok(path) => path,
+        Err(refused) => return refused.into_response(),
+    };
     let record = OwnedRecordId(Arc::new(state.claim_holder.in_flight(&RecordId {
         principal: &owner,
         method: parts.method.as_str(),
@@ -160,18 +164,29 @@ pub async fn idempotent_posts(
     }
 }
 
-/// `path` with every segment that is an id in any form the handlers accept (upper case,
-/// braces, `urn:uuid:`, no hyphens) written the one way, so the same request through another
-/// spelling of an id is the same record, not a second run of the change.
-fn canonical_path(path: &str) -> String {
-    path.split('/')
-        .map(|segment| match Uuid::try_parse(segment) {
-            Ok(id) => id.to_string(),
-            Err(_) => segment.to_owned(),
+/// `path` with every segment written the one way: percent-decoded (with the decoder that
+/// checks every path, `hygiene::decode`, so it means what the handlers read), an id in any
+/// form the handlers accept (upper case, braces, `urn:uuid:`, no hyphens) as a hyphenated
+/// lower-case UUID, and any other segment with only `%` and `/` escaped again (so `a%2Fb`
+/// stays one segment, and `%2541` stays apart from `A`). So the same request through another
+/// spelling of a path is the same record, not a second run of the change.
+fn canonical_path(path: &str) -> Result<String, ApiError> {
+    let segments = path
+        .split('/')
+        .map(|segment| {
+            let decoded = crate::hygiene::decode(segment).map_err(crate::hygiene::path_problem)?;
+            Ok(match Uuid::try_parse(&decoded) {
+                Ok(id) => id.to_string(),
+                Err(_) => utf8_percent_encode(&decoded, ESCAPED_IN_A_SEGMENT).to_string(),
+            })
         })
-        .collect::<Vec<_>>()
-        .join("/")
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(segments.join("/"))
 }
+
+/// What [`canonical_path`] escapes again in a decoded segment: what would change its meaning
+/// as a path, and control characters, so the canonical path stays printable.
+const ESCAPED_IN_A_SEGMENT: &AsciiSet = &CONTROLS.add(b'%').add(b'/');
 
 /// A [`RecordId`] that owns its parts, so a claim can outlive the request's borrows; while
 /// any clone lives (in the request, or in a background release or store), this process
@@ -463,10 +478,45 @@ mod tests {
             "/v1/api-keys/6bb9a7ed1eb54767931742332157a74b/revoke",
             "/v1/api-keys/{6bb9a7ed-1eb5-4767-9317-42332157a74b}/revoke",
             "/v1/api-keys/urn:uuid:6bb9a7ed-1eb5-4767-9317-42332157a74b/revoke",
+            "/v1/api-keys/%36bb9a7ed-1eb5-4767-9317-42332157a74b/revoke",
+            "/v1/api-keys/%7B6bb9a7ed-1eb5-4767-9317-42332157a74b%7d/rev%6Fke",
         ] {
-            assert_eq!(canonical_path(spelling), canonical, "{spelling}");
+            assert_eq!(
+                canonical_path(spelling).expect("a path"),
+                canonical,
+                "{spelling}"
+            );
         }
-        assert_eq!(canonical_path("/v1/tenants"), "/v1/tenants");
-        assert_eq!(canonical_path("/v1/tenants/Acme/x"), "/v1/tenants/Acme/x");
+        assert_eq!(
+            canonical_path("/v1/tenants").expect("a path"),
+            "/v1/tenants"
+        );
+        assert_eq!(
+            canonical_path("/v1/tenants/Acme/x").expect("a path"),
+            "/v1/tenants/Acme/x"
+        );
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_but_never_merge_segments_or_escapes() {
+        let canonical = |path: &str| canonical_path(path).expect("a path");
+        assert_eq!(
+            canonical("/v1/tenants/%61cme"),
+            canonical("/v1/tenants/acme")
+        );
+        assert_ne!(canonical("/v1/tenants/a%2Fb"), canonical("/v1/tenants/a/b"));
+        assert_ne!(canonical("/v1/tenants/%2541"), canonical("/v1/tenants/A"));
+        assert_eq!(
+            canonical("/v1/tenants/%2541"),
+            canonical("/v1/tenants/%2541")
+        );
+    }
+
+    #[test]
+    fn a_path_with_a_malformed_escape_a_nul_or_invalid_utf8_is_refused() {
+        for refused in ["/v1/tenants/a%zz", "/v1/tenants/a%00", "/v1/tenants/%FF"] {
+            let error = canonical_path(refused).expect_err(refused);
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{refused}");
+        }
     }
 }

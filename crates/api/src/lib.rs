@@ -14,6 +14,7 @@ pub mod events;
 pub mod extract;
 mod fields;
 mod forwarded;
+pub mod head_limits;
 mod hygiene;
 pub mod idempotency;
 mod idps;
@@ -87,7 +88,8 @@ pub struct Settings {
 
 impl Settings {
     /// Development settings around `keyring`: API keys only, no CORS, 30 s timeout, 14-day
-    /// trials, `If-Match` honoured but optional, TXT lookups through the system's name servers,
+    /// trials, `If-Match` honoured but optional, no TXT lookups (each answers "unreachable"
+    /// until `dns` is set; nothing here reads the machine's resolver configuration),
     /// outbound fetches under the development policy (plain http, private addresses).
     pub fn with_keyring(keyring: Keyring) -> Result<Self, String> {
         Ok(Self {
@@ -98,7 +100,7 @@ impl Settings {
             keyring: Arc::new(keyring),
             trial_days: 14,
             require_if_match: false,
-            dns: Arc::new(dns::HickoryResolver::system().map_err(|error| error.to_string())?),
+            dns: Arc::new(dns::Unconfigured),
             audit_retention: None,
             tenant_cache_entries: tenant_cache::DEFAULT_ENTRIES,
             outbound: egress::Egress::new(egress::Policy::DEVELOPMENT)

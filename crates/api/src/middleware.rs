@@ -1,13 +1,15 @@
 //! The layers every request passes through, outermost first: request id (accepted or
 //! generated, echoed back), a tracing span carrying it, problem+json for every error, the
-//! refusal of text PostgreSQL cannot store in the path or query, CORS, panic capture, a
-//! timeout and the body size limit.
+//! refusal of a head over the registry's limits and of text PostgreSQL cannot store in the
+//! path or query, CORS, panic capture, a timeout and the body size limit.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -15,7 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::{hygiene, problem};
+use crate::{head_limits, hygiene, problem};
 
 /// The request id header, accepted from the caller or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,6 +45,16 @@ async fn drop_unusable_request_id(
         request.headers_mut().remove(REQUEST_ID);
     }
     request
+}
+
+/// Layer: answers 414 or 431 for a head over the registry's limits (`head_limits`), then 400
+/// or 422 for text PostgreSQL cannot store in the path or query (`hygiene`), before routing.
+/// One layer for both: each `from_fn` layer adds a future to every request's stack.
+async fn screen(request: Request<axum::body::Body>, next: Next) -> Response {
+    match head_limits::check(&request).and_then(|()| hygiene::check(request.uri())) {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
 }
 
 /// Wraps `router` in the service-wide layers.
@@ -83,7 +95,7 @@ pub fn apply(router: Router, cors_origins: &[HeaderValue], timeout: Duration) ->
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(trace)
             .layer(axum::middleware::from_fn(problem::problem_responses))
-            .layer(axum::middleware::from_fn(hygiene::refuse_unstorable_text))
+            .layer(axum::middleware::from_fn(screen))
             .layer(cors)
             .layer(CatchPanicLayer::custom(problem::panic_response))
             .layer(TimeoutLayer::with_status_code(

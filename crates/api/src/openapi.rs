@@ -36,15 +36,20 @@ impl Modify for BearerScheme {
 struct StandardResponses;
 
 /// What every operation can answer, whatever it does.
-const EVERY_OPERATION: [(&str, &str); 4] = [
+const EVERY_OPERATION: [(&str, &str); 6] = [
     (
         "400",
-        "The path holds a NUL character or bytes that are not UTF-8",
+        "The path holds a NUL character, bytes that are not UTF-8, or a malformed percent-escape",
     ),
     ("408", "The request took longer than REQUEST_TIMEOUT_SECS"),
+    ("414", "The URI is over 8 KiB"),
+    (
+        "431",
+        "The header fields are over 32 KiB in all, or more than 64",
+    ),
     (
         "422",
-        "A query parameter is invalid, holds a NUL character or is not UTF-8 (errors names each)",
+        "A query parameter is invalid, holds a NUL character or a malformed percent-escape, or is not UTF-8 (errors names each)",
     ),
     (
         "503",

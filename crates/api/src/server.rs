@@ -184,7 +184,9 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // Above the registry's own limits, which answer problem+json (`head_limits`).
+        .max_buf_size(crate::head_limits::HYPER_HEAD_BUFFER);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;

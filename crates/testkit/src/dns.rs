@@ -1,7 +1,10 @@
 //! A DNS server on loopback, for tests that look TXT records up through the real resolver:
 //! UDP and TCP on the same port, answers from the records a test publishes, `NXDOMAIN` for
 //! every other name. A UDP answer longer than 512 bytes is truncated, as a server without
-//! EDNS would, so the client has to ask again over TCP.
+//! EDNS would, so the client has to ask again over TCP. On request it answers over DNS over
+//! HTTPS too ([`TestDns::serve_https`]).
+
+mod https;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +17,8 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
+
+pub use https::DohEndpoint;
 
 /// How the server treats every query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,7 @@ struct Zone {
     behaviour: Mutex<Behaviour>,
     udp_queries: AtomicUsize,
     tcp_queries: AtomicUsize,
+    https_queries: AtomicUsize,
 }
 
 /// The running server; it stops when dropped.
@@ -60,6 +66,7 @@ impl TestDns {
             behaviour: Mutex::new(Behaviour::Answer),
             udp_queries: AtomicUsize::new(0),
             tcp_queries: AtomicUsize::new(0),
+            https_queries: AtomicUsize::new(0),
         });
         let tasks = vec![
             tokio::spawn(serve_udp(udp, zone.clone())),
@@ -103,6 +110,11 @@ impl TestDns {
             self.zone.udp_queries.load(Ordering::SeqCst),
             self.zone.tcp_queries.load(Ordering::SeqCst),
         )
+    }
+
+    /// Queries received over DNS over HTTPS so far.
+    pub fn https_queries(&self) -> usize {
+        self.zone.https_queries.load(Ordering::SeqCst)
     }
 }
 

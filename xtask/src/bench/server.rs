@@ -13,7 +13,7 @@ pub const SERVER_ADDR: &str = "127.0.0.1:18090";
 /// A server under test (the registry, or the plain peer), as a child process.
 pub struct Server {
     child: Child,
-    address: &'static str,
+    address: String,
 }
 
 impl Server {
@@ -39,15 +39,14 @@ impl Server {
     }
 
     /// Starts `command`, listening on `address`, and waits until `ready_path` answers 200.
-    pub fn spawn(
-        mut command: Command,
-        address: &'static str,
-        ready_path: &str,
-    ) -> Result<Self, String> {
+    pub fn spawn(mut command: Command, address: &str, ready_path: &str) -> Result<Self, String> {
         let child = command
             .spawn()
             .map_err(|error| format!("cannot start {command:?}: {error}"))?;
-        let server = Self { child, address };
+        let server = Self {
+            child,
+            address: address.to_owned(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http_at(address, "GET", ready_path, None, None)
@@ -61,8 +60,8 @@ impl Server {
     }
 
     /// Where it listens.
-    pub fn address(&self) -> &'static str {
-        self.address
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// The server's process id.

@@ -1,6 +1,7 @@
 //! The server's listeners as a client on the network meets them: slow or silent clients
-//! are cut off, connections are capped (in all and per address), and metrics are served on
-//! the admin listener only.
+//! are cut off, connections are capped (in all and per address), metrics are served on
+//! the admin listener only, and a head over the registry's limits is answered as
+//! problem+json (what hyper refuses itself, as docs/api.md says).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -73,15 +74,7 @@ async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> Option
 }
 
 async fn get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("sends");
-    let answer = read_until_closed(&mut stream, Duration::from_secs(30))
-        .await
-        .expect("an answer");
-    String::from_utf8_lossy(&answer).into_owned()
+    answer_to(port, &format!("GET {path} HTTP/1.1\r\nHost: x")).await
 }
 
 /// A connection to `port` from loopback address `from` (any of 127.0.0.0/8 is this host).
@@ -267,4 +260,77 @@ async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
         third.starts_with("HTTP/1.1 200"),
         "the proxy's connections carry many clients: {third}"
     );
+}
+
+/// What the server answers to `head` (a request line and header fields, without the blank
+/// line ending them), sent as is with `Connection: close`, up to its closing.
+async fn answer_to(port: u16, head: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("sends");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("an answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `count` header fields with `Host` among them, each after its line end.
+fn fields(count: usize) -> String {
+    let mut fields = String::from("\r\nHost: x");
+    for n in 1..count {
+        fields.push_str(&format!("\r\nX-Field-{n}: 1"));
+    }
+    fields
+}
+
+/// Whether `answer` is a problem+json of `status` and `kind`.
+fn is_problem(answer: &str, status: &str, kind: &str) -> bool {
+    answer.starts_with(&format!("HTTP/1.1 {status}"))
+        && answer.contains("content-type: application/problem+json")
+        && answer.contains(&format!("\"type\":\"/problems/{kind}\""))
+}
+
+#[tokio::test]
+async fn a_uri_over_the_limit_is_answered_414_as_problem_json() {
+    let server = start(&[]).await;
+    let long = "a".repeat(api::head_limits::MAX_URI_BYTES);
+    let answer = answer_to(
+        server.api,
+        &format!("GET /v1/tenants?q={long} HTTP/1.1\r\nHost: x"),
+    )
+    .await;
+    assert!(is_problem(&answer, "414", "uri-too-long"), "{answer}");
+}
+
+#[tokio::test]
+async fn header_fields_over_the_limit_in_bytes_or_in_number_are_answered_431_as_problem_json() {
+    let server = start(&[]).await;
+    let big = "a".repeat(api::head_limits::MAX_HEADER_BYTES);
+    let answer = answer_to(
+        server.api,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}"),
+    )
+    .await;
+    assert!(is_problem(&answer, "431", "headers-too-large"), "{answer}");
+
+    let many = fields(api::head_limits::MAX_HEADER_FIELDS);
+    let answer = answer_to(server.api, &format!("GET /healthz HTTP/1.1{many}")).await;
+    assert!(is_problem(&answer, "431", "headers-too-large"), "{answer}");
+}
+
+#[tokio::test]
+async fn what_hyper_refuses_before_the_registry_sees_it_gets_hyper_s_bare_status() {
+    // docs/api.md lists these: a request line that cannot be parsed, and more header
+    // fields than hyper parses (100). Neither reaches a layer that could write a problem.
+    let server = start(&[]).await;
+    let answer = answer_to(server.api, "GET /healthz NOT-HTTP\r\nHost: x").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(!answer.contains("problem+json"), "{answer}");
+
+    let many = fields(120);
+    let answer = answer_to(server.api, &format!("GET /healthz HTTP/1.1{many}")).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(!answer.contains("problem+json"), "{answer}");
 }

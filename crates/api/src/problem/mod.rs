@@ -248,6 +248,26 @@ impl ApiError {
         )
     }
 
+    /// 414: the URI is over the limit (`head_limits`).
+    pub fn uri_too_long(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            detail,
+        )
+    }
+
+    /// 431: the header section is over a limit (`head_limits`).
+    pub fn headers_too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request header fields too large",
+            detail,
+        )
+    }
+
     /// 422: well-formed, but field values are invalid; every problem at once.
     pub fn invalid(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {

@@ -1,5 +1,6 @@
 //! Domain claims proven by DNS TXT records, looked up by the shipped resolver (hickory)
-//! from a DNS server on loopback (`testkit::dns`), and home-realm discovery.
+//! from a DNS server on loopback (`testkit::dns`: UDP, TCP, and DNS over HTTPS with a
+//! certificate the test's resolver trusts), and home-realm discovery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -294,5 +295,72 @@ async fn a_dns_server_that_fails_answers_503_until_it_answers_again() {
     assert_eq!(
         verify(&app, &admin, tenant, &claimed).await.status,
         StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_txt_record_served_over_dns_over_https_verifies_the_domain_and_only_https_is_asked() {
+    let mut server = TestDns::start().await;
+    let endpoint = server.serve_https().await;
+    let servers = endpoint
+        .url()
+        .as_str()
+        .parse::<api::dns::DnsServers>()
+        .expect("a DNS_RESOLVER setting");
+    assert!(matches!(servers, api::dns::DnsServers::Https(_)));
+    let resolver = api::dns::HickoryResolver::https_with_tls(endpoint.url(), endpoint.client_tls())
+        .await
+        .expect("a resolver")
+        .with_deadline(Duration::from_secs(5));
+    let app = TestApp::with_settings(api::Settings {
+        dns: Arc::new(resolver),
+        ..testkit::settings()
+    })
+    .await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
+    let before = verify(&app, &admin, tenant, &claimed).await;
+    assert_eq!(
+        before.status,
+        StatusCode::CONFLICT,
+        "no record published yet"
+    );
+    publish(&server, &claimed);
+    let verified = verify(&app, &admin, tenant, &claimed).await;
+    assert_eq!(
+        verified.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&verified.body)
+    );
+    assert!(server.https_queries() >= 2, "asked over DNS over HTTPS");
+    assert_eq!(server.queries(), (0, 0), "never over plain DNS");
+}
+
+#[tokio::test]
+async fn a_dns_over_https_endpoint_whose_certificate_is_not_trusted_is_never_believed() {
+    let mut server = TestDns::start().await;
+    let endpoint = server.serve_https().await;
+    // The shipped roots (webpki) do not include the endpoint's own certificate.
+    let resolver = api::dns::HickoryResolver::https(endpoint.url())
+        .await
+        .expect("a resolver")
+        .with_deadline(Duration::from_secs(5));
+    let app = TestApp::with_settings(api::Settings {
+        dns: Arc::new(resolver),
+        ..testkit::settings()
+    })
+    .await;
+    let admin = app.admin_key().await;
+    let tenant = app.tenant("acme").await;
+    let claimed = claim(&app, &admin, tenant, "acme.com").await.json();
+    publish(&server, &claimed);
+    let refused = verify(&app, &admin, tenant, &claimed).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        server.https_queries(),
+        0,
+        "no query crossed an untrusted TLS session"
     );
 }

@@ -399,6 +399,12 @@ async fn the_same_request_through_another_spelling_of_an_id_is_replayed_not_run_
     let again = rotate(id.simple().to_string()).await;
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(secret(&again), secret(&first), "one rotation, one secret");
+    // The handler reads a percent-escaped id as the id itself, and so does the record.
+    let text = id.to_string();
+    let escaped = format!("%{:02X}{}", text.as_bytes()[0], &text[1..]);
+    let escaped = rotate(escaped).await;
+    assert_eq!(escaped.header("idempotent-replayed"), Some("true"));
+    assert_eq!(secret(&escaped), secret(&first), "one rotation, one secret");
 }
 
 async fn change_committed(app: &TestApp, key: &str) -> bool {

@@ -1,6 +1,6 @@
 //! Text PostgreSQL cannot store (a NUL character, bytes that are not UTF-8 once
-//! percent-decoded) gets a 4xx problem wherever it is sent, before the database is asked:
-//! never a 500, never a stream cut in the middle.
+//! percent-decoded), and a malformed percent escape, get a 4xx problem wherever they are
+//! sent, before the database is asked: never a 500, never a stream cut in the middle.
 
 use axum::http::{Method, StatusCode};
 use serde_json::json;
@@ -61,6 +61,25 @@ async fn a_nul_or_broken_utf8_in_the_path_is_a_400() {
         let response = app.request(Method::GET, path).bearer(&admin).send().await;
         assert_refused(&response, StatusCode::BAD_REQUEST, None, path);
     }
+}
+
+#[tokio::test]
+async fn a_malformed_percent_escape_is_refused_and_a_wellformed_one_reads_as_its_character() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    app.tenant("acme").await;
+    let get = async |path: &str| app.request(Method::GET, path).bearer(&admin).send().await;
+    let malformed = get("/v1/tenants/by-slug/acme%zz").await;
+    assert_refused(&malformed, StatusCode::BAD_REQUEST, None, "a % in the path");
+    let malformed = get("/v1/tenants?q=100%").await;
+    assert_refused(
+        &malformed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/q"),
+        "a % in the query",
+    );
+    let escaped = get("/v1/tenants/by-slug/%61cme").await;
+    assert_eq!(escaped.status, StatusCode::OK, "%61 is a");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The OpenAPI document lists every status an operation answers: each operation is driven
-//! with no credentials, with a credential that may do nothing, with a body over the limit,
-//! a body that is not JSON and one sent as another media type, and every status seen must be
+//! with no credentials, with a credential that may do nothing, with a URI and header fields
+//! over the registry's limits, with a body over the limit, a body that is not JSON and one
+//! sent as another media type, and every status seen must be
 //! among those the document gives for that operation, and never a 5xx.
 
 use std::collections::BTreeSet;
@@ -100,6 +101,22 @@ async fn every_status_an_operation_answers_is_in_the_document() {
         } else {
             tries.push(("as is", request()));
         }
+        let long_uri = format!(
+            "{}?pad={}",
+            operation.path,
+            "a".repeat(api::head_limits::MAX_URI_BYTES)
+        );
+        tries.push((
+            "a URI over the limit",
+            app.request(operation.method.clone(), &long_uri)
+                .bearer(&admin),
+        ));
+        tries.push((
+            "header fields over the limit",
+            request()
+                .bearer(&admin)
+                .header("x-pad", &"a".repeat(api::head_limits::MAX_HEADER_BYTES)),
+        ));
         if operation.has_body {
             tries.push((
                 "a body over 1 MiB",
