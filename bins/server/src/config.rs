@@ -106,8 +106,8 @@ pub struct Config {
     #[arg(long, env = "ADDR", default_value = ":8090", value_parser = parse_addr, global = true)]
     pub addr: SocketAddr,
 
-    /// Address of the admin listener: /healthz, /readyz and /metrics (metrics are not
-    /// served on ADDR).
+    /// Address of the admin listener: the probes, /health/dependencies and /metrics (the
+    /// last two are not served on ADDR).
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:8091", value_parser = parse_addr, global = true)]
     pub admin_addr: SocketAddr,
 

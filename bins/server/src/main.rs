@@ -179,7 +179,7 @@ async fn serve(
             warning: chrono::TimeDelta::days(i64::from(config.trial_warning_days)),
             ..registry::trials::TrialConfig::default()
         };
-        tokio::spawn(registry::trials::run(
+        let trial_sweep = tokio::spawn(registry::trials::run(
             application.state.pool.clone(),
             std::sync::Arc::new(webhooks::SystemClock),
             trials,
@@ -193,8 +193,13 @@ async fn serve(
             config.provisioning.runner(),
         )
         .observed_by(application.state.metrics.clone());
-        tokio::spawn(provisioning.run(stopped()));
-        Some(tokio::spawn(runner.run(stopped())))
+        let provisioning = tokio::spawn(provisioning.run(stopped()));
+        let webhooks = tokio::spawn(runner.run(stopped()));
+        let health = &application.state.health;
+        health.watch_runner("webhook-runner", &webhooks);
+        health.watch_runner("provisioning-runner", &provisioning);
+        health.watch_runner("trial-sweep", &trial_sweep);
+        Some(webhooks)
     } else {
         None
     };

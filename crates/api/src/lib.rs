@@ -14,6 +14,7 @@ pub mod events;
 pub mod extract;
 mod fields;
 mod forwarded;
+pub mod health;
 mod hygiene;
 pub mod idempotency;
 mod idps;
@@ -165,6 +166,8 @@ pub struct Shared {
     pub events: events::EventHub,
     /// This process's name on its idempotency claims, held while it lives.
     pub claim_holder: storage::idempotency::Holder,
+    /// What the start-up probe and the dependency report read.
+    pub health: health::Health,
 }
 
 impl AppState {
@@ -248,6 +251,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         events,
         claim_holder,
+        health: health::Health::default(),
     }));
     let mut tasks = vec![
         holding,

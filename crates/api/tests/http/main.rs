@@ -13,6 +13,7 @@ mod database_outage;
 mod domains;
 mod events;
 mod former_slugs;
+mod health;
 mod idempotency;
 mod idempotency_failures;
 mod idps;
