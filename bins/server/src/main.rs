@@ -203,19 +203,23 @@ async fn serve(
     } else {
         None
     };
-    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), worker = worker.is_some(), "serving");
+    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), worker = worker.is_some(), https = checked.tls.is_some(), "serving");
     let limits = checked.connection_limits;
+    // The admin listener stays plain HTTP: the kubelet's probes and the scraper reach it
+    // inside the pod's network, and it serves no tenant data.
     let (api, admin) = tokio::join!(
         api::serve(
             listener,
             application.router.clone(),
             limits.clone(),
+            checked.tls,
             stopped()
         ),
         api::serve(
             admin_listener,
             application.admin_router.clone(),
             limits,
+            None,
             stopped()
         ),
     );

@@ -36,6 +36,7 @@ pub mod server;
 mod subscriptions;
 mod tenant_cache;
 mod tenants;
+pub mod tls;
 mod webhooks;
 
 use std::sync::Arc;

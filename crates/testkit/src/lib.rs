@@ -22,6 +22,7 @@ pub mod oidc;
 pub mod outage;
 pub mod receiver;
 pub mod serving;
+pub mod tls;
 
 pub use app::{TestApp, TestResponse, settings};
 pub use serving::{Running, await_serving};

@@ -33,5 +33,6 @@ mod revocation;
 mod tenant_cache;
 mod tenant_privileges;
 mod tenants;
+mod tls;
 mod webhook_delivery;
 mod webhooks_api;
