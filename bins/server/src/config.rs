@@ -106,8 +106,8 @@ pub struct Config {
     #[arg(long, env = "ADDR", default_value = ":8090", value_parser = parse_addr, global = true)]
     pub addr: SocketAddr,
 
-    /// Address of the admin listener: /healthz, /readyz and /metrics (metrics are not
-    /// served on ADDR).
+    /// Address of the admin listener: the probes, /health/dependencies and /metrics (the
+    /// last two are not served on ADDR).
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:8091", value_parser = parse_addr, global = true)]
     pub admin_addr: SocketAddr,
 
@@ -283,6 +283,10 @@ pub struct Config {
     /// The provisioning runner's settings.
     #[command(flatten)]
     pub provisioning: provisioning::ProvisioningArgs,
+
+    /// HTTPS on ADDR.
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// A trusted proxy: a network (`10.0.0.0/8`) or one address (`10.0.0.7`).
@@ -330,6 +334,8 @@ pub struct Checked {
     pub outbound: egress::Policy,
     /// Event retention and streams.
     pub events: api::events::EventSettings,
+    /// HTTPS on the API listener, when configured (loaded and checked).
+    pub tls: Option<std::sync::Arc<api::tls::TlsAcceptor>>,
 }
 
 impl Config {
@@ -411,6 +417,12 @@ impl Config {
         };
         let (dns, dns_warning) = self.dns_servers()?;
         let (keyring, keyring_warning) = self.keyring()?;
+        let tls = self
+            .tls
+            .files()?
+            .map(|files| api::tls::TlsAcceptor::load(files).map(std::sync::Arc::new))
+            .transpose()
+            .map_err(|error| format!("TLS: {error}"))?;
         Ok(Checked {
             keyring,
             keyring_warning,
@@ -442,6 +454,7 @@ impl Config {
                 heartbeat: Duration::from_secs(heartbeat_secs),
                 max_streams: usize::try_from(self.events_max_streams).unwrap_or(usize::MAX),
             },
+            tls,
         })
     }
 
@@ -554,3 +567,4 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
 mod provisioning;
 #[cfg(test)]
 mod tests;
+mod tls;

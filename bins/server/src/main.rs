@@ -179,7 +179,7 @@ async fn serve(
             warning: chrono::TimeDelta::days(i64::from(config.trial_warning_days)),
             ..registry::trials::TrialConfig::default()
         };
-        tokio::spawn(registry::trials::run(
+        let trial_sweep = tokio::spawn(registry::trials::run(
             application.state.pool.clone(),
             std::sync::Arc::new(webhooks::SystemClock),
             trials,
@@ -193,24 +193,33 @@ async fn serve(
             config.provisioning.runner(),
         )
         .observed_by(application.state.metrics.clone());
-        tokio::spawn(provisioning.run(stopped()));
-        Some(tokio::spawn(runner.run(stopped())))
+        let provisioning = tokio::spawn(provisioning.run(stopped()));
+        let webhooks = tokio::spawn(runner.run(stopped()));
+        let health = &application.state.health;
+        health.watch_runner("webhook-runner", &webhooks);
+        health.watch_runner("provisioning-runner", &provisioning);
+        health.watch_runner("trial-sweep", &trial_sweep);
+        Some(webhooks)
     } else {
         None
     };
-    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), worker = worker.is_some(), "serving");
+    tracing::info!(addr = %config.addr, admin_addr = %config.admin_addr, env = config.app_env.as_str(), worker = worker.is_some(), https = checked.tls.is_some(), "serving");
     let limits = checked.connection_limits;
+    // The admin listener stays plain HTTP: the kubelet's probes and the scraper reach it
+    // inside the pod's network, and it serves no tenant data.
     let (api, admin) = tokio::join!(
         api::serve(
             listener,
             application.router.clone(),
             limits.clone(),
+            checked.tls,
             stopped()
         ),
         api::serve(
             admin_listener,
             application.admin_router.clone(),
             limits,
+            None,
             stopped()
         ),
     );

@@ -50,6 +50,7 @@ const CHANNELS: [&str; 3] = [KEYS_CHANNEL, ENTITLEMENTS_CHANNEL, TENANTS_CHANNEL
 /// announced.
 pub async fn spawn(pool: &PgPool, state: AppState) -> Result<JoinHandle<()>, sqlx::Error> {
     let mut listener = storage::listen(pool, &CHANNELS).await?;
+    state.health.set_listening(true);
     let pool = pool.clone();
     Ok(tokio::spawn(async move {
         loop {
@@ -59,8 +60,10 @@ pub async fn spawn(pool: &PgPool, state: AppState) -> Result<JoinHandle<()>, sql
                 }
                 Ok(None) | Err(_) => {
                     tracing::warn!("change listener lost its connection; resubscribing");
+                    state.health.set_listening(false);
                     empty_everything(&state);
                     listener = resubscribe(&pool).await;
+                    state.health.set_listening(true);
                     empty_everything(&state);
                     tracing::info!("change listener resubscribed; caches emptied");
                 }

@@ -15,6 +15,7 @@ pub mod extract;
 mod fields;
 mod forwarded;
 pub mod head_limits;
+pub mod health;
 mod hygiene;
 pub mod idempotency;
 mod idps;
@@ -36,6 +37,7 @@ pub mod server;
 mod subscriptions;
 mod tenant_cache;
 mod tenants;
+pub mod tls;
 mod webhooks;
 
 use std::sync::Arc;
@@ -167,6 +169,8 @@ pub struct Shared {
     pub events: events::EventHub,
     /// This process's name on its idempotency claims, held while it lives.
     pub claim_holder: storage::idempotency::Holder,
+    /// What the start-up probe and the dependency report read.
+    pub health: health::Health,
 }
 
 impl AppState {
@@ -250,6 +254,7 @@ pub async fn build(pool: PgPool, settings: Settings) -> Result<Application, Buil
         verifications: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         events,
         claim_holder,
+        health: health::Health::default(),
     }));
     let mut tasks = vec![
         holding,

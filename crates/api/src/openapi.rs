@@ -168,6 +168,9 @@ impl Modify for StandardResponses {
     paths(
         crate::probes::healthz,
         crate::probes::readyz,
+        crate::probes::live,
+        crate::probes::ready,
+        crate::probes::startup,
         crate::me::me,
         crate::api_keys::create,
         crate::api_keys::list,
@@ -238,7 +241,7 @@ impl Modify for StandardResponses {
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     modifiers(&BearerScheme, &StandardResponses),
     tags(
-        (name = "probes", description = "Liveness, readiness and metrics"),
+        (name = "probes", description = "Liveness, readiness and start-up"),
         (name = "auth", description = "The caller's identity"),
         (name = "api keys", description = "Create, list, revoke and rotate API keys"),
         (name = "tenants", description = "Tenants and their lifecycle"),

@@ -1,6 +1,6 @@
 //! The serve loop of both listeners: HTTP/1 connections with a deadline for the request
 //! headers, an idle deadline (no byte moved either way), a cap on open connections and a
-//! smaller one per peer address, and a graceful drain on shutdown.
+//! smaller one per peer address, a graceful drain on shutdown, and TLS when configured.
 //!
 //! axum's own `serve` sets none of these, so a silent connection, one that sends half a
 //! request line, or a client that stops reading a streamed export would hold its socket
@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use crate::tls::TlsAcceptor;
 
 /// How long the process waits, once both listeners have drained, for blocking jobs still
 /// running: a CPU-heavy job whose request was answered at its deadline may run on (it keeps
@@ -98,11 +100,13 @@ pub fn run_then_shut_down<T>(
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish and closes idle connections.
+/// in-flight requests finish and closes idle connections. With `tls`, each connection
+/// first completes a TLS handshake within the header-read timeout.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<TlsAcceptor>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -142,14 +146,31 @@ pub async fn serve(
             refuse(stream, &refusals);
             continue;
         };
-        tokio::spawn(serve_connection(
-            stream,
+        let connection = Connection {
             peer,
-            router.clone(),
-            limits.clone(),
-            stopping.clone(),
-            (slot, address_slot),
-        ));
+            router: router.clone(),
+            limits: limits.clone(),
+            stopping: stopping.clone(),
+            _slots: (slot, address_slot),
+        };
+        match &tls {
+            None => {
+                tokio::spawn(connection.serve(stream));
+            }
+            Some(tls) => {
+                let acceptor = tls.current();
+                tokio::spawn(async move {
+                    let deadline = connection.limits.header_read_timeout;
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not done in {deadline:?}"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     // Nobody may be listening any more when every connection has closed already.
@@ -163,49 +184,59 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted connection and what it holds while it is open.
+struct Connection {
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     _slots: (OwnedSemaphorePermit, AddressSlot),
-) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    });
-    let service =
-        TowerToHyperService::new(router.map_request(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        }));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // Above the registry's own limits, which answer problem+json (`head_limits`).
-        .max_buf_size(crate::head_limits::HYPER_HEAD_BUFFER);
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, %peer, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stopping.wait_for(|stop| *stop), if !draining => {
-                connection.as_mut().graceful_shutdown();
-                draining = true;
-            }
-            () = tokio::time::sleep_until(activity.deadline(limits.idle_timeout)) => {
-                if activity.idle_for() >= limits.idle_timeout {
-                    tracing::debug!(%peer, "closing a connection idle for {:?}", limits.idle_timeout);
+}
+
+impl Connection {
+    async fn serve<S>(mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let limits = self.limits.clone();
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        });
+        let service = TowerToHyperService::new(self.router.clone().map_request(
+            move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // Above the registry's own limits, which answer problem+json (`head_limits`).
+            .max_buf_size(crate::head_limits::HYPER_HEAD_BUFFER);
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
                     return;
+                }
+                _ = self.stopping.wait_for(|stop| *stop), if !draining => {
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                () = tokio::time::sleep_until(activity.deadline(limits.idle_timeout)) => {
+                    if activity.idle_for() >= limits.idle_timeout {
+                        tracing::debug!(%peer, "closing a connection idle for {:?}", limits.idle_timeout);
+                        return;
+                    }
                 }
             }
         }
@@ -333,13 +364,13 @@ impl Activity {
     }
 }
 
-/// A socket that notes every byte it moves in its [`Activity`].
-struct Watched {
-    inner: TcpStream,
+/// A socket (plain or TLS) that notes every byte it moves in its [`Activity`].
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -355,7 +386,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

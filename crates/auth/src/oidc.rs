@@ -236,6 +236,12 @@ impl OidcVerifier {
         })
     }
 
+    /// Fetches the issuer's discovery document and key set now, for the dependency
+    /// report; the cached set is left as it is (verification keeps its own schedule).
+    pub async fn check_keys(&self) -> Result<(), AuthError> {
+        self.fetch_keys().await.map(drop)
+    }
+
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
         if let Some(found) = self.cached_key(kid, Freshness::Fresh).await {
             return Ok(found);

@@ -212,6 +212,35 @@ impl Cluster {
         self.check(output, "pg_ctl stop")
     }
 
+    /// Serves TLS from the next start on with `cert_pem` and `key_pem` (written into the
+    /// data directory, the key readable by the server alone, as PostgreSQL requires), for
+    /// tests of certificate verification. The cluster must have been initialised.
+    pub fn use_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        for (name, contents) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            fs::write(&path, contents).map_err(io(format!("writing {}", path.display())))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("restricting {}", path.display())))?;
+            if self.as_service_user {
+                chown_to_service_user(&path)?;
+            }
+        }
+        // ALTER SYSTEM's file: read at start, replaced as a whole, so repeated calls add
+        // nothing twice.
+        let auto = data.join("postgresql.auto.conf");
+        fs::write(
+            &auto,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .map_err(io(format!("writing {}", auto.display())))?;
+        if self.as_service_user {
+            chown_to_service_user(&auto)?;
+        }
+        Ok(())
+    }
+
     fn prepare_base(&self) -> Result<(), ClusterError> {
         fs::create_dir_all(&self.base).map_err(io(format!("creating {}", self.base.display())))?;
         if self.as_service_user {

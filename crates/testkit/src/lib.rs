@@ -23,6 +23,7 @@ pub mod outage;
 pub mod receiver;
 pub mod s3;
 pub mod serving;
+pub mod tls;
 
 pub use app::{TestApp, TestResponse, settings};
 pub use serving::{Running, await_serving};

@@ -126,6 +126,19 @@ impl OwnServer {
         server
     }
 
+    /// Like [`OwnServer::start`], the server serving TLS with `cert_pem` and `key_pem`.
+    pub async fn start_with_tls(name: &str, cert_pem: &str, key_pem: &str) -> Self {
+        let server = Self::start(name).await;
+        let cluster = server.cluster.clone();
+        let (cert_pem, key_pem) = (cert_pem.to_owned(), key_pem.to_owned());
+        tokio::task::spawn_blocking(move || cluster.use_tls(&cert_pem, &key_pem))
+            .await
+            .expect("the certificates were written")
+            .unwrap_or_else(|error| panic!("{error}"));
+        server.blocking(devcluster::Cluster::restart).await;
+        server
+    }
+
     /// The URL of its `postgres` database.
     pub fn url(&self) -> String {
         self.cluster.url()

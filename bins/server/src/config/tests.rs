@@ -391,3 +391,44 @@ fn the_former_dns_resolver_url_is_honoured_for_an_https_endpoint_with_a_warning(
     .expect_err("refused");
     assert!(both.contains("set DNS_RESOLVER only"), "{both}");
 }
+
+#[test]
+fn a_tls_certificate_without_its_key_or_a_client_ca_alone_is_refused_by_name() {
+    for (args, expected) in [
+        (
+            &["--tls-cert-file", "/tls/tls.crt"][..],
+            "TLS_CERT_FILE is set but TLS_KEY_FILE is not",
+        ),
+        (
+            &["--tls-key-file", "/tls/tls.key"][..],
+            "TLS_KEY_FILE is set but TLS_CERT_FILE is not",
+        ),
+        (
+            &["--tls-client-ca-file", "/tls/ca.crt"][..],
+            "TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE",
+        ),
+    ] {
+        let error = with_database(args).check().expect_err("refused");
+        assert!(error.contains(expected), "{error}");
+    }
+    assert!(
+        with_database(&[])
+            .check()
+            .expect("plain HTTP")
+            .tls
+            .is_none()
+    );
+}
+
+#[test]
+fn unreadable_tls_files_are_refused_at_start_naming_the_file() {
+    let error = with_database(&[
+        "--tls-cert-file",
+        "/nonexistent/tls.crt",
+        "--tls-key-file",
+        "/nonexistent/tls.key",
+    ])
+    .check()
+    .expect_err("refused");
+    assert!(error.starts_with("TLS: /nonexistent/tls.crt"), "{error}");
+}

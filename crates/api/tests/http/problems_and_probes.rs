@@ -490,6 +490,9 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
     for (path, method) in [
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/health/live", "get"),
+        ("/health/ready", "get"),
+        ("/health/startup", "get"),
         ("/v1/me", "get"),
         ("/v1/api-keys", "post"),
         ("/v1/api-keys", "get"),

@@ -7,3 +7,4 @@ mod migrations;
 mod retry;
 mod schema;
 mod tenant_lookups;
+mod tls;
