@@ -18,7 +18,21 @@ use storage::migrations::SchemaState;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.config.log_format());
+    let format = match cli.config.log_format() {
+        LogFormat::Pretty => telemetry::LogFormat::Pretty,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    };
+    // Held to the end: dropping it exports the spans still queued.
+    let telemetry = match telemetry::init(format, "info,sqlx=warn") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if telemetry.exports_traces() {
+        tracing::info!("exporting traces over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)");
+    }
     // Not `#[tokio::main]`: dropping its runtime waits for every blocking job, however long
     // a runaway one runs; this one waits a bounded time once serving has stopped.
     let outcome = api::server::run_then_shut_down(run(cli), api::server::BLOCKING_JOBS_GRACE)
@@ -31,19 +45,6 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
-    // Logs go to stderr so that stdout carries only a command's answer (a new key).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -154,11 +154,11 @@ pub async fn idempotent_posts(
             replay(&state.settings.keyring, &id, status, &headers, &sealed_body)
         }
         Ok(Claim::Fresh) => {
-            let request_id = problem::request_id(&parts.headers);
+            let ids = problem::RequestIds::of(&parts.headers);
             let response = ClaimScope::new(&id, held.token)
                 .run(next.run(Request::from_parts(parts, Body::from(bytes))))
                 .await;
-            let response = problem::render(response, id.path.to_owned(), request_id);
+            let response = problem::render(response, id.path.to_owned(), ids);
             store(&state, held, response).await
         }
     }

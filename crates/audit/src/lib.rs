@@ -25,6 +25,12 @@ pub use verify::{
 
 /// Events matching `filter` strictly older than the `(created, id)` position `before`,
 /// newest first, at most `limit`; the query is cancelled after `statement_timeout`.
+#[tracing::instrument(
+    level = "info",
+    name = "db.audit_search",
+    skip_all,
+    fields(otel.name = "db audit search", db.system.name = "postgresql")
+)]
 pub async fn search(
     pool: &storage::PgPool,
     filter: &EventFilter,

@@ -110,6 +110,12 @@ pub enum VerifyError {
 /// Checks the chain of `key` (a tenant id, or the nil uuid for events of no tenant) in
 /// `mode`; a full check starts after `after_seq` when given. Reads one snapshot, each
 /// statement cancelled after `statement_timeout`; hashes on the blocking pool.
+#[tracing::instrument(
+    level = "info",
+    name = "db.audit_verify",
+    skip_all,
+    fields(otel.name = "db audit chain check", db.system.name = "postgresql")
+)]
 pub async fn verify(
     pool: &PgPool,
     key: Uuid,

@@ -22,6 +22,7 @@ use std::error::Error as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 pub use policy::{MAX_URL_LENGTH, Policy, Reach, UrlError, reach};
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -220,16 +221,32 @@ impl Egress {
         let url = self.policy.check_url(&request.url).inspect_err(|rule| {
             tracing::info!(%rule, ?rule, "outbound request refused by its URL");
         })?;
+        // A client span named by the method alone (OpenTelemetry's HTTP conventions): the
+        // path and query may carry secrets, so only the origin is recorded.
+        let span = tracing::info_span!(
+            "outbound",
+            otel.name = request.method.as_str(),
+            otel.kind = "client",
+            http.request.method = request.method.as_str(),
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let mut headers = request.headers;
+        span.in_scope(|| telemetry::inject_current(&mut headers));
         let mut builder = self
             .client
             .request(request.method, url.clone())
-            .headers(request.headers)
+            .headers(headers)
             .timeout(request.deadline);
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        match builder.send().await {
-            Ok(response) => Ok(Answer { response, url }),
+        match builder.send().instrument(span.clone()).await {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+                Ok(Answer { response, url })
+            }
             Err(error) => Err(failed(&url, error)),
         }
     }

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 /// How many times a unit of work runs at most before its transient failure is returned.
 pub const ATTEMPTS: u32 = 4;
 
@@ -57,7 +59,14 @@ where
     let mut pause = FIRST_PAUSE;
     let mut tries = 1;
     loop {
-        match attempt().await {
+        // One span per attempt: a trace shows each run of a transaction that collided.
+        let span = tracing::info_span!(
+            "db.transaction",
+            otel.name = "db transaction",
+            db.system.name = "postgresql",
+            attempt = tries,
+        );
+        match attempt().instrument(span).await {
             Err(error) if error.is_transient() && tries < ATTEMPTS => {
                 tracing::debug!(
                     tries,

@@ -19,6 +19,7 @@ const TEMPLATE_LOCK_KEY: i64 = 0x7465_6d70_6c61_7465;
 pub mod app;
 pub mod dns;
 pub mod oidc;
+pub mod otlp;
 pub mod outage;
 pub mod receiver;
 pub mod s3;

@@ -32,12 +32,14 @@ const RSA_KID: &str = "test-rsa";
 const FAILURE_DELAY: Duration = Duration::from_millis(20);
 
 /// One request for the discovery document, as the issuer saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DiscoveryFetch {
     /// When it arrived.
     pub started: Instant,
     /// When it was answered.
     pub ended: Instant,
+    /// Its `traceparent` header, if it sent one.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Default)]
@@ -49,7 +51,7 @@ struct DiscoveryLog {
 }
 
 impl DiscoveryLog {
-    async fn serve(&self, document: Value) -> Response {
+    async fn serve(&self, document: Value, traceparent: Option<String>) -> Response {
         let started = Instant::now();
         let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight
@@ -67,6 +69,7 @@ impl DiscoveryLog {
             .push(DiscoveryFetch {
                 started,
                 ended: Instant::now(),
+                traceparent,
             });
         response
     }
@@ -132,10 +135,14 @@ impl TestIssuer {
         let router = Router::new()
             .route(
                 "/realms/test/.well-known/openid-configuration",
-                get(move || {
+                get(move |headers: axum::http::HeaderMap| {
                     let served = Arc::clone(&served);
                     let discovery = discovery.clone();
-                    async move { served.serve(discovery).await }
+                    let traceparent = headers
+                        .get("traceparent")
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
+                    async move { served.serve(discovery, traceparent).await }
                 }),
             )
             .route(

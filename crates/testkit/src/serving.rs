@@ -43,6 +43,10 @@ pub fn command(binary: impl AsRef<Path>) -> Command {
         "ADDR",
         "LOG_FORMAT",
         "CORS_ORIGINS",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
     ] {
         command.env_remove(variable);
     }

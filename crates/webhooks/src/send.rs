@@ -58,7 +58,12 @@ fn request(message: Message<'_>) -> Request {
     )
 }
 
-/// Sends `message` once.
+/// Sends `message` once, in a span of its own (the receiver sees it in `traceparent`).
+#[tracing::instrument(
+    name = "webhook.attempt",
+    skip_all,
+    fields(otel.name = "webhook attempt", webhook.id = message.id)
+)]
 pub async fn attempt(egress: &Egress, message: Message<'_>) -> AttemptResult {
     let started = Instant::now();
     match egress.send(request(message)).await {

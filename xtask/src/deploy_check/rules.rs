@@ -61,6 +61,7 @@ pub fn check(root: &Path, objects: &[Value], everything_on: bool) -> Result<(), 
     }
     probes_are_served(root, pod)?;
     variables_reachable(root, pod, everything_on)?;
+    traces_follow_otel_values(pod, everything_on)?;
     if everything_on {
         if deployment["spec"].get("replicas").is_some() {
             return Err("the Deployment sets replicas although the autoscaler owns them".into());
@@ -225,6 +226,43 @@ fn variables_reachable(root: &Path, pod: &Value, everything_on: bool) -> Result<
         if let Some(unset) = unset {
             return Err(format!("{unset} is not set in the pod"));
         }
+    }
+    Ok(())
+}
+
+/// Trace export is off by default; with `otel.endpoint` set the server container gets the
+/// endpoint and a resource naming its pod after the values' own attributes.
+fn traces_follow_otel_values(pod: &Value, everything_on: bool) -> Result<(), String> {
+    let env = pod["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let value = |name: &str| {
+        env.iter()
+            .find(|entry| entry["name"] == name)
+            .and_then(|entry| entry["value"].as_str().map(str::to_owned))
+    };
+    let endpoint = value("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if !everything_on {
+        return match endpoint {
+            None => Ok(()),
+            Some(endpoint) => Err(format!("traces are exported by default, to {endpoint}")),
+        };
+    }
+    if endpoint.is_none() {
+        return Err("otel.endpoint set, but OTEL_EXPORTER_OTLP_ENDPOINT is not".into());
+    }
+    let resource = value("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let expected = "deployment.environment=ci,k8s.pod.name=$(OTEL_POD_NAME),k8s.namespace.name=$(OTEL_POD_NAMESPACE)";
+    if resource != expected {
+        return Err(format!(
+            "OTEL_RESOURCE_ATTRIBUTES is {resource:?}, not {expected:?}"
+        ));
+    }
+    let position = |name: &str| env.iter().position(|entry| entry["name"] == name);
+    // Kubernetes expands $(VAR) only from variables defined before it.
+    if position("OTEL_POD_NAME") > position("OTEL_RESOURCE_ATTRIBUTES") {
+        return Err("OTEL_POD_NAME comes after OTEL_RESOURCE_ATTRIBUTES, which uses it".into());
     }
     Ok(())
 }

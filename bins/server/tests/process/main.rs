@@ -4,3 +4,4 @@ mod binary;
 mod faults;
 mod listeners;
 mod provisioning;
+mod traces;

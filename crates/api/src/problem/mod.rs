@@ -45,6 +45,10 @@ pub struct Problem {
     /// The request id (also in the `x-request-id` header), for finding the log lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The W3C trace the request belongs to (the caller's `traceparent`, or the server's own
+    /// when it exports traces), for finding its spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// For 422 (and a 409 naming a field): every invalid field at once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
@@ -379,6 +383,7 @@ impl ApiError {
             detail: self.detail,
             instance: None,
             request_id: None,
+            trace_id: None,
             errors: self.errors,
             allowed: self.allowed,
         }
@@ -439,31 +444,40 @@ fn problem_for_status(status: StatusCode) -> ApiError {
     }
 }
 
-/// Writes every error response as problem+json, adding the request path and id.
+/// Writes every error response as problem+json, adding the request path, id and trace.
 pub async fn problem_responses(request: Request<Body>, next: Next) -> Response {
     let instance = request.uri().path().to_owned();
-    let request_id = request_id(request.headers());
+    let ids = RequestIds::of(request.headers());
     let response = next.run(request).await;
-    render(response, instance, request_id)
+    render(response, instance, ids)
 }
 
-/// The request id the request id layer put among a request's `headers`.
-pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get(crate::middleware::REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
+/// What a problem names to find the request again: in the logs and among the traces.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestIds {
+    request_id: Option<String>,
+    trace_id: Option<String>,
+}
+
+impl RequestIds {
+    /// The request id the request id layer put among a request's `headers`, and the trace of
+    /// the request's span (or, without trace export, the caller's).
+    pub(crate) fn of(headers: &axum::http::HeaderMap) -> Self {
+        Self {
+            request_id: headers
+                .get(crate::middleware::REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+            trace_id: telemetry::current_trace_id().or_else(|| telemetry::remote_trace_id(headers)),
+        }
+    }
 }
 
 /// `response` with its body written as problem+json when it is an error whose body is not
 /// one yet: the [`Problem`] a handler attached, or one for its status. Rendering the same
 /// response twice changes nothing, so a layer inside [`problem_responses`] may render first
 /// (the idempotency layer does, to store the body the client gets).
-pub(crate) fn render(
-    mut response: Response,
-    instance: String,
-    request_id: Option<String>,
-) -> Response {
+pub(crate) fn render(mut response: Response, instance: String, ids: RequestIds) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -480,7 +494,8 @@ pub(crate) fn render(
         .remove::<Problem>()
         .unwrap_or_else(|| problem_for_status(status).into_problem());
     problem.instance = Some(instance);
-    problem.request_id = request_id;
+    problem.request_id = ids.request_id;
+    problem.trace_id = ids.trace_id;
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     let (mut parts, _) = response.into_parts();
     parts

@@ -88,6 +88,12 @@ impl TenantLookups {
         self.ask(Wanted::Slug(slug.to_owned())).await
     }
 
+    #[tracing::instrument(
+        level = "info",
+        name = "db.tenant_lookup",
+        skip_all,
+        fields(otel.name = "db tenant lookup", db.system.name = "postgresql")
+    )]
     async fn ask(&self, wanted: Wanted) -> Result<Option<SlugMatch>, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
         self.requests
