@@ -80,7 +80,6 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
         otel.name = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = method,
         http.route = route,
         http.response.status_code = tracing::field::Empty,
     );
@@ -116,10 +115,14 @@ pub fn apply(router: Router, cors_origins: &[HeaderValue], timeout: Duration) ->
         .make_span_with(request_span)
         .on_response(
             |response: &Response, _latency: Duration, span: &tracing::Span| {
-                let status = response.status();
-                span.record("http.response.status_code", status.as_u16());
-                if status.is_server_error() {
-                    span.record("otel.status_code", "ERROR");
+                // Only an exported span needs them: recording formats the log's copy of the
+                // span's fields again, on every request.
+                if telemetry::exporting() {
+                    let status = response.status();
+                    span.record("http.response.status_code", status.as_u16());
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
                 }
             },
         );
