@@ -5,6 +5,7 @@
 //! backup before any drop. Its records go through `registry::provisioning::runs`, each in
 //! one transaction guarded by the run's lease.
 
+mod backends;
 pub mod backup;
 pub mod bucket;
 pub mod clusters;

@@ -9,6 +9,7 @@ use registry::provisioning::Goal;
 use registry::provisioning::runs::{self, Run};
 use tokio::task::JoinSet;
 
+use crate::backends::Backends;
 use crate::steps::{self, Outcome};
 use crate::{Provisioner, StepError};
 
@@ -227,11 +228,17 @@ impl Provisioner {
             };
             let started = Instant::now();
             let kind = step.kind();
+            let backends = Backends::default();
             let outcome = self
-                .with_lease(&run, self.execute(&run, &step, backup_id))
+                .with_lease(&run, self.execute(&run, &step, backup_id, &backends))
                 .await;
             match outcome {
-                None => return reports,
+                None => {
+                    // Another replica may take the run up: what this step was running on
+                    // the product's cluster is stopped first, not left to run beside it.
+                    backends.stop().await;
+                    return reports;
+                }
                 Some(Ok(Outcome::Done(done, effect))) => {
                     if done.backup_id.is_some() {
                         backup_id = done.backup_id;
@@ -270,12 +277,15 @@ impl Provisioner {
         run: &Run,
         step: &AnyStep<'_>,
         backup_id: Option<uuid::Uuid>,
+        backends: &Backends,
     ) -> Result<Outcome, StepError> {
         let now = Utc::now();
         match step {
-            AnyStep::Plan(Step::Migrations) => steps::migrate(self, run).await,
-            AnyStep::Plan(step) => steps::provision(self, run, step, now).await,
-            AnyStep::Teardown(step) => steps::teardown(self, run, step, backup_id, now).await,
+            AnyStep::Plan(Step::Migrations) => steps::migrate(self, run, backends).await,
+            AnyStep::Plan(step) => steps::provision(self, run, step, now, backends).await,
+            AnyStep::Teardown(step) => {
+                steps::teardown(self, run, step, backup_id, now, backends).await
+            }
         }
     }
 

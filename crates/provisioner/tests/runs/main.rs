@@ -4,6 +4,7 @@
 
 mod bucket;
 mod fleet;
+mod leases;
 mod plans;
 mod reports;
 mod support;
