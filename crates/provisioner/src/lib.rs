@@ -9,6 +9,7 @@ mod backends;
 pub mod backup;
 pub mod bucket;
 pub mod clusters;
+mod lease;
 mod runner;
 mod steps;
 
