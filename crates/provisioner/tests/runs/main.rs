@@ -3,6 +3,7 @@
 //! databases beside it).
 
 mod bucket;
+mod claims;
 mod fleet;
 mod leases;
 mod plans;
