@@ -39,6 +39,9 @@ pub enum StepError {
     /// The product's hook failed.
     #[error("{0}")]
     Hook(String),
+    /// A default role's name is the tenant's already, from elsewhere.
+    #[error("{0}")]
+    Roles(String),
     /// A backup could not be taken or checked.
     #[error("{0}")]
     Backup(String),

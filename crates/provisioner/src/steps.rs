@@ -144,13 +144,26 @@ pub async fn provision(
                 ..StepDone::default()
             }))
         }
-        Step::Roles { roles } => Ok(Outcome::Done(
-            StepDone {
-                roles_created_at: Some(now),
-                ..StepDone::default()
-            },
-            Effect::CreateRoles(roles.clone()),
-        )),
+        Step::Roles { roles } => {
+            let names: Vec<String> = roles.iter().map(|role| role.name.clone()).collect();
+            let taken = registry::provisioning::roles_taken(
+                &provisioner.pool,
+                run.row.tenant_id,
+                &run.row.product_id,
+                &names,
+            )
+            .await?;
+            if let Some(refusal) = roles_refusal(&taken) {
+                return Err(StepError::Roles(refusal));
+            }
+            Ok(Outcome::Done(
+                StepDone {
+                    roles_created_at: Some(now),
+                    ..StepDone::default()
+                },
+                Effect::CreateRoles(roles.clone()),
+            ))
+        }
         Step::Hook { url, secret } => {
             let place = place(provisioner, run, &run.plan, backends).await?;
             hook(
@@ -165,6 +178,25 @@ pub async fn provision(
             .await
         }
     }
+}
+
+/// Why default roles whose names are `taken` (by name, with the product that made each, or
+/// `None` for the tenant's own) cannot be made: a role name means one set of permissions in
+/// a tenant, so another's role is neither overwritten nor silently skipped.
+fn roles_refusal(taken: &[(String, Option<String>)]) -> Option<String> {
+    let owners: Vec<String> = taken
+        .iter()
+        .map(|(name, owner)| match owner {
+            Some(product) => format!("\"{name}\" is product {product}'s"),
+            None => format!("\"{name}\" is the tenant's own"),
+        })
+        .collect();
+    (!owners.is_empty()).then(|| {
+        format!(
+            "the tenant has a role of that name already: {}; give this product's default roles names of their own (such as \"<product>-admin\")",
+            owners.join(", ")
+        )
+    })
 }
 
 /// Applies the product's registered migrations not yet applied in the tenant's schema.
