@@ -21,7 +21,7 @@ use storage::PgPool;
 
 pub use backup::BackupStore;
 pub use bucket::Bucket;
-pub use clusters::Clusters;
+pub use clusters::{Clusters, Probe};
 pub use runner::{Observer, Pass, StepReport};
 
 /// Why a step failed, in words for the tenant's operators (no host, user or password).

@@ -7,6 +7,7 @@ mod claims;
 mod fleet;
 mod leases;
 mod plans;
+mod probes;
 mod reports;
 mod support;
 mod teardown;
