@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use domain::Scope;
+use domain::provisioning::Plan;
 use registry::provisioning::{self, Outcome, Report};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,23 +107,47 @@ pub struct ProvisioningList {
     items: Vec<ProvisioningView>,
 }
 
-async fn view(state: &AppState, row: RunRow) -> ProvisioningView {
-    let plan = provisioning::plan_of(&row).ok();
+/// What to look for on the product's cluster for `row`, with its plan: nothing unless a
+/// schema or database was made.
+fn probe_of<'a>(row: &'a RunRow, plan: Option<&'a Plan>) -> Option<provisioner::Probe<'a>> {
     let made = row.object_name.is_some() && row.state != "deprovisioned";
-    let reachable = match (&plan, &row.object_name, &row.isolation) {
-        (Some(plan), Some(name), Some(isolation)) if made => Some(
-            state
-                .settings
-                .clusters
-                .holds(&row.product_id, plan, isolation, name)
-                .await,
-        ),
+    match (plan, &row.object_name, &row.isolation) {
+        (Some(plan), Some(name), Some(isolation)) if made => Some(provisioner::Probe {
+            product: &row.product_id,
+            plan,
+            isolation,
+            name,
+        }),
         _ => None,
-    };
+    }
+}
+
+/// Each of `rows` in the view, its cluster asked now (concurrently, each within a deadline).
+async fn views(state: &AppState, rows: Vec<RunRow>) -> Vec<ProvisioningView> {
+    let plans: Vec<Option<Plan>> = rows
+        .iter()
+        .map(|row| provisioning::plan_of(row).ok())
+        .collect();
+    let probes: Vec<Option<provisioner::Probe<'_>>> = rows
+        .iter()
+        .zip(&plans)
+        .map(|(row, plan)| probe_of(row, plan.as_ref()))
+        .collect();
+    let reachable = state.settings.clusters.reachable(&probes).await;
+    drop(probes);
+    rows.into_iter()
+        .zip(plans)
+        .zip(reachable)
+        .map(|((row, plan), reachable)| view(row, plan.as_ref(), reachable))
+        .collect()
+}
+
+fn view(row: RunRow, plan: Option<&Plan>, reachable: Option<bool>) -> ProvisioningView {
+    let made = row.object_name.is_some() && row.state != "deprovisioned";
     ProvisioningView {
         step: provisioning::step_kind(&row).map(str::to_owned),
         next_attempt_at: provisioning::due_at(&row),
-        max_attempts: plan.as_ref().map_or(0, |plan| plan.max_attempts),
+        max_attempts: plan.map_or(0, |plan| plan.max_attempts),
         database: DatabaseView {
             isolation: row.isolation,
             name: row.object_name,
@@ -150,11 +175,9 @@ async fn view(state: &AppState, row: RunRow) -> ProvisioningView {
 }
 
 async fn list_of(state: &AppState, rows: Vec<RunRow>) -> ProvisioningList {
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        items.push(view(state, row).await);
+    ProvisioningList {
+        items: views(state, rows).await,
     }
-    ProvisioningList { items }
 }
 
 /// Each product's provisioning of the tenant: state, step, attempts, last error, and what
@@ -251,7 +274,10 @@ async fn reported(
         state.settings.provisioning_retry_base,
     )
     .await?;
-    Ok(Json(view(state, row).await))
+    let mut one = views(state, vec![row]).await;
+    one.pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("no view of the run"))
 }
 
 /// The product reports that its part of the tenant's provisioning (or deprovisioning) is

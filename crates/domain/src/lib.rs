@@ -8,6 +8,7 @@ mod enums;
 pub mod event;
 pub mod idp;
 mod lifecycle;
+pub mod migration_sql;
 pub mod product;
 pub mod product_migration;
 pub mod provisioning;

@@ -74,6 +74,8 @@ pub fn shape_problems(asked: &[Asked<'_>]) -> Vec<(String, String)> {
                 format!("/{index}/sql"),
                 format!("must be SQL of 1 to {SQL_MAX} bytes"),
             ));
+        } else if let Some(refusal) = crate::migration_sql::refusal(migration.sql) {
+            problems.push((format!("/{index}/sql"), refusal));
         }
     }
     problems

@@ -14,8 +14,23 @@ use crate::StepError;
 
 /// How long connecting to a product's cluster may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the view's reachability check may take.
+/// How long the view's reachability check of one cluster may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many reachability checks of one view run at once.
+pub const PROBES_AT_ONCE: usize = 8;
+
+/// A tenant's schema or database to look for on its product's cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe<'a> {
+    /// The product.
+    pub product: &'a str,
+    /// The plan its run ran (it names the cluster).
+    pub plan: &'a Plan,
+    /// `schema` or `database`.
+    pub isolation: &'a str,
+    /// The schema's or database's name.
+    pub name: &'a str,
+}
 
 /// The references a plan can name, resolved.
 #[derive(Clone, Default)]
@@ -129,6 +144,29 @@ impl Clusters {
             .ok()
             .flatten()
             .unwrap_or(false)
+    }
+}
+
+impl Clusters {
+    /// [`Clusters::holds`] for each of `probes` (`None` where there is nothing to look for),
+    /// in their order: at most [`PROBES_AT_ONCE`] at a time, each within its two seconds, so
+    /// a cluster that does not answer delays the answer by one deadline, not one per product.
+    pub async fn reachable(&self, probes: &[Option<Probe<'_>>]) -> Vec<Option<bool>> {
+        let gate = tokio::sync::Semaphore::new(PROBES_AT_ONCE);
+        futures::future::join_all(probes.iter().map(|probe| self.probe(&gate, probe))).await
+    }
+
+    async fn probe(
+        &self,
+        gate: &tokio::sync::Semaphore,
+        probe: &Option<Probe<'_>>,
+    ) -> Option<bool> {
+        let probe = probe.as_ref()?;
+        let _turn = gate.acquire().await.ok()?;
+        Some(
+            self.holds(probe.product, probe.plan, probe.isolation, probe.name)
+                .await,
+        )
     }
 }
 

@@ -5,9 +5,11 @@
 //! backup before any drop. Its records go through `registry::provisioning::runs`, each in
 //! one transaction guarded by the run's lease.
 
+mod backends;
 pub mod backup;
 pub mod bucket;
 pub mod clusters;
+mod lease;
 mod runner;
 mod steps;
 
@@ -19,7 +21,7 @@ use storage::PgPool;
 
 pub use backup::BackupStore;
 pub use bucket::Bucket;
-pub use clusters::Clusters;
+pub use clusters::{Clusters, Probe};
 pub use runner::{Observer, Pass, StepReport};
 
 /// Why a step failed, in words for the tenant's operators (no host, user or password).
@@ -37,6 +39,9 @@ pub enum StepError {
     /// The product's hook failed.
     #[error("{0}")]
     Hook(String),
+    /// A default role's name is the tenant's already, from elsewhere.
+    #[error("{0}")]
+    Roles(String),
     /// A backup could not be taken or checked.
     #[error("{0}")]
     Backup(String),

@@ -9,6 +9,8 @@ use registry::provisioning::Goal;
 use registry::provisioning::runs::{self, Run};
 use tokio::task::JoinSet;
 
+use crate::backends::Backends;
+use crate::lease::{self, Next, Renewal};
 use crate::steps::{self, Outcome};
 use crate::{Provisioner, StepError};
 
@@ -227,11 +229,17 @@ impl Provisioner {
             };
             let started = Instant::now();
             let kind = step.kind();
+            let backends = Backends::default();
             let outcome = self
-                .with_lease(&run, self.execute(&run, &step, backup_id))
+                .with_lease(&run, self.execute(&run, &step, backup_id, &backends))
                 .await;
             match outcome {
-                None => return reports,
+                None => {
+                    // Another replica may take the run up: what this step was running on
+                    // the product's cluster is stopped first, not left to run beside it.
+                    backends.stop().await;
+                    return reports;
+                }
                 Some(Ok(Outcome::Done(done, effect))) => {
                     if done.backup_id.is_some() {
                         backup_id = done.backup_id;
@@ -270,35 +278,55 @@ impl Provisioner {
         run: &Run,
         step: &AnyStep<'_>,
         backup_id: Option<uuid::Uuid>,
+        backends: &Backends,
     ) -> Result<Outcome, StepError> {
         let now = Utc::now();
         match step {
-            AnyStep::Plan(Step::Migrations) => steps::migrate(self, run).await,
-            AnyStep::Plan(step) => steps::provision(self, run, step, now).await,
-            AnyStep::Teardown(step) => steps::teardown(self, run, step, backup_id, now).await,
+            AnyStep::Plan(Step::Migrations) => steps::migrate(self, run, backends).await,
+            AnyStep::Plan(step) => steps::provision(self, run, step, now, backends).await,
+            AnyStep::Teardown(step) => {
+                steps::teardown(self, run, step, backup_id, now, backends).await
+            }
         }
     }
 
     /// Runs `work` while renewing `run`'s lease; `None` when the lease was lost (another
-    /// replica may hold the run now), and the work is dropped.
+    /// replica may hold the run now), or could not be renewed before it ran out, and the work
+    /// is dropped.
     async fn with_lease<T>(&self, run: &Run, work: impl Future<Output = T>) -> Option<T> {
-        let every = (self.config.lease / 3)
-            .to_std()
-            .unwrap_or(Duration::from_secs(20))
-            .max(Duration::from_millis(100));
+        let every = lease::every(self.config.lease);
         let renewing = async {
+            let mut held_until = run.row.lease_expires_at.unwrap_or_else(Utc::now);
+            let mut wait = every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(wait).await;
                 let until = Utc::now() + self.config.lease;
-                if !matches!(runs::renew(&self.pool, run, until).await, Ok(true)) {
-                    return;
+                let asked = runs::renew(&self.pool, run, until);
+                let renewal = match tokio::time::timeout(lease::retry_after(every), asked).await {
+                    Ok(Ok(true)) => Renewal::Renewed,
+                    Ok(Ok(false)) => Renewal::NotHeld,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, tenant_id = %run.row.tenant_id, "provisioning: cannot renew a lease; trying again");
+                        Renewal::Failed
+                    }
+                    Err(_) => Renewal::Failed,
+                };
+                match lease::next(renewal, until, held_until, Utc::now(), every) {
+                    Next::RenewAfter {
+                        after,
+                        held_until: known,
+                    } => {
+                        wait = after;
+                        held_until = known;
+                    }
+                    Next::Abandon(reason) => return reason,
                 }
             }
         };
         tokio::select! {
             done = work => Some(done),
-            () = renewing => {
-                tracing::warn!(tenant_id = %run.row.tenant_id, product = %run.row.product_id, "provisioning: lease lost; the step is abandoned");
+            reason = renewing => {
+                tracing::warn!(tenant_id = %run.row.tenant_id, product = %run.row.product_id, "provisioning: {reason}");
                 None
             }
         }

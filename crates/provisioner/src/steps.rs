@@ -9,8 +9,9 @@ use sqlx::PgConnection;
 use storage::provisioning::StepDone;
 use storage::tenant_schemas::{self, Migration, SeedTenant};
 
+use crate::backends::Backends;
 use crate::backup::Subject;
-use crate::clusters::{Clusters, isolation_label};
+use crate::clusters::isolation_label;
 use crate::{Provisioner, StepError};
 
 /// How a step ended.
@@ -32,6 +33,8 @@ struct Place {
     url: String,
     isolation: &'static str,
     name: String,
+    /// Where the step's connections are recorded.
+    backends: Backends,
 }
 
 impl Place {
@@ -46,11 +49,16 @@ impl Place {
 
     async fn connect(&self) -> Result<PgConnection, StepError> {
         let database = (self.isolation == "database").then_some(self.name.as_str());
-        Clusters::connect(&self.url, database).await
+        self.backends.connect(&self.url, database).await
+    }
+
+    /// A connection to the cluster's own database (where schemas and databases are made).
+    async fn connect_cluster(&self) -> Result<PgConnection, StepError> {
+        self.backends.connect(&self.url, None).await
     }
 
     async fn exists(&self) -> Result<bool, StepError> {
-        let mut conn = Clusters::connect(&self.url, None).await?;
+        let mut conn = self.connect_cluster().await?;
         Ok(if self.isolation == "database" {
             tenant_schemas::database_exists(&mut conn, &self.name).await?
         } else {
@@ -63,6 +71,7 @@ async fn place(
     provisioner: &Provisioner,
     run: &Run,
     plan: &Plan,
+    backends: &Backends,
 ) -> Result<Option<Place>, StepError> {
     let Some((isolation, reference)) = plan.database() else {
         return Ok(None);
@@ -75,11 +84,16 @@ async fn place(
         url,
         isolation: isolation_label(isolation),
         name: provisioning::tenant_object_name(run.row.tenant_id),
+        backends: backends.clone(),
     }))
 }
 
-async fn required_place(provisioner: &Provisioner, run: &Run) -> Result<Place, StepError> {
-    place(provisioner, run, &run.plan)
+async fn required_place(
+    provisioner: &Provisioner,
+    run: &Run,
+    backends: &Backends,
+) -> Result<Place, StepError> {
+    place(provisioner, run, &run.plan, backends)
         .await?
         .ok_or_else(|| StepError::Config("the plan has no database step".to_owned()))
 }
@@ -90,11 +104,12 @@ pub async fn provision(
     run: &Run,
     step: &Step,
     now: DateTime<Utc>,
+    backends: &Backends,
 ) -> Result<Outcome, StepError> {
     match step {
         Step::Database { .. } => {
-            let place = required_place(provisioner, run).await?;
-            let mut conn = Clusters::connect(&place.url, None).await?;
+            let place = required_place(provisioner, run, backends).await?;
+            let mut conn = place.connect_cluster().await?;
             if place.isolation == "database" {
                 tenant_schemas::create_database(&mut conn, &place.name).await?;
             } else {
@@ -106,9 +121,9 @@ pub async fn provision(
                 ..StepDone::default()
             }))
         }
-        Step::Migrations => migrate(provisioner, run).await,
+        Step::Migrations => migrate(provisioner, run, backends).await,
         Step::Seed { statements } => {
-            let place = required_place(provisioner, run).await?;
+            let place = required_place(provisioner, run, backends).await?;
             let mut conn = place.connect().await?;
             tenant_schemas::ensure_history(&mut conn, place.schema()).await?;
             let tenant = SeedTenant {
@@ -129,15 +144,28 @@ pub async fn provision(
                 ..StepDone::default()
             }))
         }
-        Step::Roles { roles } => Ok(Outcome::Done(
-            StepDone {
-                roles_created_at: Some(now),
-                ..StepDone::default()
-            },
-            Effect::CreateRoles(roles.clone()),
-        )),
+        Step::Roles { roles } => {
+            let names: Vec<String> = roles.iter().map(|role| role.name.clone()).collect();
+            let taken = registry::provisioning::roles_taken(
+                &provisioner.pool,
+                run.row.tenant_id,
+                &run.row.product_id,
+                &names,
+            )
+            .await?;
+            if let Some(refusal) = roles_refusal(&taken) {
+                return Err(StepError::Roles(refusal));
+            }
+            Ok(Outcome::Done(
+                StepDone {
+                    roles_created_at: Some(now),
+                    ..StepDone::default()
+                },
+                Effect::CreateRoles(roles.clone()),
+            ))
+        }
         Step::Hook { url, secret } => {
-            let place = place(provisioner, run, &run.plan).await?;
+            let place = place(provisioner, run, &run.plan, backends).await?;
             hook(
                 provisioner,
                 run,
@@ -152,9 +180,32 @@ pub async fn provision(
     }
 }
 
+/// Why default roles whose names are `taken` (by name, with the product that made each, or
+/// `None` for the tenant's own) cannot be made: a role name means one set of permissions in
+/// a tenant, so another's role is neither overwritten nor silently skipped.
+fn roles_refusal(taken: &[(String, Option<String>)]) -> Option<String> {
+    let owners: Vec<String> = taken
+        .iter()
+        .map(|(name, owner)| match owner {
+            Some(product) => format!("\"{name}\" is product {product}'s"),
+            None => format!("\"{name}\" is the tenant's own"),
+        })
+        .collect();
+    (!owners.is_empty()).then(|| {
+        format!(
+            "the tenant has a role of that name already: {}; give this product's default roles names of their own (such as \"<product>-admin\")",
+            owners.join(", ")
+        )
+    })
+}
+
 /// Applies the product's registered migrations not yet applied in the tenant's schema.
-pub async fn migrate(provisioner: &Provisioner, run: &Run) -> Result<Outcome, StepError> {
-    let place = required_place(provisioner, run).await?;
+pub async fn migrate(
+    provisioner: &Provisioner,
+    run: &Run,
+    backends: &Backends,
+) -> Result<Outcome, StepError> {
+    let place = required_place(provisioner, run, backends).await?;
     let registered =
         storage::product_migrations::list_on_pool(&provisioner.pool, &run.row.product_id).await?;
     let mut conn = place.connect().await?;
@@ -223,10 +274,11 @@ pub async fn teardown(
     step: &Teardown,
     backup_id: Option<uuid::Uuid>,
     now: DateTime<Utc>,
+    backends: &Backends,
 ) -> Result<Outcome, StepError> {
     match step {
         Teardown::Hook { url, secret } => {
-            let place = place(provisioner, run, &run.plan).await?;
+            let place = place(provisioner, run, &run.plan, backends).await?;
             hook(
                 provisioner,
                 run,
@@ -239,7 +291,7 @@ pub async fn teardown(
             .await
         }
         Teardown::Backup => {
-            let place = required_place(provisioner, run).await?;
+            let place = required_place(provisioner, run, backends).await?;
             if !place.exists().await? {
                 return Ok(done(StepDone::default()));
             }
@@ -261,7 +313,7 @@ pub async fn teardown(
             ))
         }
         Teardown::Drop => {
-            let place = required_place(provisioner, run).await?;
+            let place = required_place(provisioner, run, backends).await?;
             if !place.exists().await? {
                 return Ok(done(StepDone::default()));
             }
@@ -277,7 +329,7 @@ pub async fn teardown(
                     "no backup of this data is recorded, so it is not dropped".to_owned(),
                 ));
             }
-            let mut conn = Clusters::connect(&place.url, None).await?;
+            let mut conn = place.connect_cluster().await?;
             if place.isolation == "database" {
                 tenant_schemas::drop_database(&mut conn, &place.name).await?;
             } else {

@@ -151,6 +151,11 @@ pub async fn lock(
 /// Leases up to `limit` due runs until `now + lease`, never two of one tenant at once (here
 /// or on another replica: each candidate's tenant is taken under a transaction-scoped
 /// advisory lock, then checked for a live lease with a fresh snapshot).
+///
+/// Candidates are one run a tenant (its earliest due), of tenants with no live lease, in
+/// order of due time: a tenant with many runs waiting behind its running one fills no more
+/// than one place of the window, so it cannot keep other tenants' due runs from being
+/// leased.
 pub async fn claim(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -158,10 +163,16 @@ pub async fn claim(
     limit: i64,
 ) -> Result<Vec<RunRow>, sqlx::Error> {
     let candidates: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT tenant_id, product_id FROM tenant_provisioning
-         WHERE state IN ('pending', 'running', 'deprovisioning') AND next_attempt_at <= $1
-           AND (lease_expires_at IS NULL OR lease_expires_at < $1)
-         ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "SELECT tenant_id, product_id FROM (
+             SELECT DISTINCT ON (run.tenant_id) run.tenant_id, run.product_id, run.next_attempt_at
+             FROM tenant_provisioning run
+             WHERE run.state IN ('pending', 'running', 'deprovisioning') AND run.next_attempt_at <= $1
+               AND (run.lease_expires_at IS NULL OR run.lease_expires_at < $1)
+               AND NOT EXISTS (SELECT 1 FROM tenant_provisioning held
+                               WHERE held.tenant_id = run.tenant_id AND held.lease_expires_at >= $1)
+             ORDER BY run.tenant_id, run.next_attempt_at, run.product_id
+         ) due
+         ORDER BY next_attempt_at, tenant_id LIMIT $2",
     )
     .bind(now)
     .bind(limit.saturating_mul(4))
@@ -192,20 +203,26 @@ pub async fn claim(
         if busy {
             continue;
         }
-        let row: RunRow = sqlx::query_as(&format!(
+        // Still due and unleased: the candidates were read without row locks. The tenant's
+        // advisory lock keeps other runners away; a row a use case is queueing again is
+        // waited for and leased as it then is (its new generation).
+        let row: Option<RunRow> = sqlx::query_as(&format!(
             "UPDATE tenant_provisioning SET lease_token = gen_random_uuid(),
                  lease_expires_at = $3, started_at = coalesce(started_at, $4),
                  state = CASE WHEN state = 'pending' THEN 'running' ELSE state END,
                  updated_at = now()
-             WHERE tenant_id = $1 AND product_id = $2 RETURNING {COLUMNS}"
+             WHERE tenant_id = $1 AND product_id = $2
+               AND state IN ('pending', 'running', 'deprovisioning') AND next_attempt_at <= $4
+               AND (lease_expires_at IS NULL OR lease_expires_at < $4)
+             RETURNING {COLUMNS}"
         ))
         .bind(tenant_id)
         .bind(&product_id)
         .bind(now + lease)
         .bind(now)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-        claimed.push(row);
+        claimed.extend(row);
     }
     Ok(claimed)
 }

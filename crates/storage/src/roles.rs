@@ -69,6 +69,26 @@ pub async fn upsert_defaults(
     Ok(changed)
 }
 
+/// Which of `names` tenant `tenant_id` has already, made by something other than product
+/// `product_id` (another product's plan, or the tenant itself: `None`), by name.
+pub async fn taken(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    product_id: &str,
+    names: &[String],
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT name, product_id FROM tenant_roles
+         WHERE tenant_id = $1 AND name = ANY($3) AND product_id IS DISTINCT FROM $2
+         ORDER BY name",
+    )
+    .bind(tenant_id)
+    .bind(product_id)
+    .bind(names)
+    .fetch_all(conn)
+    .await
+}
+
 /// Removes product `product_id`'s default roles from tenant `tenant_id`; answers how many.
 pub async fn remove_defaults(
     conn: &mut PgConnection,

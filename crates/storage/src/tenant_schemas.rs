@@ -250,3 +250,34 @@ pub async fn row_counts(
     }
     Ok(counts)
 }
+
+/// A backend of a cluster, named by its process id and its start (a process id alone can be
+/// reused once the backend has exited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Backend {
+    /// `pg_backend_pid()`.
+    pub pid: i32,
+    /// `pg_stat_activity.backend_start`.
+    pub backend_start: chrono::DateTime<chrono::Utc>,
+}
+
+/// The backend serving `conn`.
+pub async fn backend(conn: &mut PgConnection) -> Result<Backend, sqlx::Error> {
+    sqlx::query_as("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+}
+
+/// Asks `backend` to end (what it runs is rolled back), from another connection `conn` to
+/// its cluster; answers whether it was still there (`false`: it has ended).
+pub async fn terminate(conn: &mut PgConnection, backend: Backend) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE pid = $1 AND backend_start = $2",
+    )
+    .bind(backend.pid)
+    .bind(backend.backend_start)
+    .fetch_optional(conn)
+    .await
+    .map(|signalled| signalled.is_some())
+}

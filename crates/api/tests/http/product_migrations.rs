@@ -152,6 +152,42 @@ async fn refuses_an_invalid_list_naming_each_problem() {
 }
 
 #[tokio::test]
+async fn refuses_a_migration_that_controls_the_transaction_or_cannot_run_in_one_but_not_the_words_in_a_body()
+ {
+    let app = TestApp::new().await;
+    app.product("workbench").await;
+    let admin = app.admin_key().await;
+    let refused = put(
+        &app,
+        &admin,
+        "workbench",
+        &json!([
+            migration(1, FIRST),
+            migration(2, "ALTER TABLE documents ADD COLUMN body text; COMMIT"),
+            migration(
+                3,
+                "CREATE INDEX CONCURRENTLY documents_body ON documents (body)"
+            ),
+        ]),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.pointers(), ["/1/sql", "/2/sql"]);
+    let body = refused.json().to_string();
+    assert!(body.contains("statement 2 (COMMIT)"), "{body}");
+    assert!(body.contains("CREATE INDEX CONCURRENTLY"), "{body}");
+    let in_a_body = "CREATE PROCEDURE tidy() LANGUAGE plpgsql AS $$ BEGIN DELETE FROM documents; COMMIT; END $$; -- COMMIT\nCOMMENT ON TABLE documents IS 'BEGIN; VACUUM'";
+    let registered = put(
+        &app,
+        &admin,
+        "workbench",
+        &json!([migration(1, FIRST), migration(2, in_a_body)]),
+    )
+    .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.json());
+}
+
+#[tokio::test]
 async fn only_a_platform_admin_or_the_products_own_platform_key_manages_its_migrations() {
     let app = TestApp::new().await;
     app.product("workbench").await;

@@ -3,8 +3,11 @@
 //! databases beside it).
 
 mod bucket;
+mod claims;
 mod fleet;
+mod leases;
 mod plans;
+mod probes;
 mod reports;
 mod support;
 mod teardown;

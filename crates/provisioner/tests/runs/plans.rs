@@ -138,6 +138,63 @@ async fn a_failing_step_ends_failed_with_its_error_and_a_retry_after_the_fix_end
 }
 
 #[tokio::test]
+async fn a_default_role_whose_name_another_products_role_has_fails_the_step_naming_both() {
+    let db = TestDb::migrated().await;
+    let backups = tempdir();
+    let roles = |permission: &str| {
+        json!({"steps": [{"kind": "roles", "roles": [
+            {"name": "tenant-admin", "permissions": [permission]},
+            {"name": format!("{}-viewer", permission.split(':').next().unwrap_or_default()),
+             "permissions": [permission]}
+        ]}], "max_attempts": 1})
+    };
+    product(db.pool(), "certifai", roles("documents:write")).await;
+    product(db.pool(), "workbench", roles("boards:write")).await;
+    let tenant = subscribed_tenant(db.pool(), "acme", "certifai").await;
+    settle(&runner(db.pool(), "certifai", db.url(), backups.path())).await;
+    crate::support::subscribe(db.pool(), tenant, "workbench").await;
+    settle(&runner(db.pool(), "workbench", db.url(), backups.path())).await;
+
+    assert_eq!(state(db.pool(), tenant, "certifai").await.state, "ready");
+    let failed = state(db.pool(), tenant, "workbench").await;
+    assert_eq!(failed.state, "failed");
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains("\"tenant-admin\" is product certifai's"),
+        "{error}"
+    );
+    let roles = registry::provisioning::roles_of(db.pool(), tenant, None, 50)
+        .await
+        .expect("roles");
+    let owned: Vec<(&str, Option<&str>, Vec<String>)> = roles
+        .iter()
+        .map(|role| {
+            (
+                role.name.as_str(),
+                role.product_id.as_deref(),
+                role.permissions.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            (
+                "documents-viewer",
+                Some("certifai"),
+                vec!["documents:write".to_owned()]
+            ),
+            (
+                "tenant-admin",
+                Some("certifai"),
+                vec!["documents:write".to_owned()]
+            ),
+        ],
+        "nothing of the failed step is made, and the other product's role is untouched"
+    );
+}
+
+#[tokio::test]
 async fn two_products_of_one_tenant_never_run_at_once() {
     let db = TestDb::migrated().await;
     let plan =

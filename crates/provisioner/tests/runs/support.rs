@@ -117,31 +117,25 @@ pub fn runner(
     cluster: &str,
     backups: &std::path::Path,
 ) -> Provisioner {
-    runner_with(
-        pool,
-        Clusters::with([(
-            domain::provisioning::default_cluster_env(product),
-            cluster.to_owned(),
-        )]),
-        backups,
-    )
+    runner_with(pool, cluster_of(product, cluster), backups)
 }
 
 pub fn runner_with(pool: &PgPool, clusters: Clusters, backups: &std::path::Path) -> Provisioner {
-    runner_with_store(
-        pool,
-        clusters,
-        BackupStore {
-            dir: backups.to_path_buf(),
-            retention: TimeDelta::days(90),
-            pg_dump: "pg_dump".into(),
-            bucket: None,
-        },
-    )
+    runner_with_store(pool, clusters, store(backups))
 }
 
 /// A runner over `clusters` that keeps its backups in `store`.
 pub fn runner_with_store(pool: &PgPool, clusters: Clusters, store: BackupStore) -> Provisioner {
+    runner_leasing(pool, clusters, store, TimeDelta::seconds(60))
+}
+
+/// A runner over `clusters` that keeps its backups in `store` and leases runs for `lease`.
+pub fn runner_leasing(
+    pool: &PgPool,
+    clusters: Clusters,
+    store: BackupStore,
+    lease: TimeDelta,
+) -> Provisioner {
     Provisioner::new(
         pool.clone(),
         Arc::new(clusters),
@@ -149,9 +143,28 @@ pub fn runner_with_store(pool: &PgPool, clusters: Clusters, store: BackupStore) 
         store,
         ProvisionerConfig {
             retry_base: TimeDelta::zero(),
+            lease,
             ..ProvisionerConfig::default()
         },
     )
+}
+
+/// The backups of a test kept under `dir`.
+pub fn store(dir: &std::path::Path) -> BackupStore {
+    BackupStore {
+        dir: dir.to_path_buf(),
+        retention: TimeDelta::days(90),
+        pg_dump: "pg_dump".into(),
+        bucket: None,
+    }
+}
+
+/// The clusters of a runner whose `PRODUCT_DATABASE_<PRODUCT>` is `cluster`.
+pub fn cluster_of(product: &str, cluster: &str) -> Clusters {
+    Clusters::with([(
+        domain::provisioning::default_cluster_env(product),
+        cluster.to_owned(),
+    )])
 }
 
 /// Runs passes until one leases nothing; answers every step run.

@@ -256,6 +256,18 @@ pub async fn roles_of(
     Ok(roles::list(&mut conn, tenant_id, after, limit).await?)
 }
 
+/// Which of `names` tenant `tenant_id` has already from something other than product
+/// `product_id` (another product's plan, or the tenant: `None`), by name.
+pub async fn roles_taken(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    product_id: &str,
+    names: &[String],
+) -> Result<Vec<(String, Option<String>)>, RegistryError> {
+    let mut conn = pool.acquire().await.map_err(RegistryError::from)?;
+    Ok(roles::taken(&mut conn, tenant_id, product_id, names).await?)
+}
+
 /// Holds tenant `tenant_id`'s row (the lock order: the tenant, then its rows); not found
 /// when there is no such tenant.
 async fn tenant_held(
