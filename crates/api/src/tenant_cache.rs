@@ -11,11 +11,8 @@
 //! that was in flight when a change was heard never serves what it saw before the change,
 //! however late it stores it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-use axum::body::Bytes;
-use axum::http::HeaderValue;
 
 use auth::Invalidations;
 use auth::invalidations::Stamp;
@@ -34,75 +31,6 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// What one remembered unknown slug is taken to cost besides its text (moka's entry and
 /// the key's allocation), for weighing the negative cache.
 const ENTRY_OVERHEAD_BYTES: u32 = 96;
-
-/// A tenant as the cache holds it: its row and, once a lookup has rendered it, its answer.
-/// The entry lives until the tenant changes, so every hit until then sends the same bytes
-/// without decrypting, copying or serializing the row again.
-pub struct CachedTenant {
-    row: TenantRow,
-    rendered: OnceLock<Rendered>,
-}
-
-/// A tenant's answer: the JSON body and its entity tag (bare, and as the header sends it).
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    /// The JSON of the tenant's view.
-    pub body: Bytes,
-    /// The entity tag, unquoted, as `If-None-Match` is compared with it.
-    pub tag: String,
-    /// The `ETag` header.
-    pub etag: HeaderValue,
-}
-
-impl CachedTenant {
-    fn new(row: TenantRow) -> Arc<Self> {
-        Arc::new(Self {
-            row,
-            rendered: OnceLock::new(),
-        })
-    }
-
-    /// The row.
-    pub fn row(&self) -> &TenantRow {
-        &self.row
-    }
-
-    /// The answer, rendered by `render` on the first call that succeeds.
-    pub fn rendered<E>(
-        &self,
-        render: impl FnOnce(&TenantRow) -> Result<Rendered, E>,
-    ) -> Result<&Rendered, E> {
-        if let Some(rendered) = self.rendered.get() {
-            return Ok(rendered);
-        }
-        let rendered = render(&self.row)?;
-        Ok(self.rendered.get_or_init(|| rendered))
-    }
-}
-
-/// A slug's tenant as the cache answers it: the one that has the slug now, or had it before.
-#[derive(Clone)]
-pub enum CachedMatch {
-    /// The slug is the tenant's current one.
-    Current(Arc<CachedTenant>),
-    /// The tenant used to have the slug.
-    Former(Arc<CachedTenant>),
-}
-
-impl CachedMatch {
-    /// The tenant, whichever way the slug matched.
-    pub fn tenant(&self) -> &Arc<CachedTenant> {
-        let (Self::Current(tenant) | Self::Former(tenant)) = self;
-        tenant
-    }
-
-    fn of(found: SlugMatch) -> Self {
-        match found {
-            SlugMatch::Current(row) => Self::Current(CachedTenant::new(row)),
-            SlugMatch::Former(row) => Self::Former(CachedTenant::new(row)),
-        }
-    }
-}
 
 /// How a slug resolves: to the tenant that has it now, or the one that had it before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +65,7 @@ struct Stamped<V> {
 #[derive(Clone)]
 struct CachedSlug {
     target: SlugTarget,
-    row: Arc<CachedTenant>,
+    row: Arc<TenantRow>,
     slug: Depends,
     read: Stamp,
 }
@@ -176,7 +104,7 @@ impl TenantSource for TenantLookups {
 /// Tenants by id and by slug, shared by the handlers of one replica.
 #[derive(Clone)]
 pub struct TenantCache {
-    rows: Cache<Uuid, Stamped<Arc<CachedTenant>>>,
+    rows: Cache<Uuid, Stamped<Arc<TenantRow>>>,
     slugs: Cache<String, CachedSlug>,
     missing_ids: Cache<Uuid, Stamp>,
     missing_slugs: Cache<String, Stamp>,
@@ -230,9 +158,9 @@ impl TenantCache {
         &self,
         source: &impl TenantSource,
         id: Uuid,
-    ) -> Result<Option<Arc<CachedTenant>>, sqlx::Error> {
+    ) -> Result<Option<Arc<TenantRow>>, sqlx::Error> {
         if !self.enabled {
-            return Ok(source.by_id(id).await?.map(CachedTenant::new));
+            return Ok(source.by_id(id).await?.map(Arc::new));
         }
         let tenant = Depends::Tenant(id);
         if let Some(hit) = self.rows.get(&id).await
@@ -246,7 +174,7 @@ impl TenantCache {
             return Ok(None);
         }
         let read = self.invalidations.stamp();
-        let found = source.by_id(id).await?.map(CachedTenant::new);
+        let found = source.by_id(id).await?.map(Arc::new);
         // Stored even if a change was heard meanwhile: every hit checks its stamp, so what
         // was stale when stored is never served, whenever the change landed.
         match &found {
@@ -265,19 +193,20 @@ impl TenantCache {
         &self,
         source: &impl TenantSource,
         slug: &str,
-    ) -> Result<Option<CachedMatch>, sqlx::Error> {
+    ) -> Result<Option<SlugMatch>, sqlx::Error> {
         if Slug::parse(slug).is_err() {
             return Ok(None);
         }
         if !self.enabled {
-            return Ok(source.by_slug(slug).await?.map(CachedMatch::of));
+            return source.by_slug(slug).await;
         }
         if let Some(hit) = self.slugs.get(slug).await
             && self.current(&hit.read, [&hit.slug, &Depends::Tenant(hit.target.id())])
         {
+            let row = TenantRow::clone(&hit.row);
             return Ok(Some(match hit.target {
-                SlugTarget::Current(_) => CachedMatch::Current(hit.row),
-                SlugTarget::Former(_) => CachedMatch::Former(hit.row),
+                SlugTarget::Current(_) => SlugMatch::Current(row),
+                SlugTarget::Former(_) => SlugMatch::Former(row),
             }));
         }
         if let Some(read) = self.missing_slugs.get(slug).await
@@ -286,14 +215,14 @@ impl TenantCache {
             return Ok(None);
         }
         let read = self.invalidations.stamp();
-        let found = source.by_slug(slug).await?.map(CachedMatch::of);
+        let found = source.by_slug(slug).await?;
         match &found {
-            Some(CachedMatch::Current(tenant)) => {
-                self.remember(slug, SlugTarget::Current(tenant.row.id), tenant, read)
+            Some(SlugMatch::Current(row)) => {
+                self.remember(slug, SlugTarget::Current(row.id), row, read)
                     .await;
             }
-            Some(CachedMatch::Former(tenant)) => {
-                self.remember(slug, SlugTarget::Former(tenant.row.id), tenant, read)
+            Some(SlugMatch::Former(row)) => {
+                self.remember(slug, SlugTarget::Former(row.id), row, read)
                     .await;
             }
             None => self.missing_slugs.insert(slug.to_owned(), read).await,
@@ -301,23 +230,15 @@ impl TenantCache {
         Ok(found)
     }
 
-    async fn remember(
-        &self,
-        slug: &str,
-        target: SlugTarget,
-        tenant: &Arc<CachedTenant>,
-        read: Stamp,
-    ) {
+    async fn remember(&self, slug: &str, target: SlugTarget, row: &TenantRow, read: Stamp) {
+        let value = Arc::new(row.clone());
         let slug_entry = CachedSlug {
             target,
-            row: Arc::clone(tenant),
+            row: Arc::clone(&value),
             slug: Depends::Slug(slug.to_owned()),
             read,
         };
-        let value = Arc::clone(tenant);
-        self.rows
-            .insert(tenant.row.id, Stamped { value, read })
-            .await;
+        self.rows.insert(row.id, Stamped { value, read }).await;
         self.slugs.insert(slug.to_owned(), slug_entry).await;
     }
 
@@ -441,8 +362,7 @@ mod tests {
         let id = source.before.id;
         let first = cache.get(&source, id).await.expect("read").expect("found");
         assert_eq!(
-            first.row().name,
-            "Before the change",
+            first.name, "Before the change",
             "the read itself saw the old row"
         );
         assert!(
@@ -450,14 +370,14 @@ mod tests {
             "stored after the change was heard"
         );
         let second = cache.get(&source, id).await.expect("read").expect("found");
-        assert_eq!(second.row().name, "After the change");
+        assert_eq!(second.name, "After the change");
         assert_eq!(
             source.reads(),
             2,
             "the overtaken read was not served from memory"
         );
         let third = cache.get(&source, id).await.expect("read").expect("found");
-        assert_eq!(third.row().name, "After the change");
+        assert_eq!(third.name, "After the change");
         assert_eq!(
             source.reads(),
             2,
@@ -469,8 +389,8 @@ mod tests {
     async fn a_slug_read_before_a_change_that_was_heard_is_never_served_after_it() {
         let cache = TenantCache::new(100);
         let source = overtaken(&cache);
-        let name = |found: Option<CachedMatch>| match found.expect("found") {
-            CachedMatch::Current(tenant) | CachedMatch::Former(tenant) => tenant.row().name.clone(),
+        let name = |found: Option<SlugMatch>| match found.expect("found") {
+            SlugMatch::Current(row) | SlugMatch::Former(row) => row.name,
         };
         let first = cache.get_by_slug(&source, "acme").await.expect("read");
         assert_eq!(name(first), "Before the change");
@@ -505,56 +425,6 @@ mod tests {
         async fn by_slug(&self, _: &str) -> Result<Option<SlugMatch>, sqlx::Error> {
             Ok(None)
         }
-    }
-
-    /// Answers whatever row it holds now.
-    struct Current(Mutex<TenantRow>);
-
-    impl TenantSource for Current {
-        async fn by_id(&self, _: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
-            Ok(Some(self.0.lock().expect("not poisoned").clone()))
-        }
-
-        async fn by_slug(&self, _: &str) -> Result<Option<SlugMatch>, sqlx::Error> {
-            Ok(Some(SlugMatch::Current(
-                self.0.lock().expect("not poisoned").clone(),
-            )))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_tenant_is_rendered_once_per_entry_and_again_after_it_changes() {
-        let cache = TenantCache::new(100);
-        let id = Uuid::new_v4();
-        let source = Current(Mutex::new(row(id, "acme", "Before")));
-        let renders = Mutex::new(0);
-        let render = |row: &TenantRow| -> Result<Rendered, std::convert::Infallible> {
-            *renders.lock().expect("not poisoned") += 1;
-            Ok(Rendered {
-                body: Bytes::from(row.name.clone()),
-                tag: row.version.to_string(),
-                etag: HeaderValue::from_static("\"1\""),
-            })
-        };
-        let by_slug = cache.get_by_slug(&source, "acme").await.expect("read");
-        let first = by_slug.expect("found").tenant().rendered(render).cloned();
-        let by_id = cache.get(&source, id).await.expect("read").expect("found");
-        let again = by_id.rendered(render).cloned();
-        assert_eq!(first.expect("rendered").body, "Before");
-        assert_eq!(again.expect("rendered").body, "Before");
-        assert_eq!(*renders.lock().expect("not poisoned"), 1);
-
-        *source.0.lock().expect("not poisoned") = row(id, "acme", "After");
-        cache
-            .forget(&TenantChange {
-                id,
-                slugs: vec!["acme".into()],
-            })
-            .await;
-        let changed = cache.get(&source, id).await.expect("read").expect("found");
-        let after = changed.rendered(render).cloned();
-        assert_eq!(after.expect("rendered").body, "After");
-        assert_eq!(*renders.lock().expect("not poisoned"), 2);
     }
 
     #[tokio::test]

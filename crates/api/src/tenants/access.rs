@@ -5,8 +5,6 @@
 //! tenant's row, locked in its transaction, which is what a racing status change cannot
 //! slip past.
 
-use std::sync::Arc;
-
 use domain::{TenantStatus, TenantWrite};
 use storage::tenants::TenantRow;
 use uuid::Uuid;
@@ -15,7 +13,6 @@ use super::parse_id;
 use crate::AppState;
 use crate::extract::Caller;
 use crate::problem::ApiError;
-use crate::tenant_cache::CachedTenant;
 
 /// 403 naming each field of `body` a tenant principal may not change about its tenant.
 pub(super) fn require_editable_by(
@@ -61,20 +58,12 @@ pub(super) async fn visible(
     caller: &Caller,
     id: Uuid,
 ) -> Result<TenantRow, ApiError> {
-    Ok(visible_cached(state, caller, id).await?.row().clone())
-}
-
-/// [`visible`], as the cache holds it (with its rendered answer).
-pub(super) async fn visible_cached(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-) -> Result<Arc<CachedTenant>, ApiError> {
     state
         .tenants
         .get(&state.tenant_lookups, id)
         .await?
-        .filter(|tenant| caller.principal.can_access_tenant(Some(tenant.row().id)))
+        .filter(|row| caller.principal.can_access_tenant(Some(row.id)))
+        .map(|row| TenantRow::clone(&row))
         .ok_or_else(|| ApiError::not_found("no such tenant"))
 }
 

@@ -16,18 +16,17 @@ use chrono::{DateTime, NaiveDate, Utc};
 use domain::Scope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use storage::tenants::{self, ProvisioningSummary, TenantRow};
+use storage::tenants::{self, ProvisioningSummary, SlugMatch, TenantRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub(crate) use access::{permit_if_known, visible_by_path, writable_by_path, write_by};
-use access::{require_editable_by, require_platform, visible, visible_cached};
+use access::{require_editable_by, require_platform, visible};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Caller};
 use crate::pagination;
 use crate::problem::{ApiError, Problem};
-use crate::tenant_cache::{CachedMatch, CachedTenant, Rendered};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -359,55 +358,28 @@ fn tenant_response(
     let tag = tenant_etag(&row);
     let mut response = (status, Json(view(state, row)?)).into_response();
     response.headers_mut().insert(header::ETAG, tag);
-    add_headers(&mut response, extra);
-    Ok(response)
-}
-
-/// A cached tenant's answer: 304 when `If-None-Match` names its tag, else its JSON, rendered
-/// once per cache entry.
-fn read_response(
-    state: &AppState,
-    headers: &HeaderMap,
-    tenant: &CachedTenant,
-    extra: &[(header::HeaderName, String)],
-) -> Result<Response, ApiError> {
-    let rendered = tenant.rendered(|row| render(state, row))?;
-    let mut response = if matches_if_none_match(headers, &rendered.tag) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            rendered.body.clone(),
-        )
-            .into_response()
-    };
-    response
-        .headers_mut()
-        .insert(header::ETAG, rendered.etag.clone());
-    if response.status() == StatusCode::OK {
-        add_headers(&mut response, extra);
-    }
-    Ok(response)
-}
-
-fn render(state: &AppState, row: &TenantRow) -> Result<Rendered, ApiError> {
-    let body = serde_json::to_vec(&view(state, row.clone())?).map_err(ApiError::internal)?;
-    Ok(Rendered {
-        body: body.into(),
-        tag: tenant_tag(row),
-        etag: tenant_etag(row),
-    })
-}
-
-fn add_headers(response: &mut Response, extra: &[(header::HeaderName, String)]) {
     for (name, value) in extra {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(name.clone(), value);
         }
     }
+    Ok(response)
+}
+
+fn read_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    row: TenantRow,
+    extra: &[(header::HeaderName, String)],
+) -> Result<Response, ApiError> {
+    if matches_if_none_match(headers, &tenant_tag(&row)) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ETAG, tenant_etag(&row));
+        return Ok(response);
+    }
+    tenant_response(state, StatusCode::OK, row, extra)
 }
 
 /// Creates a tenant.
@@ -480,8 +452,8 @@ pub(crate) async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::TenantsRead)?;
-    let tenant = visible_cached(&state, &caller, parse_id(&id)?).await?;
-    read_response(&state, &headers, &tenant, &[])
+    let row = visible(&state, &caller, parse_id(&id)?).await?;
+    read_response(&state, &headers, row, &[])
 }
 
 /// One tenant by slug; a former slug still answers, with `Link: rel="canonical"`.
@@ -505,19 +477,15 @@ pub(crate) async fn get_by_slug(
         .get_by_slug(&state.tenant_lookups, &slug)
         .await?
         .filter(|found| {
-            caller
-                .principal
-                .can_access_tenant(Some(found.tenant().row().id))
+            let (SlugMatch::Current(row) | SlugMatch::Former(row)) = found;
+            caller.principal.can_access_tenant(Some(row.id))
         })
         .ok_or_else(|| ApiError::not_found("no such tenant"))?;
     match found {
-        CachedMatch::Current(tenant) => read_response(&state, &headers, &tenant, &[]),
-        CachedMatch::Former(tenant) => {
-            let link = format!(
-                "</v1/tenants/by-slug/{}>; rel=\"canonical\"",
-                tenant.row().slug
-            );
-            read_response(&state, &headers, &tenant, &[(header::LINK, link)])
+        SlugMatch::Current(row) => read_response(&state, &headers, row, &[]),
+        SlugMatch::Former(row) => {
+            let link = format!("</v1/tenants/by-slug/{}>; rel=\"canonical\"", row.slug);
+            read_response(&state, &headers, row, &[(header::LINK, link)])
         }
     }
 }
