@@ -24,7 +24,7 @@ use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Caller, from_json_value};
 use crate::problem::{ApiError, Problem};
 use crate::product_migrations::require_product_manager;
-use crate::tenants::visible_by_path;
+use crate::tenants::{visible_by_path, write_by};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -203,7 +203,8 @@ pub(crate) async fn show(
     security(("bearer" = ["tenants:write"])),
     params(("id" = Uuid, Path, description = "The tenant's id")),
     responses((status = 200, description = "The runs restarted (none when nothing had failed)", body = ProvisioningList),
-    (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json")))]
+    (status = 404, description = "No such tenant, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "A tenant principal's tenant is frozen or archived", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,7 +212,8 @@ pub(crate) async fn retry(
 ) -> Result<Json<ProvisioningList>, ApiError> {
     caller.require(Scope::TenantsWrite)?;
     let tenant = visible_by_path(&state, &caller, &id).await?;
-    let rows = provisioning::retry(&state.pool, &caller.actor(), tenant.id).await?;
+    let rows =
+        provisioning::retry(&state.pool, &caller.actor(), tenant.id, write_by(&caller)).await?;
     Ok(Json(list_of(&state, rows).await))
 }
 

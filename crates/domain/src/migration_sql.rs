@@ -52,14 +52,22 @@ fn is(token: Option<&Token>, expected: &str) -> bool {
 
 /// The statements of `tokens`, split at semicolons, except those inside the SQL-standard
 /// body of a function or procedure (`BEGIN ATOMIC … END`, where `CASE … END` nests), which
-/// PostgreSQL reads as part of the one `CREATE` statement, as psql does.
+/// PostgreSQL reads as part of the one `CREATE` statement, as psql does. Only a statement
+/// that creates a function or procedure has such a body: elsewhere `begin atomic` is a
+/// column named `begin` of a type named `atomic`, and the semicolons after it still split.
 fn statements(tokens: &[Token]) -> Vec<&[Token]> {
     let mut statements = Vec::new();
     let mut start = 0;
     let mut depth = 0usize;
     for (index, token) in tokens.iter().enumerate() {
         match word(token).as_deref() {
-            Some("BEGIN") if index > start && is(tokens.get(index + 1), "ATOMIC") => depth += 1,
+            Some("BEGIN")
+                if depth == 0
+                    && is(tokens.get(index + 1), "ATOMIC")
+                    && creates_routine(&tokens[start..index]) =>
+            {
+                depth = 1;
+            }
             Some("CASE") if depth > 0 => depth += 1,
             Some("END") if depth > 0 => depth -= 1,
             _ => {}
@@ -74,6 +82,22 @@ fn statements(tokens: &[Token]) -> Vec<&[Token]> {
     statements
 }
 
+/// Whether `statement` (so far) begins `CREATE [OR REPLACE] FUNCTION|PROCEDURE`.
+fn creates_routine(statement: &[Token]) -> bool {
+    let words: Vec<Option<String>> = statement.iter().take(4).map(word).collect();
+    let at = |index: usize| words.get(index).and_then(|word| word.as_deref());
+    match (at(0), at(1)) {
+        (Some("CREATE"), Some("FUNCTION" | "PROCEDURE")) => true,
+        (Some("CREATE"), Some("OR")) => {
+            at(2) == Some("REPLACE") && matches!(at(3), Some("FUNCTION" | "PROCEDURE"))
+        }
+        _ => false,
+    }
+}
+
+const TIMEOUTS: &str = "changes a limit the runner sets for every migration (statement, lock \
+or idle timeouts) or the role it runs as";
+
 /// What the statement of `words` (each token's unquoted word) is and why it is refused.
 fn refused(words: &[Option<String>]) -> Option<(String, &'static str)> {
     let at = |index: usize| words.get(index).and_then(|word| word.as_deref());
@@ -84,6 +108,10 @@ fn refused(words: &[Option<String>]) -> Option<(String, &'static str)> {
         ("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "ABORT", _) => Some((named(1), CONTROLS)),
         ("START" | "PREPARE", Some("TRANSACTION")) => Some((named(2), CONTROLS)),
         ("VACUUM", _) => Some((named(1), OUTSIDE)),
+        // A bare CLUSTER (every table) cannot run in a transaction block; `CLUSTER t` can.
+        ("CLUSTER", None | Some("VERBOSE")) if words.len() <= 2 => Some((named(1), OUTSIDE)),
+        ("CREATE" | "DROP" | "ALTER", Some("SUBSCRIPTION")) => Some((named(2), OUTSIDE)),
+        ("SET" | "RESET", _) if changes_runner_limits(words) => Some((named(1), TIMEOUTS)),
         ("CREATE" | "DROP", Some("DATABASE" | "TABLESPACE")) | ("ALTER", Some("SYSTEM")) => {
             Some((named(2), OUTSIDE))
         }
@@ -106,6 +134,29 @@ fn refused(words: &[Option<String>]) -> Option<(String, &'static str)> {
         }
         _ => None,
     }
+}
+
+/// `SET`/`RESET` of a timeout the runner relies on, of the role, or of everything.
+fn changes_runner_limits(words: &[Option<String>]) -> bool {
+    let named: Vec<&str> = words
+        .iter()
+        .skip(1)
+        .take(3)
+        .filter_map(|word| word.as_deref())
+        .filter(|word| !matches!(*word, "SESSION" | "LOCAL"))
+        .collect();
+    matches!(
+        named.first(),
+        Some(
+            &("STATEMENT_TIMEOUT"
+                | "LOCK_TIMEOUT"
+                | "IDLE_IN_TRANSACTION_SESSION_TIMEOUT"
+                | "TRANSACTION_TIMEOUT"
+                | "ROLE"
+                | "AUTHORIZATION"
+                | "ALL")
+        )
+    )
 }
 
 #[cfg(test)]
@@ -195,6 +246,57 @@ mod tests {
             "CREATE INDEX a_id ON a (id); REINDEX TABLE a; SELECT CASE WHEN true THEN 1 END",
         ] {
             assert_eq!(refusal(sql), None, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn a_column_named_begin_of_a_type_named_atomic_hides_no_statement_after_it() {
+        for (sql, named) in [
+            (
+                "CREATE DOMAIN atomic AS int; CREATE TABLE t2 (begin atomic); ROLLBACK; CREATE TABLE escaped (x int)",
+                "statement 3 (ROLLBACK)",
+            ),
+            (
+                "CREATE TABLE t2 (begin atomic); COMMIT",
+                "statement 2 (COMMIT)",
+            ),
+            (
+                "ALTER TABLE t ADD begin atomic; VACUUM",
+                "statement 2 (VACUUM)",
+            ),
+        ] {
+            let refused = refusal(sql).unwrap_or_else(|| panic!("{sql:?} was allowed"));
+            assert!(refused.starts_with(named), "{sql:?}: {refused}");
+        }
+        let routine =
+            "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SELECT 2";
+        assert_eq!(refusal(routine), None);
+    }
+
+    #[test]
+    fn a_bare_cluster_subscriptions_and_the_runners_timeouts_are_refused() {
+        for (sql, named) in [
+            ("CLUSTER", "statement 1 (CLUSTER)"),
+            ("CLUSTER VERBOSE", "statement 1 (CLUSTER)"),
+            (
+                "CREATE SUBSCRIPTION s CONNECTION 'x' PUBLICATION p",
+                "statement 1 (CREATE SUBSCRIPTION)",
+            ),
+            ("SET statement_timeout = 0", "statement 1 (SET)"),
+            ("SET LOCAL lock_timeout TO 0", "statement 1 (SET)"),
+            ("RESET ALL", "statement 1 (RESET)"),
+            ("SET SESSION AUTHORIZATION other", "statement 1 (SET)"),
+            ("SET ROLE postgres", "statement 1 (SET)"),
+        ] {
+            let refused = refusal(sql).unwrap_or_else(|| panic!("{sql:?} was allowed"));
+            assert!(refused.starts_with(named), "{sql:?}: {refused}");
+        }
+        for allowed in [
+            "CLUSTER a USING a_pkey",
+            "SET datestyle TO ISO",
+            "SET LOCAL work_mem = '64MB'",
+        ] {
+            assert_eq!(refusal(allowed), None, "{allowed:?}");
         }
     }
 

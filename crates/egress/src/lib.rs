@@ -277,6 +277,8 @@ fn origin(url: &Url) -> String {
 
 /// The error for the caller, after logging its cause.
 fn failed(url: &Url, error: reqwest::Error) -> Error {
+    // reqwest's text names the whole URL, whose path and query may hold a secret.
+    let error = error.without_url();
     let mut causes = vec![error.to_string()];
     let mut source = error.source();
     let mut refused = None;

@@ -179,6 +179,34 @@ async fn network_failures_of_permitted_destinations_all_read_alike() {
 }
 
 #[tokio::test]
+async fn a_failed_request_keeps_no_trace_of_its_path_or_query() {
+    let egress = client(Policy::DEVELOPMENT);
+    let failed = egress
+        .fetch_text(
+            &format!(
+                "http://127.0.0.1:{}/hook/SECRET-PATH?token=SECRET-QUERY",
+                closed_port()
+            ),
+            Duration::from_secs(5),
+            1024,
+        )
+        .await
+        .expect_err("nothing listens");
+    let Error::Unreachable(cause) = &failed else {
+        panic!("{failed:?}");
+    };
+    let mut texts = vec![format!("{failed:?}"), cause.to_string()];
+    let mut source = std::error::Error::source(cause);
+    while let Some(next) = source {
+        texts.push(next.to_string());
+        source = next.source();
+    }
+    for text in texts {
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn loopback_is_reached_when_private_addresses_are_allowed() {
     let server = serve(Router::new().route("/doc", get(|| async { "<EntityDescriptor/>" }))).await;
     let egress = client(Policy::DEVELOPMENT);

@@ -294,3 +294,31 @@ async fn a_purge_is_an_operation_a_tenant_reads_only_for_itself() {
     let malformed = get(&app, &admin, "/v1/operations/not-an-id").await;
     assert_eq!(malformed.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_frozen_tenant_cannot_retry_its_provisioning_but_the_platform_can() {
+    let app = TestApp::new().await;
+    let admin = app.admin_key().await;
+    let acme = app.tenant("acme").await;
+    let (_, own) = app.key(Some(acme), &[Scope::TenantsWrite]).await;
+    let frozen = send(
+        &app,
+        &admin,
+        Method::POST,
+        &format!("/v1/tenants/{acme}/transitions"),
+        Some(&json!({"to": "frozen", "reason": "non_payment"})),
+    )
+    .await;
+    assert_eq!(
+        frozen.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&frozen.body)
+    );
+    let retry = format!("/v1/tenants/{acme}/provisioning/retry");
+    let refused = send(&app, &own, Method::POST, &retry, None).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.json()["type"], "/problems/tenant-frozen");
+    let platform = send(&app, &admin, Method::POST, &retry, None).await;
+    assert_eq!(platform.status, StatusCode::OK);
+}

@@ -124,10 +124,14 @@ async fn a_failing_step_ends_failed_with_its_error_and_a_retry_after_the_fix_end
     assert_eq!(announced[0]["step"], "database");
 
     let principal = crate::support::admin();
-    let restarted =
-        registry::provisioning::retry(db.pool(), &crate::support::actor(&principal), tenant)
-            .await
-            .expect("retried");
+    let restarted = registry::provisioning::retry(
+        db.pool(),
+        &crate::support::actor(&principal),
+        tenant,
+        domain::TenantWrite::Administer,
+    )
+    .await
+    .expect("retried");
     assert_eq!(restarted.len(), 1);
     settle(&runner(db.pool(), "certifai", db.url(), backups.path())).await;
     let ready = state(db.pool(), tenant, "certifai").await;

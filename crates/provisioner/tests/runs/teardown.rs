@@ -166,9 +166,14 @@ async fn unsubscribing_tears_the_product_down_and_no_backup_means_no_drop() {
             .expect("read");
     assert!(schema_kept, "no backup, no drop");
 
-    registry::provisioning::retry(db.pool(), &actor(&principal), tenant)
-        .await
-        .expect("retried");
+    registry::provisioning::retry(
+        db.pool(),
+        &actor(&principal),
+        tenant,
+        domain::TenantWrite::Administer,
+    )
+    .await
+    .expect("retried");
     settle(&good).await;
     let done = state(db.pool(), tenant, "certifai").await;
     assert_eq!(done.state, "deprovisioned");

@@ -6,6 +6,7 @@
 pub mod runs;
 
 use chrono::{DateTime, Utc};
+use domain::TenantWrite;
 use domain::product::Manifest;
 use domain::provisioning::{Plan, ProvisioningState};
 use serde_json::{Map, Value, json};
@@ -341,10 +342,13 @@ pub async fn retry(
     pool: &PgPool,
     actor: &Actor<'_>,
     tenant_id: Uuid,
+    write: TenantWrite,
 ) -> Result<Vec<RunRow>, RegistryError> {
     storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
-        tenant_held(&mut transaction, tenant_id).await?;
+        // Retrying re-drives a product's hooks and cluster work: a frozen or archived tenant
+        // may not do it on its own behalf, as it may make no other write.
+        crate::lifecycle::permit(&mut transaction, tenant_id, write).await?;
         let restarted = store::retry_failed(&mut transaction, tenant_id).await?;
         for run in &restarted {
             if let Some(operation_id) = run.operation_id {
