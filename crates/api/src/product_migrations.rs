@@ -2,7 +2,7 @@
 //! append-only and checksummed, managed by a platform admin or by the product's own
 //! platform key.
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -18,8 +18,17 @@ use crate::AppState;
 use crate::extract::{ApiJson, Caller, from_json_value};
 use crate::problem::{ApiError, FieldError, Problem};
 
+/// The largest list accepted. The list is append-only and sent whole each time, so the
+/// service-wide 1 MiB would end a product's history at its first MiB of SQL for good.
+pub const MIGRATIONS_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/products/{product}/migrations", get(list).put(register))
+    Router::new().route(
+        "/v1/products/{product}/migrations",
+        get(list)
+            .put(register)
+            .layer(DefaultBodyLimit::max(MIGRATIONS_BODY_LIMIT)),
+    )
 }
 
 /// A migration to register.

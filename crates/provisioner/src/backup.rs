@@ -146,13 +146,24 @@ impl BackupStore {
             .dir
             .join(subject.tenant_id.to_string())
             .join(subject.product_id);
-        tokio::fs::create_dir_all(&dir).await.map_err(|error| {
-            tracing::warn!(dir = %dir.display(), %error, "cannot make the backup directory");
-            StepError::Backup("the backup directory cannot be written".to_owned())
-        })?;
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .await
+            .map_err(|error| {
+                tracing::warn!(dir = %dir.display(), %error, "cannot make the backup directory");
+                StepError::Backup("the backup directory cannot be written".to_owned())
+            })?;
         let file_name = format!("{}-{id}.dump", now.format("%Y%m%dT%H%M%SZ"));
         let partial = Partial(dir.join(format!("{file_name}.partial")));
         let done = dir.join(&file_name);
+        // A dump holds the tenant's data: readable by this user only. pg_dump writes into the
+        // file made here, which keeps its mode, rather than one the umask decides.
+        private_file(&partial.0).await.map_err(|error| {
+            tracing::warn!(file = %partial.0.display(), %error, "cannot make the backup file");
+            StepError::Backup("the backup directory cannot be written".to_owned())
+        })?;
         let database = (subject.isolation == "database").then_some(subject.name);
         let mut command = tokio::process::Command::new(&self.pg_dump);
         command
@@ -248,6 +259,17 @@ impl BackupStore {
             ))),
         }
     }
+}
+
+/// An empty file at `path` that only this user may read or write.
+async fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

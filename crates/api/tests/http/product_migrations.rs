@@ -239,3 +239,37 @@ async fn only_a_platform_admin_or_the_products_own_platform_key_manages_its_migr
     let read_by_other = get_list(&app, &other, "workbench").await;
     assert_eq!(read_by_other.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_history_past_the_service_wide_body_limit_still_takes_new_migrations() {
+    let app = TestApp::new().await;
+    app.product("workbench").await;
+    let admin = app.admin_key().await;
+    let padded = |version: i64| {
+        migration(
+            version,
+            &format!(
+                "CREATE TABLE t{version} (x int); -- {}",
+                "x".repeat(250_000)
+            ),
+        )
+    };
+    let history: Vec<Value> = (1..=5).map(padded).collect();
+    assert!(
+        history
+            .iter()
+            .map(|entry| entry.to_string().len())
+            .sum::<usize>()
+            > 1024 * 1024
+    );
+    let registered = put(&app, &admin, "workbench", &Value::Array(history)).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&registered.body)
+    );
+    let oversized = json!([{"version": 1, "name": "huge", "sql": "x".repeat(33 * 1024 * 1024)}]);
+    let refused = put(&app, &admin, "workbench", &oversized).await;
+    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+}

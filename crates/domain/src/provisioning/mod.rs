@@ -219,21 +219,36 @@ impl Plan {
     /// another's cluster or secret, and a file path must not climb (`..`).
     pub fn scope_problems(&self, product: &str) -> Vec<(String, String)> {
         let suffix = format!("_{}", env_suffix(product));
+        // Exactly PRODUCT_<KIND>_<PRODUCT>: a name merely ending in `_<PRODUCT>` may be
+        // another product's (product `sync` and PRODUCT_DATABASE_BILLING_SYNC).
+        let owned = |name: &str| {
+            name.strip_prefix(ENV_PREFIX)
+                .and_then(|rest| rest.strip_suffix(&suffix))
+                .is_some_and(|kind| ENV_KINDS.contains(&kind))
+        };
         self.references()
             .into_iter()
             .filter_map(|(at, reference)| match reference {
-                Reference::Env(name)
-                    if name.starts_with(ENV_PREFIX) && !name.ends_with(&suffix) =>
-                {
-                    Some((
-                        format!("{at}/env"),
-                        format!("must be one of this product's variables (PRODUCT_…{suffix})"),
-                    ))
-                }
+                Reference::Env(name) if name.starts_with(ENV_PREFIX) && !owned(name) => Some((
+                    format!("{at}/env"),
+                    format!(
+                        "must be one of this product's variables (PRODUCT_DATABASE{suffix} or PRODUCT_HOOK_SECRET{suffix})"
+                    ),
+                )),
                 Reference::File(path) if path.split('/').any(|part| part == "..") => Some((
                     format!("{at}/file"),
                     "must not climb out of its directory (..)".to_owned(),
                 )),
+                Reference::File(path)
+                    if SYSTEM_DIRECTORIES
+                        .iter()
+                        .any(|dir| path.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))) =>
+                {
+                    Some((
+                        format!("{at}/file"),
+                        "must be a mounted secret, not under /proc, /sys or /dev (the process's own state)".to_owned(),
+                    ))
+                }
                 _ => None,
             })
             .collect()
@@ -414,6 +429,12 @@ fn role_problems(push: &mut impl FnMut(String, &str), at: &str, roles: &[RoleSpe
 /// The prefix of every environment variable a plan may name: the registry's own settings
 /// (its database URL, its encryption keys) are never a manifest's to read.
 pub const ENV_PREFIX: &str = "PRODUCT_";
+
+/// What a product's variables hold: `PRODUCT_<KIND>_<PRODUCT>`.
+const ENV_KINDS: [&str; 2] = ["DATABASE", "HOOK_SECRET"];
+
+/// Where a file reference would read the process's own state (its environment, memory).
+const SYSTEM_DIRECTORIES: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// The type of the hook message sent when a tenant is to be provisioned.
 pub const PROVISIONING_REQUESTED: &str = "tenant.provisioning.requested";

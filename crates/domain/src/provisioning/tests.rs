@@ -197,8 +197,36 @@ fn rejects_a_reference_to_another_products_variable_or_a_climbing_path() {
         ]
     );
     let own = plan(json!({"steps": [
-        {"kind": "database", "isolation": "schema", "cluster": {"env": "PRODUCT_REPLICA_CERTIFAI_EU"}},
+        {"kind": "database", "isolation": "schema", "cluster": {"env": "PRODUCT_DATABASE_CERTIFAI_EU"}},
         {"kind": "hook", "url": "https://c.example/h", "secret": {"file": "/run/secrets/certifai/hook"}}
     ]}));
     assert!(own.scope_problems("certifai-eu").is_empty());
+}
+
+#[test]
+fn rejects_another_products_variable_whose_name_ends_in_this_products_id() {
+    let borrowing = plan(json!({"steps": [
+        {"kind": "database", "isolation": "schema", "cluster": {"env": "PRODUCT_DATABASE_BILLING_SYNC"}},
+        {"kind": "hook", "url": "https://c.example/h", "secret": {"env": "PRODUCT_HOOK_SECRET_BILLING_SYNC"}}
+    ]}));
+    assert_eq!(borrowing.scope_problems("sync").len(), 2);
+    assert!(borrowing.scope_problems("billing-sync").is_empty());
+    let hook_of_b = plan(json!({"steps": [
+        {"kind": "hook", "url": "https://c.example/h", "secret": {"env": "PRODUCT_HOOK_SECRET_B"}}
+    ]}));
+    assert_eq!(hook_of_b.scope_problems("secret-b").len(), 1);
+}
+
+#[test]
+fn rejects_a_file_reference_to_the_processs_own_state() {
+    for path in ["/proc/self/environ", "/sys/kernel/x", "/dev/mem", "/proc"] {
+        let reading = plan(json!({"steps": [
+            {"kind": "database", "isolation": "schema", "cluster": {"file": path}}
+        ]}));
+        assert_eq!(reading.scope_problems("certifai").len(), 1, "{path}");
+    }
+    let mounted = plan(json!({"steps": [
+        {"kind": "database", "isolation": "schema", "cluster": {"file": "/procedures/db-url"}}
+    ]}));
+    assert!(mounted.scope_problems("certifai").is_empty());
 }

@@ -92,6 +92,16 @@ async fn a_purge_backs_up_then_drops_and_the_backup_restores_with_the_same_rows(
     assert_eq!(kept.len(), 1);
     let backup = &kept[0];
     let bytes = std::fs::read(&backup.location).expect("the dump file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&backup.location)
+            .expect("the dump file")
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "a dump is readable by the server's user only"
+    );
     assert_eq!(i64::try_from(bytes.len()).ok(), Some(backup.size_bytes));
     assert_eq!(hex_sha256(&bytes), backup.sha256);
     assert!(backup.expires_at > backup.created_at + chrono::TimeDelta::days(89));
