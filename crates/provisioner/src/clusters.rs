@@ -18,6 +18,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many reachability checks of one view run at once.
 pub const PROBES_AT_ONCE: usize = 8;
+/// How long a reachability answer is reused: views asked meanwhile (a tenant polling, many
+/// clients at once) share one check instead of each opening a connection to the cluster.
+pub const PROBE_REUSE: Duration = Duration::from_secs(5);
+/// How many reachability answers are kept.
+const PROBE_ANSWERS: u64 = 10_000;
 
 /// A tenant's schema or database to look for on its product's cluster.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +38,18 @@ pub struct Probe<'a> {
 }
 
 /// The references a plan can name, resolved.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Clusters {
     env: BTreeMap<String, String>,
+    /// Recent reachability answers by (product, isolation, name); concurrent checks of the
+    /// same one wait for a single probe (moka's `get_with`).
+    answers: moka::future::Cache<(String, String, String), bool>,
+}
+
+impl Default for Clusters {
+    fn default() -> Self {
+        Self::with(std::iter::empty())
+    }
 }
 
 impl std::fmt::Debug for Clusters {
@@ -59,6 +73,10 @@ impl Clusters {
                 .into_iter()
                 .filter(|(name, _)| name.starts_with(provisioning::ENV_PREFIX))
                 .collect(),
+            answers: moka::future::Cache::builder()
+                .max_capacity(PROBE_ANSWERS)
+                .time_to_live(PROBE_REUSE)
+                .build(),
         }
     }
 
@@ -162,9 +180,18 @@ impl Clusters {
         probe: &Option<Probe<'_>>,
     ) -> Option<bool> {
         let probe = probe.as_ref()?;
-        let _turn = gate.acquire().await.ok()?;
+        let key = (
+            probe.product.to_owned(),
+            probe.isolation.to_owned(),
+            probe.name.to_owned(),
+        );
         Some(
-            self.holds(probe.product, probe.plan, probe.isolation, probe.name)
+            self.answers
+                .get_with(key, async {
+                    let _turn = gate.acquire().await;
+                    self.holds(probe.product, probe.plan, probe.isolation, probe.name)
+                        .await
+                })
                 .await,
         )
     }

@@ -98,3 +98,28 @@ async fn clusters_that_do_not_answer_are_probed_at_once_and_reported_unreachable
         "the silent clusters were asked together, no more than the bound at once"
     );
 }
+
+#[tokio::test]
+async fn views_asked_at_once_share_one_probe_of_a_cluster() {
+    let hole = BlackHole::start().await;
+    let clusters = Clusters::with([(
+        default_cluster_env("silent"),
+        format!("postgres://probe:probe@127.0.0.1:{}/probe", hole.port),
+    )]);
+    let plan: Plan =
+        serde_json::from_value(json!({"steps": [{"kind": "database", "isolation": "schema"}]}))
+            .expect("a plan");
+    let probes = [Some(Probe {
+        product: "silent",
+        plan: &plan,
+        isolation: "schema",
+        name: "tenant_polled",
+    })];
+    let views = futures::future::join_all((0..20).map(|_| clusters.reachable(&probes))).await;
+    assert!(views.iter().all(|view| view == &[Some(false)]), "{views:?}");
+    assert_eq!(
+        hole.most.load(Ordering::SeqCst),
+        1,
+        "twenty views of one tenant opened one connection to its cluster"
+    );
+}
