@@ -8,6 +8,7 @@ mod export;
 mod query;
 mod recorder;
 mod retention;
+mod retraced_hash;
 mod verify;
 
 pub use chain::{canonical_ip, hash};
@@ -18,6 +19,7 @@ pub use export::{EXPORT_PAGE, EventView, ExportFormat, ExportOutcome, export};
 pub use query::{MAX_Q_CHARS, MAX_TERM_CHARS, MAX_TERMS, MAX_WORDS, QueryError, apply_query};
 pub use recorder::{PRODUCT, RegistryEvent, append, record};
 pub use retention::{prune_expired, spawn_retention};
+pub use retraced_hash::{RetracedHashInput, retraced_hash, retraced_hash_target};
 pub use storage::audit::{EventFilter, EventRow};
 pub use verify::{
     BrokenRange, CHECKPOINT_EVERY, FULL_PAGE, Mode, Reason, Verification, VerifyError, verify,
