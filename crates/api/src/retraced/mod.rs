@@ -23,19 +23,19 @@ pub(crate) const PREFIX: &str = "/auditlog/";
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(
-            "/auditlog/publisher/v1/project/{project_id}/event",
+            "/auditlog/publisher/v1/project/{projectId}/event",
             post(publish::event),
         )
         .route(
-            "/auditlog/publisher/v1/project/{project_id}/event/bulk",
+            "/auditlog/publisher/v1/project/{projectId}/event/bulk",
             post(publish::bulk),
         )
         .route(
-            "/auditlog/publisher/v1/project/{project_id}/graphql",
+            "/auditlog/publisher/v1/project/{projectId}/graphql",
             post(graphql::search),
         )
         .route(
-            "/auditlog/publisher/v1/project/{project_id}/viewertoken",
+            "/auditlog/publisher/v1/project/{projectId}/viewertoken",
             get(viewer::issue),
         )
 }

@@ -126,6 +126,14 @@ async fn a_bulk_answers_each_event_in_the_order_sent() {
         invalid.pointers(),
         vec!["/events/1/crud", "/events/2/target/id"]
     );
+    let with_metadata = publish(
+        &app,
+        EVENT,
+        &key,
+        json!({"action": "x", "crud": "c", "metadata": {"k": "v"}}),
+    )
+    .await;
+    assert_eq!(with_metadata.pointers(), vec!["/metadata"]);
     let empty = publish(&app, BULK, &key, json!({"events": []})).await;
     assert_eq!(empty.pointers(), vec!["/events"]);
 }
