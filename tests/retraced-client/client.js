@@ -52,8 +52,9 @@ async function main() {
     is_failure: false,
     fields: { amount: "100%", note: "a:b=c;d", "k:e=y": "日本語 😀", empty: "" },
     external_id: "inv-42:paid%",
+    metadata: { "trace=id": "abc;1", region: "eu:west%" },
   });
-  console.log(`reportEvent (unicode, : = % in values, external_id): id ${tricky}`);
+  console.log(`reportEvent (unicode, : = % in values, external_id, metadata): id ${tricky}`);
 
   const bare = await client.reportEvent({ action: "invoice.viewed", crud: "r" });
   console.log(`reportEvent (no group, actor, target, fields, ip or external id): id ${bare}`);
@@ -120,12 +121,20 @@ async function main() {
   assert.deepEqual(seen, ["5", "4", "3", "2", "1"]);
   console.log(`query with a structured query and a mask, nextPage: ${seen.length} events over ${connection.totalPages()} pages`);
 
-  const masked = await client.query({ action: "invoice:paid" }, { id: true, external_id: true, fields: true }, 10);
+  const masked = await client.query(
+    { action: "invoice:paid" },
+    { id: true, external_id: true, fields: true, metadata: true },
+    10,
+  );
   assert.equal(masked.totalCount, 1);
   const paid = masked.currentResults[0];
   assert.equal(paid.id, tricky);
   assert.equal(paid.external_id, "inv-42:paid%");
   assert.equal(paid.fields["k:e=y"], "日本語 😀");
+  assert.deepEqual(paid.metadata, [
+    { key: "region", value: "eu:west%" },
+    { key: "trace=id", value: "abc;1" },
+  ]);
   assert.equal(paid.action, undefined, "the mask leaves action out");
   console.log("query masks the fields it was not asked for");
 

@@ -496,6 +496,9 @@ pub(crate) async fn ingest_rows(
             is_failure: event.is_failure,
             is_anonymous: event.is_anonymous,
             fields: Jsonb(audit::Event::fields_json(&event.fields)),
+            metadata: Jsonb(audit::Event::fields_json(
+                &event.metadata.unwrap_or_default(),
+            )),
             external_id: event.external_id,
             created_at: event.created.unwrap_or(received),
             component: event.component,

@@ -57,6 +57,8 @@ pub struct EventRow {
     pub is_anonymous: bool,
     /// Extra fields.
     pub fields: Json<serde_json::Value>,
+    /// Retraced's metadata (a JSON object of strings; null is stored as `{}`).
+    pub metadata: Json<serde_json::Value>,
     /// The product's own id for the event.
     pub external_id: Option<String>,
     /// Reporting component.
@@ -80,8 +82,8 @@ pub struct EventRow {
 const COLUMNS: &str = "id, tenant_id, group_id, group_name, product, action, crud, actor_id,
     actor_name, actor_href, actor_fields, target_id, target_name, target_type, target_href,
     target_fields, host(source_ip) AS source_ip, description, is_failure, is_anonymous, fields,
-    external_id, component, version, created_at, received_at, chain_key, chain_seq, prev_hash,
-    hash";
+    metadata, external_id, component, version, created_at, received_at, chain_key, chain_seq,
+    prev_hash, hash";
 
 /// Where a chain ends, and where retention has cut its beginning.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -172,23 +174,23 @@ pub async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> Result<Vec<i6
              actor_name, actor_href, actor_fields, target_id, target_name, target_type,
              target_href, target_fields, source_ip, description, is_failure, is_anonymous,
              fields, external_id, component, version, created_at, received_at, chain_key,
-             chain_seq, prev_hash, hash)
+             chain_seq, prev_hash, hash, metadata)
          SELECT tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
              actor_href, actor_fields::jsonb, target_id, target_name, target_type, target_href,
              target_fields::jsonb, source_ip::inet, description, is_failure, is_anonymous,
              fields::jsonb, external_id, component, version, created_at, received_at,
-             chain_key, chain_seq, prev_hash, hash
+             chain_key, chain_seq, prev_hash, hash, metadata::jsonb
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
              $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[],
              $24::timestamptz[], $25::timestamptz[], $26::uuid[], $27::int8[], $28::bytea[],
-             $29::bytea[])
+             $29::bytea[], $30::text[])
            AS t(tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
              actor_href, actor_fields, target_id, target_name, target_type, target_href,
              target_fields, source_ip, description, is_failure, is_anonymous, fields,
              external_id, component, version, created_at, received_at, chain_key, chain_seq,
-             prev_hash, hash)
+             prev_hash, hash, metadata)
          RETURNING chain_key, chain_seq, id",
     )
     .bind(column(rows, |row| row.tenant_id))
@@ -220,6 +222,13 @@ pub async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> Result<Vec<i6
     .bind(column(rows, |row| row.chain_seq))
     .bind(column(rows, |row| row.prev_hash.clone()))
     .bind(column(rows, |row| row.hash.clone()))
+    .bind(column(rows, |row| {
+        if row.metadata.0.is_null() {
+            "{}".to_owned()
+        } else {
+            json(&row.metadata)
+        }
+    }))
     .fetch_all(conn)
     .await
     .map(|inserted| {

@@ -239,7 +239,7 @@ struct EventNode {
     fields: Vec<Field>,
     /// The product's id for it.
     external_id: Option<String>,
-    /// Not recorded yet: always empty.
+    /// Retraced's metadata.
     metadata: Vec<Field>,
 }
 
@@ -317,7 +317,7 @@ impl From<EventRow> for EventEdge {
             version: row.version,
             fields: fields(&row.fields.0),
             external_id: row.external_id,
-            metadata: Vec::new(),
+            metadata: fields(&row.metadata.0),
         };
         EventEdge { cursor, node }
     }

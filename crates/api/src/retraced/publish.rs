@@ -102,7 +102,7 @@ pub(crate) async fn bulk(
 async fn publish(
     state: &AppState,
     caller: &Caller,
-    mut events: Vec<Value>,
+    events: Vec<Value>,
     bulk: bool,
 ) -> Result<Vec<Published>, ApiError> {
     let at = |index: usize| {
@@ -117,19 +117,6 @@ async fn publish(
         .enumerate()
         .flat_map(|(index, event)| missing_ids(event, &at(index)))
         .collect();
-    for (index, event) in events.iter_mut().enumerate() {
-        let metadata = event
-            .as_object_mut()
-            .and_then(|event| event.remove("metadata"));
-        if metadata.is_some_and(|metadata| !metadata.is_null()) {
-            problems.push(FieldError {
-                pointer: format!("{}/metadata", at(index)),
-                detail: "Retraced's metadata is not stored by the registry yet; leave it out \
-                         or put it in fields"
-                    .to_owned(),
-            });
-        }
-    }
     // Retraced's hash tells an absent `fields` from an empty one; the event model does not.
     let fields_given: Vec<bool> = events
         .iter()
@@ -215,6 +202,6 @@ fn hash_input(event: &audit::Event, fields_given: bool) -> audit::RetracedHashIn
         is_anonymous: event.is_anonymous,
         fields,
         external_id: event.external_id.as_deref(),
-        metadata: None,
+        metadata: event.metadata.as_ref(),
     }
 }

@@ -1,4 +1,5 @@
--- V27: viewer tokens for an embedded audit log viewer (issue 17, Retraced's `viewertoken`).
+-- V27 (issue 17, the Retraced drop-in): viewer tokens for an embedded audit log viewer
+-- (Retraced's `viewertoken`), and Retraced's event metadata (at the end).
 -- A token is 256 random bits shown once; only its SHA-256 is stored. It reads one tenant's
 -- audit log, of one product, until it expires (minutes), and dies with the key that issued
 -- it or with its tenant. Numbered 27: V26 is taken on another branch.
@@ -25,3 +26,9 @@ CREATE TABLE audit_viewer_tokens (
 CREATE INDEX audit_viewer_tokens_expires_at_idx ON audit_viewer_tokens (expires_at);
 CREATE INDEX audit_viewer_tokens_tenant_id_idx ON audit_viewer_tokens (tenant_id);
 CREATE INDEX audit_viewer_tokens_issued_by_idx ON audit_viewer_tokens (issued_by);
+
+-- Retraced's `metadata` (string → string, like `fields`), stored beside the fields. The
+-- chain hash covers it only when it is not empty, so every hash written before stays valid.
+ALTER TABLE audit_log
+    ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}',
+    ADD CONSTRAINT audit_log_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object');
