@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use audit::{EventFilter, EventRow, EventView, ExportFormat, Verification};
+use auth::PrincipalKind;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
@@ -112,6 +113,16 @@ impl EventQuery {
             to: self.to,
             ..EventFilter::default()
         };
+        if caller.principal.kind == PrincipalKind::ViewerToken {
+            // A viewer token reads its own product's events of its tenant, nothing else.
+            let own = caller.principal.product.clone();
+            if filter.product.is_some() && filter.product != own {
+                return Err(ApiError::forbidden(
+                    "a viewer token reads the events of the product that issued it only",
+                ));
+            }
+            filter.product = own;
+        }
         if let Some(q) = &self.q {
             audit::apply_query(q, &mut filter)
                 .map_err(|error| ApiError::invalid_field("/q", error.to_string()))?;
@@ -288,6 +299,11 @@ pub(crate) async fn verify(
     uri: Uri,
 ) -> Result<Json<Verification>, ApiError> {
     caller.require(Scope::AuditRead)?;
+    if caller.principal.kind == PrincipalKind::ViewerToken {
+        return Err(ApiError::forbidden(
+            "a viewer token searches and exports its tenant's events; it does not verify chains",
+        ));
+    }
     let params: VerifyQuery = crate::extract::query(&uri)?;
     let mode = match params.mode.as_deref() {
         None | Some("incremental") => audit::Mode::Incremental,
@@ -336,12 +352,12 @@ pub(crate) async fn verify(
 const VERIFY_RETRY_AFTER_SECS: u32 = 2;
 
 /// What a caller hears about a tenant it cannot use, whether it exists or not.
-const NO_SUCH_TENANT: &str = "no such tenant (by id or slug)";
+pub(crate) const NO_SUCH_TENANT: &str = "no such tenant (by id or slug)";
 
 /// The tenant `id_or_slug` names, if it exists and `caller` may act on it. Another tenant's
 /// id or slug gives `None`, as an unknown one does, so a tenant principal cannot tell which
 /// tenants exist.
-async fn visible_tenant(
+pub(crate) async fn visible_tenant(
     state: &AppState,
     caller: &Caller,
     id_or_slug: &str,
@@ -364,11 +380,14 @@ pub struct IngestResult {
     duplicates: u64,
 }
 
-fn pointer(batch: bool, index: usize, field: &str) -> String {
-    if batch {
-        format!("/{index}{field}")
-    } else {
-        field.to_owned()
+/// Where the events of a body sit: `/{index}` in an array, the root for a lone event.
+pub(crate) fn native_pointer(batch: bool) -> impl Fn(usize) -> String {
+    move |index| {
+        if batch {
+            format!("/{index}")
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -390,14 +409,40 @@ pub(crate) async fn ingest(
     caller.require(Scope::AuditWrite)?;
     let batch = body.is_array();
     let received = Utc::now();
-    let events = audit::parse_batch(body, received).map_err(|problems| {
-        ApiError::invalid(
-            problems
-                .into_iter()
-                .map(|(pointer, detail)| FieldError { pointer, detail })
-                .collect(),
-        )
-    })?;
+    let events = audit::parse_batch(body, received).map_err(invalid_events)?;
+    let rows = ingest_rows(&state, &caller, events, native_pointer(batch), received).await?;
+    let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+    let stored = store(&state, rows).await?.stored;
+    Ok((
+        StatusCode::CREATED,
+        Json(IngestResult {
+            stored,
+            duplicates: total - stored,
+        }),
+    ))
+}
+
+/// The 422 of a batch that `audit::parse_batch` refused.
+fn invalid_events(problems: Vec<(String, String)>) -> ApiError {
+    ApiError::invalid(
+        problems
+            .into_iter()
+            .map(|(pointer, detail)| FieldError { pointer, detail })
+            .collect(),
+    )
+}
+
+/// The rows `events`, received at `received`, become when `caller` ingests them: each in
+/// the tenant its group names (by id or slug, among those the caller may write to; a tenant
+/// key's own without a group), under the caller's product. 422 pointing at every group the
+/// caller may not use (`at` gives the pointer of the event at an index).
+pub(crate) async fn ingest_rows(
+    state: &AppState,
+    caller: &Caller,
+    events: Vec<audit::Event>,
+    at: impl Fn(usize) -> String,
+    received: DateTime<Utc>,
+) -> Result<Vec<EventRow>, ApiError> {
     let mut resolved: HashMap<String, Option<Uuid>> = HashMap::new();
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(events.len());
@@ -415,13 +460,13 @@ pub(crate) async fn ingest(
             None => caller.principal.tenant_id,
             Some(id) => {
                 if !resolved.contains_key(id) {
-                    let found = visible_tenant(&state, &caller, id).await?;
+                    let found = visible_tenant(state, caller, id).await?;
                     resolved.insert(id.clone(), found);
                 }
                 let found = resolved.get(id).copied().flatten();
                 if found.is_none() {
                     problems.push(FieldError {
-                        pointer: pointer(batch, index, "/group/id"),
+                        pointer: format!("{}/group/id", at(index)),
                         detail: NO_SUCH_TENANT.to_owned(),
                     });
                 }
@@ -451,6 +496,9 @@ pub(crate) async fn ingest(
             is_failure: event.is_failure,
             is_anonymous: event.is_anonymous,
             fields: Jsonb(audit::Event::fields_json(&event.fields)),
+            metadata: Jsonb(audit::Event::fields_json(
+                &event.metadata.unwrap_or_default(),
+            )),
             external_id: event.external_id,
             created_at: event.created.unwrap_or(received),
             component: event.component,
@@ -461,20 +509,21 @@ pub(crate) async fn ingest(
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+    Ok(rows)
+}
+
+/// Stores `rows` in one transaction (retried on a deadlock or serialization failure),
+/// chained like every event.
+pub(crate) async fn store(
+    state: &AppState,
+    rows: Vec<EventRow>,
+) -> Result<audit::Appended, ApiError> {
     let (pool, rows) = (&state.pool, &rows);
-    let stored = storage::with_retries(move || async move {
+    storage::with_retries(move || async move {
         let mut transaction = storage::begin(pool).await?;
-        let stored = audit::append(&mut transaction, rows.clone()).await?;
+        let appended = audit::append_identified(&mut transaction, rows.clone()).await?;
         storage::commit(transaction).await?;
-        Ok::<_, ApiError>(stored)
+        Ok::<_, ApiError>(appended)
     })
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(IngestResult {
-            stored,
-            duplicates: total - stored,
-        }),
-    ))
+    .await
 }

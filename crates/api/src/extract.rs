@@ -189,6 +189,35 @@ impl Caller {
     }
 }
 
+/// Where a route reads the caller's credential from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// `Authorization: Bearer <credential>`, every `/v1` route's.
+    Bearer,
+    /// Retraced's forms, `Authorization: token=<key>` and `Token token=<key>`, and Bearer.
+    Retraced,
+}
+
+/// The credential of the `Authorization` header in `headers`, in `scheme`'s forms.
+fn credential(headers: &HeaderMap, scheme: Scheme) -> Result<&str, AuthError> {
+    if scheme == Scheme::Retraced {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?
+            .to_str()
+            .map_err(|_| AuthError::Malformed)?
+            .trim();
+        let token = match header.split_once(' ') {
+            Some((word, rest)) if word.eq_ignore_ascii_case("token") => rest.trim_start(),
+            _ => header,
+        };
+        if let Some(key) = token.strip_prefix("token=") {
+            return Ok(key.trim());
+        }
+    }
+    bearer(headers)
+}
+
 /// The credential of an `Authorization: Bearer …` header in `headers`.
 pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let header = headers
@@ -212,6 +241,8 @@ pub(crate) async fn verify_credential(
 ) -> Result<Principal, AuthError> {
     if credential.starts_with("tr_") {
         state.verifier.verify(credential).await
+    } else if auth::viewer::is_viewer_token(credential) {
+        auth::viewer::verify(&state.pool, credential).await
     } else {
         match &state.oidc {
             Some(oidc) => oidc.verify(credential, &state.pool).await,
@@ -225,10 +256,18 @@ pub(crate) async fn verify_credential(
 /// verification (one, however many requests present it at once), which the client's
 /// address must have quota for (429 otherwise). Bearer tokens cost no hashing and are not
 /// braked.
-async fn authenticate(parts: &Parts, state: &AppState, ip: IpAddr) -> Result<Principal, AuthError> {
-    let credential = bearer(&parts.headers)?;
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    ip: IpAddr,
+    scheme: Scheme,
+) -> Result<Principal, AuthError> {
+    let credential = credential(&parts.headers, scheme)?;
     if credential.starts_with("tr_") || state.oidc.is_some() {
         state.metrics.credential_checked();
+    }
+    if auth::viewer::is_viewer_token(credential) {
+        return auth::viewer::verify(&state.pool, credential).await;
     }
     if credential.starts_with("tr_") {
         return state
@@ -245,18 +284,28 @@ struct Authenticated(Result<Caller, ApiError>);
 
 /// The caller of the request in `parts`: authenticated (and its failure counted) on first
 /// use, then remembered, so the idempotency layer and the handler share one check.
+/// Routes under [`crate::retraced::PREFIX`] read Retraced's credential forms too.
 pub async fn caller(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
     if let Some(Authenticated(outcome)) = parts.extensions.get::<Authenticated>() {
         return outcome.clone();
     }
-    let outcome = authenticate_caller(parts, state).await;
+    let scheme = if parts.uri.path().starts_with(crate::retraced::PREFIX) {
+        Scheme::Retraced
+    } else {
+        Scheme::Bearer
+    };
+    let outcome = authenticate_caller(parts, state, scheme).await;
     parts.extensions.insert(Authenticated(outcome.clone()));
     outcome
 }
 
-async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+async fn authenticate_caller(
+    parts: &Parts,
+    state: &AppState,
+    scheme: Scheme,
+) -> Result<Caller, ApiError> {
     let ip = client_ip(parts, &state.settings.trusted_proxies);
-    match authenticate(parts, state, ip).await {
+    match authenticate(parts, state, ip, scheme).await {
         Ok(principal) => Ok(Caller { principal, ip }),
         Err(AuthError::Braked) => {
             state.metrics.auth_failure(AuthError::Braked.reason());
@@ -281,6 +330,9 @@ async fn authenticate_caller(parts: &Parts, state: &AppState) -> Result<Caller, 
             state.metrics.auth_failure(error.reason());
             tracing::info!(reason = error.reason(), %error, %ip, "authentication failed");
             Err(match error {
+                AuthError::Missing if scheme == Scheme::Retraced => ApiError::unauthorized(
+                    "send an API key as Authorization: token=… (or Token token=…)",
+                ),
                 AuthError::Missing => ApiError::unauthorized(
                     "send an API key or an OIDC access token as Authorization: Bearer …",
                 ),

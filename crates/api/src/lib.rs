@@ -33,6 +33,7 @@ mod product_migrations;
 pub mod products;
 mod projects;
 mod provisioning;
+mod retraced;
 pub mod server;
 mod subscriptions;
 mod tenant_cache;
@@ -288,6 +289,7 @@ pub fn router(state: AppState) -> Router {
         .merge(idps::router())
         .merge(domains::router())
         .merge(audit_events::router())
+        .merge(retraced::router())
         .merge(events::router())
         .merge(webhooks::router())
         .merge(openapi::router())

@@ -13,7 +13,7 @@ use crate::problem::Problem;
 /// The authenticated caller.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
-    /// `platform_key`, `tenant_key` or `oidc_user`.
+    /// `platform_key`, `tenant_key`, `oidc_user` or `viewer_token`.
     #[schema(example = "tenant_key")]
     kind: String,
     /// The tenant the caller is confined to; null for platform-wide callers.

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::response::Html;
 use axum::routing::get;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -27,6 +27,13 @@ impl Modify for BearerScheme {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "retraced_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "Retraced's forms: `token=<API key>` or `Token token=<API key>` (routes under /auditlog only)",
+            ))),
         );
     }
 }
@@ -225,6 +232,10 @@ impl Modify for StandardResponses {
         crate::audit_events::search,
         crate::audit_events::export,
         crate::audit_events::verify,
+        crate::retraced::publish::event,
+        crate::retraced::publish::bulk,
+        crate::retraced::graphql::search,
+        crate::retraced::viewer::issue,
         crate::events::feed,
         crate::events::stream,
         crate::webhooks::create,
@@ -250,6 +261,7 @@ impl Modify for StandardResponses {
         (name = "projects", description = "Projects inside a tenant (sub-tenancy)"),
         (name = "sso", description = "Enterprise identity providers (OIDC, SAML)"),
         (name = "audit", description = "The Retraced-compatible audit log"),
+        (name = "retraced", description = "A drop-in for Retraced's publisher API (its clients' endpoint is the registry's /auditlog): publishing with Retraced's event hash, the GraphQL search, viewer tokens"),
         (name = "events", description = "Domain events: the feed and the stream"),
         (name = "webhooks", description = "Signed Standard Webhooks deliveries of the registry's events"),
     )

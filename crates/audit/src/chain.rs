@@ -30,7 +30,7 @@ pub fn hash(previous: &[u8], row: &EventRow) -> Vec<u8> {
         .source_ip
         .as_deref()
         .map(|ip| canonical_ip(ip).unwrap_or_else(|| ip.to_owned()));
-    let content = json!({
+    let mut content = json!({
         "chain": [row.chain_key, row.chain_seq],
         "group": [row.group_id, row.group_name],
         "product": row.product,
@@ -49,6 +49,17 @@ pub fn hash(previous: &[u8], row: &EventRow) -> Vec<u8> {
         "created": row.created_at.timestamp_micros(),
         "received": row.received_at.timestamp_micros(),
     });
+    // Retraced's metadata (V27) counts only when there is some, so hashes written before it
+    // existed, and events without it, hash as they always did.
+    if let (Value::Object(content), Some(metadata)) = (
+        &mut content,
+        row.metadata
+            .0
+            .as_object()
+            .filter(|metadata| !metadata.is_empty()),
+    ) {
+        content.insert("metadata".to_owned(), Value::Object(metadata.clone()));
+    }
     let mut canonical = String::new();
     write_canonical(&content, &mut canonical);
     let mut digest = Sha256::new();
@@ -112,6 +123,21 @@ mod tests {
             chain_seq: Some(1),
             ..EventRow::default()
         }
+    }
+
+    #[test]
+    fn metadata_changes_the_hash_only_when_there_is_some() {
+        let without = hash(&GENESIS, &row());
+        let mut empty = row();
+        empty.metadata = Json(json!({}));
+        assert_eq!(
+            hash(&GENESIS, &empty),
+            without,
+            "events before V27 keep their hashes"
+        );
+        let mut some = row();
+        some.metadata = Json(json!({"region": "eu"}));
+        assert_ne!(hash(&GENESIS, &some), without);
     }
 
     #[test]

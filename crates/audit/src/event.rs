@@ -92,6 +92,8 @@ pub struct Event {
     /// Extra string fields.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// Retraced's metadata: more string fields, kept apart from `fields`.
+    pub metadata: Option<BTreeMap<String, String>>,
     /// The product's id for the event; a second event with the same id is stored once.
     pub external_id: Option<String>,
     /// The part of the product that reported it.

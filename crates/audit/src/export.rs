@@ -85,6 +85,9 @@ pub struct EventView {
     /// Extra string fields.
     #[schema(value_type = Object)]
     pub fields: Value,
+    /// Retraced's metadata (string fields kept apart from `fields`).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
     /// The product's id for it.
     pub external_id: Option<String>,
     /// When it happened.
@@ -124,6 +127,11 @@ impl From<EventRow> for EventView {
             is_failure: row.is_failure,
             is_anonymous: row.is_anonymous,
             fields: row.fields.0,
+            metadata: if row.metadata.0.is_null() {
+                Value::Object(serde_json::Map::new())
+            } else {
+                row.metadata.0
+            },
             external_id: row.external_id,
             created: row.created_at,
             received: row.received_at,

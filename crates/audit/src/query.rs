@@ -9,8 +9,8 @@ use storage::audit::EventFilter;
 #[error("{0}")]
 pub struct QueryError(String);
 
-const KEYS: &str = "action, crud, actor.id, target.id, target.type, product, is_failure, \
-                    received, created";
+const KEYS: &str = "action, crud, actor.id, actor.name, target.id, target.type, product, \
+                    is_failure, received, created, description";
 
 /// The longest search string, in characters.
 pub const MAX_Q_CHARS: usize = 512;
@@ -48,7 +48,9 @@ pub fn apply_query(q: &str, filter: &mut EventFilter) -> Result<(), QueryError> 
     }
     let words = tokens
         .iter()
-        .filter(|token| token.quoted || !token.text.contains(':'))
+        .filter(|token| {
+            token.quoted || !token.text.contains(':') || token.text.starts_with("description:")
+        })
         .count();
     if words > MAX_WORDS {
         return Err(QueryError(format!(
@@ -73,6 +75,9 @@ pub fn apply_query(q: &str, filter: &mut EventFilter) -> Result<(), QueryError> 
                 set(&mut filter.crud, key, value)?;
             }
             "actor.id" => set(&mut filter.actor_id, key, value)?,
+            "actor.name" => set(&mut filter.actor_name, key, value)?,
+            // Retraced's clients send a description filter as a term: a phrase to find.
+            "description" => filter.text.push(value),
             "target.id" => set(&mut filter.target_id, key, value)?,
             "target.type" => set(&mut filter.target_type, key, value)?,
             "product" => set(&mut filter.product, key, value)?,
@@ -240,6 +245,27 @@ mod tests {
             Some("2026-02-01T00:00:00+00:00".to_owned())
         );
         assert_eq!(filter.text, vec!["password", "reset link"]);
+    }
+
+    #[test]
+    fn the_terms_retraceds_clients_build_are_understood() {
+        // What @retracedhq/retraced's stringifyStructuredQuery makes of a structured query.
+        let filter = parsed(
+            r#"action:"doc.read" crud:r received:2026-01-01T10:00:00.000Z, actor.name:"Jane Doe" actor.id:u-1 description:"shared it""#,
+        )
+        .expect("valid");
+        assert_eq!(filter.action.as_deref(), Some("doc.read"));
+        assert_eq!(filter.actor_name.as_deref(), Some("Jane Doe"));
+        assert_eq!(filter.actor_id.as_deref(), Some("u-1"));
+        assert_eq!(filter.text, vec!["shared it"]);
+        assert_eq!(
+            filter.received_from.map(|time| time.to_rfc3339()),
+            Some("2026-01-01T10:00:00+00:00".to_owned())
+        );
+        let error = parsed(r#"location:"Berlin""#).expect_err("no locations");
+        assert!(error.to_string().contains("unknown search key"), "{error}");
+        let many = [r#"description:"x""#; 7].join(" ");
+        assert!(parsed(&many).is_err(), "description terms count as phrases");
     }
 
     #[test]

@@ -76,7 +76,27 @@ pub async fn record(conn: &mut PgConnection, event: RegistryEvent) -> Result<(),
 /// Locks in the documented order: the events' tenant rows (key share), then their chain
 /// heads, both until the caller's transaction ends. Appends to one tenant are chained in
 /// commit order; appends to different tenants do not wait for each other.
-pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<u64, sqlx::Error> {
+pub async fn append(conn: &mut PgConnection, rows: Vec<EventRow>) -> Result<u64, sqlx::Error> {
+    append_identified(conn, rows)
+        .await
+        .map(|appended| appended.stored)
+}
+
+/// What [`append_identified`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Each row's event id, in the order of the rows: a skipped duplicate's is the id of
+    /// the event stored under its `(product, external_id)`.
+    pub ids: Vec<i64>,
+    /// How many rows were stored (the others were duplicates).
+    pub stored: u64,
+}
+
+/// [`append`], answering the id of every row's event as well.
+pub async fn append_identified(
+    conn: &mut PgConnection,
+    mut rows: Vec<EventRow>,
+) -> Result<Appended, sqlx::Error> {
     let received = Utc::now().trunc_subsecs(6);
     for row in &mut rows {
         row.received_at = received;
@@ -88,7 +108,11 @@ pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<
     storage::audit::lock_tenants(conn, &tenants).await?;
     let keys: Vec<Uuid> = rows.iter().filter_map(|row| row.chain_key).collect();
     let heads = storage::audit::lock_chains(conn, &keys).await?;
-    let rows = without_duplicates(conn, rows).await?;
+    let identities: Vec<Option<(String, String)>> = rows
+        .iter()
+        .map(|row| row.product.clone().zip(row.external_id.clone()))
+        .collect();
+    let (rows, kept) = without_duplicates(conn, rows).await?;
     let mut tails: HashMap<Uuid, (i64, Vec<u8>)> = heads
         .into_iter()
         .map(|head| (head.chain_key, (head.last_seq, head.last_hash)))
@@ -107,33 +131,73 @@ pub async fn append(conn: &mut PgConnection, mut rows: Vec<EventRow>) -> Result<
         row.hash = Some(hash);
         chained.push(row);
     }
-    if chained.is_empty() {
-        return Ok(0);
+    let mut inserted = Vec::new();
+    if !chained.is_empty() {
+        let checkpoints: Vec<(Uuid, i64, Vec<u8>)> = chained
+            .iter()
+            .filter_map(|row| {
+                let seq = row
+                    .chain_seq
+                    .filter(|seq| seq % crate::CHECKPOINT_EVERY == 0)?;
+                Some((row.chain_key?, seq, row.hash.clone()?))
+            })
+            .collect();
+        inserted = storage::audit::insert(conn, &chained).await?;
+        storage::audit::insert_checkpoints(conn, &checkpoints).await?;
+        let moved: Vec<(Uuid, i64, Vec<u8>)> = tails
+            .into_iter()
+            .map(|(key, (seq, hash))| (key, seq, hash))
+            .collect();
+        storage::audit::advance_chains(conn, &moved).await?;
     }
-    let checkpoints: Vec<(Uuid, i64, Vec<u8>)> = chained
-        .iter()
-        .filter_map(|row| {
-            let seq = row
-                .chain_seq
-                .filter(|seq| seq % crate::CHECKPOINT_EVERY == 0)?;
-            Some((row.chain_key?, seq, row.hash.clone()?))
-        })
-        .collect();
-    storage::audit::insert(conn, &chained).await?;
-    storage::audit::insert_checkpoints(conn, &checkpoints).await?;
-    let moved: Vec<(Uuid, i64, Vec<u8>)> = tails
-        .into_iter()
-        .map(|(key, (seq, hash))| (key, seq, hash))
-        .collect();
-    storage::audit::advance_chains(conn, &moved).await?;
-    Ok(u64::try_from(chained.len()).unwrap_or(u64::MAX))
+    let stored = u64::try_from(inserted.len()).unwrap_or(u64::MAX);
+    let ids = ids_of(conn, &identities, &kept, inserted).await?;
+    Ok(Appended { ids, stored })
 }
 
-/// `rows` less those whose `(product, external_id)` is stored or came earlier in `rows`.
+/// The id of every row, in order: kept rows take the next of `inserted`, skipped ones the
+/// id stored under their `(product, external_id)` (now including this append's).
+async fn ids_of(
+    conn: &mut PgConnection,
+    identities: &[Option<(String, String)>],
+    kept: &[bool],
+    inserted: Vec<i64>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut skipped: HashMap<String, Vec<String>> = HashMap::new();
+    for (identity, kept) in identities.iter().zip(kept) {
+        if let (Some((product, external)), false) = (identity, kept) {
+            skipped
+                .entry(product.clone())
+                .or_default()
+                .push(external.clone());
+        }
+    }
+    let mut stored: HashMap<(String, String), i64> = HashMap::new();
+    for (product, externals) in skipped {
+        for (external, id) in
+            storage::audit::stored_external_ids(conn, &product, &externals).await?
+        {
+            stored.insert((product.clone(), external), id);
+        }
+    }
+    let mut inserted = inserted.into_iter();
+    Ok(identities
+        .iter()
+        .zip(kept)
+        .map(|(identity, kept)| match (kept, identity) {
+            (true, _) => inserted.next().unwrap_or_default(),
+            (false, Some(identity)) => stored.get(identity).copied().unwrap_or_default(),
+            (false, None) => 0,
+        })
+        .collect())
+}
+
+/// `rows` less those whose `(product, external_id)` is stored or came earlier in `rows`,
+/// with whether each row was kept.
 async fn without_duplicates(
     conn: &mut PgConnection,
     rows: Vec<EventRow>,
-) -> Result<Vec<EventRow>, sqlx::Error> {
+) -> Result<(Vec<EventRow>, Vec<bool>), sqlx::Error> {
     let mut by_product: HashMap<String, Vec<String>> = HashMap::new();
     for row in &rows {
         if let (Some(product), Some(external)) = (&row.product, &row.external_id) {
@@ -145,15 +209,24 @@ async fn without_duplicates(
     }
     let mut seen: HashSet<(String, String)> = HashSet::new();
     for (product, externals) in by_product {
-        for external in storage::audit::stored_external_ids(conn, &product, &externals).await? {
+        for external in storage::audit::stored_external_ids(conn, &product, &externals)
+            .await?
+            .into_keys()
+        {
             seen.insert((product.clone(), external));
         }
     }
-    Ok(rows
+    let mut kept = Vec::with_capacity(rows.len());
+    let rows = rows
         .into_iter()
-        .filter(|row| match (&row.product, &row.external_id) {
-            (Some(product), Some(external)) => seen.insert((product.clone(), external.clone())),
-            _ => true,
+        .filter(|row| {
+            let keep = match (&row.product, &row.external_id) {
+                (Some(product), Some(external)) => seen.insert((product.clone(), external.clone())),
+                _ => true,
+            };
+            kept.push(keep);
+            keep
         })
-        .collect())
+        .collect();
+    Ok((rows, kept))
 }

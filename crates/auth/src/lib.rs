@@ -11,6 +11,7 @@ pub mod oidc;
 mod principal;
 mod tenant_claims;
 mod verifier;
+pub mod viewer;
 
 pub use brake::{Clock, VerificationBrake};
 pub use invalidations::Invalidations;

@@ -15,6 +15,8 @@ pub enum PrincipalKind {
     TenantKey,
     /// A person with an OIDC access token.
     OidcUser,
+    /// An embedded log viewer with a viewer token: one tenant's audit log, read only.
+    ViewerToken,
 }
 
 impl PrincipalKind {
@@ -24,6 +26,7 @@ impl PrincipalKind {
             Self::PlatformKey => "platform_key",
             Self::TenantKey => "tenant_key",
             Self::OidcUser => "oidc_user",
+            Self::ViewerToken => "viewer_token",
         }
     }
 }
@@ -84,7 +87,7 @@ impl Principal {
     pub fn owner_id(&self) -> Option<String> {
         let holder = match self.kind {
             PrincipalKind::PlatformKey | PrincipalKind::TenantKey => self.key_id?.to_string(),
-            PrincipalKind::OidcUser => self.subject.clone()?,
+            PrincipalKind::OidcUser | PrincipalKind::ViewerToken => self.subject.clone()?,
         };
         let tenant = self
             .tenant_id
@@ -95,6 +98,9 @@ impl Principal {
     /// A short identifier for audit records and logs.
     pub fn actor_id(&self) -> String {
         match (&self.key_id, &self.subject) {
+            (None, Some(viewer)) if self.kind == PrincipalKind::ViewerToken => {
+                format!("viewer:{viewer}")
+            }
             (Some(key), _) => format!("api_key:{key}"),
             (None, Some(subject)) => format!("oidc:{subject}"),
             (None, None) => "anonymous".to_owned(),

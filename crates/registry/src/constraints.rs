@@ -15,6 +15,18 @@ pub(crate) const SLUG_UNAVAILABLE: &str = "is not available; choose another";
 
 const MAPPINGS: &[Mapping] = &[
     Mapping {
+        constraint: "audit_viewer_tokens_tenant_id_fkey",
+        conflict: false,
+        pointer: "/group_id",
+        detail: "no such tenant (by id or slug)",
+    },
+    Mapping {
+        constraint: "audit_viewer_tokens_issued_by_fkey",
+        conflict: true,
+        pointer: "/",
+        detail: "the API key issuing the token was deleted meanwhile",
+    },
+    Mapping {
         constraint: "audit_log_product_external_id_key",
         conflict: true,
         pointer: "/external_id",

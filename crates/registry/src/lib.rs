@@ -22,6 +22,7 @@ pub mod provisioning;
 pub mod tenants;
 mod trail;
 pub mod trials;
+pub mod viewer_tokens;
 pub mod webhooks;
 
 use auth::Principal;

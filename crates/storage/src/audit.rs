@@ -2,7 +2,7 @@
 //! connection (its transaction), so an event commits or rolls back with the change it
 //! describes; the `audit` crate decides what goes in and computes the hashes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -57,6 +57,8 @@ pub struct EventRow {
     pub is_anonymous: bool,
     /// Extra fields.
     pub fields: Json<serde_json::Value>,
+    /// Retraced's metadata (a JSON object of strings; null is stored as `{}`).
+    pub metadata: Json<serde_json::Value>,
     /// The product's own id for the event.
     pub external_id: Option<String>,
     /// Reporting component.
@@ -80,8 +82,8 @@ pub struct EventRow {
 const COLUMNS: &str = "id, tenant_id, group_id, group_name, product, action, crud, actor_id,
     actor_name, actor_href, actor_fields, target_id, target_name, target_type, target_href,
     target_fields, host(source_ip) AS source_ip, description, is_failure, is_anonymous, fields,
-    external_id, component, version, created_at, received_at, chain_key, chain_seq, prev_hash,
-    hash";
+    metadata, external_id, component, version, created_at, received_at, chain_key, chain_seq,
+    prev_hash, hash";
 
 /// Where a chain ends, and where retention has cut its beginning.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -143,14 +145,14 @@ pub async fn lock_chains(
     .await
 }
 
-/// Which of `external_ids` `product` has already stored.
+/// The ids of the events `product` stored under any of `external_ids`, by external id.
 pub async fn stored_external_ids(
     conn: &mut PgConnection,
     product: &str,
     external_ids: &[String],
-) -> Result<HashSet<String>, sqlx::Error> {
-    let found: Vec<String> = sqlx::query_scalar(
-        "SELECT external_id FROM audit_log WHERE product = $1 AND external_id = ANY($2)",
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let found: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT external_id, id FROM audit_log WHERE product = $1 AND external_id = ANY($2)",
     )
     .bind(product)
     .bind(external_ids)
@@ -163,31 +165,33 @@ fn column<T>(rows: &[EventRow], value: impl Fn(&EventRow) -> T) -> Vec<T> {
     rows.iter().map(value).collect()
 }
 
-/// Inserts `rows`, already chained, in one statement.
-pub async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> Result<(), sqlx::Error> {
+/// Inserts `rows`, already chained, in one statement; answers each row's id, in the order
+/// of `rows` (matched by chain position, which is unique).
+pub async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> Result<Vec<i64>, sqlx::Error> {
     let json = |value: &Json<serde_json::Value>| value.0.to_string();
     sqlx::query(
         "INSERT INTO audit_log (tenant_id, group_id, group_name, product, action, crud, actor_id,
              actor_name, actor_href, actor_fields, target_id, target_name, target_type,
              target_href, target_fields, source_ip, description, is_failure, is_anonymous,
              fields, external_id, component, version, created_at, received_at, chain_key,
-             chain_seq, prev_hash, hash)
+             chain_seq, prev_hash, hash, metadata)
          SELECT tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
              actor_href, actor_fields::jsonb, target_id, target_name, target_type, target_href,
              target_fields::jsonb, source_ip::inet, description, is_failure, is_anonymous,
              fields::jsonb, external_id, component, version, created_at, received_at,
-             chain_key, chain_seq, prev_hash, hash
+             chain_key, chain_seq, prev_hash, hash, metadata::jsonb
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
              $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[],
              $24::timestamptz[], $25::timestamptz[], $26::uuid[], $27::int8[], $28::bytea[],
-             $29::bytea[])
+             $29::bytea[], $30::text[])
            AS t(tenant_id, group_id, group_name, product, action, crud, actor_id, actor_name,
              actor_href, actor_fields, target_id, target_name, target_type, target_href,
              target_fields, source_ip, description, is_failure, is_anonymous, fields,
              external_id, component, version, created_at, received_at, chain_key, chain_seq,
-             prev_hash, hash)",
+             prev_hash, hash, metadata)
+         RETURNING chain_key, chain_seq, id",
     )
     .bind(column(rows, |row| row.tenant_id))
     .bind(column(rows, |row| row.group_id.clone()))
@@ -218,9 +222,38 @@ pub async fn insert(conn: &mut PgConnection, rows: &[EventRow]) -> Result<(), sq
     .bind(column(rows, |row| row.chain_seq))
     .bind(column(rows, |row| row.prev_hash.clone()))
     .bind(column(rows, |row| row.hash.clone()))
-    .execute(conn)
+    .bind(column(rows, |row| {
+        if row.metadata.0.is_null() {
+            "{}".to_owned()
+        } else {
+            json(&row.metadata)
+        }
+    }))
+    .fetch_all(conn)
     .await
-    .map(drop)
+    .map(|inserted| {
+        use sqlx::Row;
+        let inserted = inserted.iter().map(|row| {
+            (
+                row.get::<Uuid, _>(0),
+                row.get::<i64, _>(1),
+                row.get::<i64, _>(2),
+            )
+        });
+        let ids: HashMap<(Uuid, i64), i64> = inserted
+            .into_iter()
+            .map(|(key, seq, id)| ((key, seq), id))
+            .collect();
+        rows.iter()
+            .map(|row| {
+                let position = (
+                    row.chain_key.unwrap_or_default(),
+                    row.chain_seq.unwrap_or_default(),
+                );
+                ids.get(&position).copied().unwrap_or_default()
+            })
+            .collect()
+    })
 }
 
 /// Moves the heads of chains forward after an insert: `(key, last_seq, last_hash)`.
@@ -406,6 +439,8 @@ pub struct EventFilter {
     pub crud: Option<String>,
     /// Actor id.
     pub actor_id: Option<String>,
+    /// Actor name (exact).
+    pub actor_name: Option<String>,
     /// Target id.
     pub target_id: Option<String>,
     /// Target kind.
@@ -440,8 +475,32 @@ pub async fn search(
     before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_log WHERE true"));
+    let mut query = matching(&format!("SELECT {COLUMNS} FROM audit_log"), filter);
+    if let Some((time, id)) = before {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(time)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    query.build_query_as().fetch_all(conn).await
+}
+
+/// How many events match `filter`.
+pub async fn count(conn: &mut PgConnection, filter: &EventFilter) -> Result<i64, sqlx::Error> {
+    matching("SELECT count(*) FROM audit_log", filter)
+        .build_query_scalar()
+        .fetch_one(conn)
+        .await
+}
+
+/// `select` with the conditions of `filter`, ready for more.
+fn matching<'a>(select: &str, filter: &'a EventFilter) -> QueryBuilder<'a, Postgres> {
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!("{select} WHERE true"));
     if let Some(tenant) = filter.tenant_id {
         query.push(" AND tenant_id = ").push_bind(tenant);
     }
@@ -460,6 +519,7 @@ pub async fn search(
     for (column, value) in [
         ("crud", &filter.crud),
         ("actor_id", &filter.actor_id),
+        ("actor_name", &filter.actor_name),
         ("target_id", &filter.target_id),
         ("target_type", &filter.target_type),
         ("product", &filter.product),
@@ -490,16 +550,5 @@ pub async fn search(
             .push(" AND description ILIKE ")
             .push_bind(format!("%{}%", like_escaped(word)));
     }
-    if let Some((time, id)) = before {
-        query
-            .push(" AND (created_at, id) < (")
-            .push_bind(time)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
     query
-        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
-    query.build_query_as().fetch_all(conn).await
 }

@@ -22,6 +22,7 @@ pub mod roles;
 pub mod tenant_names;
 pub mod tenant_schemas;
 pub mod tenants;
+pub mod viewer_tokens;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -282,6 +282,28 @@ impl TestApp {
         scopes: &[Scope],
         expires_at: Option<DateTime<Utc>>,
     ) -> (Uuid, String) {
+        self.create_key(tenant_id, scopes, expires_at, None).await
+    }
+
+    /// Like [`TestApp::key`], for a key that belongs to `product` (published first).
+    pub async fn product_key(
+        &self,
+        tenant_id: Option<Uuid>,
+        scopes: &[Scope],
+        product: &str,
+    ) -> (Uuid, String) {
+        self.product(product).await;
+        self.create_key(tenant_id, scopes, None, Some(product.to_owned()))
+            .await
+    }
+
+    async fn create_key(
+        &self,
+        tenant_id: Option<Uuid>,
+        scopes: &[Scope],
+        expires_at: Option<DateTime<Utc>>,
+        product: Option<String>,
+    ) -> (Uuid, String) {
         let admin = platform_admin();
         let issued = registry::api_keys::create(
             self.db.pool(),
@@ -295,7 +317,7 @@ impl TestApp {
                 tenant_id,
                 scopes: scopes.iter().copied().collect(),
                 expires_at,
-                product: None,
+                product,
             },
         )
         .await

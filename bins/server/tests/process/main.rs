@@ -4,4 +4,5 @@ mod binary;
 mod faults;
 mod listeners;
 mod provisioning;
+mod retraced_client;
 mod traces;

@@ -30,6 +30,8 @@ mod product_migrations;
 mod products;
 mod projects;
 mod provisioning;
+mod retraced;
+mod retraced_search;
 mod revocation;
 mod tenant_cache;
 mod tenant_privileges;
