@@ -49,7 +49,7 @@ pub fn hash(previous: &[u8], row: &EventRow) -> Vec<u8> {
         "created": row.created_at.timestamp_micros(),
         "received": row.received_at.timestamp_micros(),
     });
-    // Retraced's metadata (V27) counts only when there is some, so hashes written before it
+    // Retraced's metadata (V26) counts only when there is some, so hashes written before it
     // existed, and events without it, hash as they always did.
     if let (Value::Object(content), Some(metadata)) = (
         &mut content,
@@ -133,7 +133,7 @@ mod tests {
         assert_eq!(
             hash(&GENESIS, &empty),
             without,
-            "events before V27 keep their hashes"
+            "events before V26 keep their hashes"
         );
         let mut some = row();
         some.metadata = Json(json!({"region": "eu"}));

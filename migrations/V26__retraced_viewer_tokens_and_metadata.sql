@@ -1,8 +1,8 @@
--- V27 (issue 17, the Retraced drop-in): viewer tokens for an embedded audit log viewer
+-- V26 (issue 17, the Retraced drop-in): viewer tokens for an embedded audit log viewer
 -- (Retraced's `viewertoken`), and Retraced's event metadata (at the end).
 -- A token is 256 random bits shown once; only its SHA-256 is stored. It reads one tenant's
 -- audit log, of one product, until it expires (minutes), and dies with the key that issued
--- it or with its tenant. Numbered 27: V26 is taken on another branch.
+-- it or with its tenant.
 
 CREATE TABLE audit_viewer_tokens (
     id          uuid        NOT NULL DEFAULT gen_random_uuid(),
