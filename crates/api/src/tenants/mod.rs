@@ -3,6 +3,7 @@
 //! ([`writable_by_path`]). The use cases themselves are `registry::tenants`.
 
 mod access;
+mod etags;
 pub(crate) mod former_slugs;
 mod initial_products;
 mod input;
@@ -15,13 +16,14 @@ use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::Scope;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use storage::tenants::{self, ProvisioningSummary, SlugMatch, TenantRow};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub(crate) use access::{permit_if_known, visible_by_path, writable_by_path, write_by};
 use access::{require_editable_by, require_platform, visible};
+pub(crate) use etags::{etag, if_match};
+use etags::{matches_if_none_match, tenant_etag, tenant_tag};
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiQuery, Caller};
@@ -262,78 +264,6 @@ fn view(state: &AppState, row: TenantRow) -> Result<TenantView, ApiError> {
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
-}
-
-pub(crate) fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
-/// A tenant's entity tag: its version, and a digest of what changes without bumping it (its
-/// products and their provisioning), so a conditional read never keeps a stale view.
-fn tenant_tag(row: &TenantRow) -> String {
-    if row.products.is_empty() && row.provisioning.is_empty() {
-        return row.version.to_string();
-    }
-    let mut digest = Sha256::new();
-    for product in &row.products {
-        digest.update(product.as_bytes());
-        digest.update([0]);
-    }
-    for run in &row.provisioning {
-        let fields = [&run.product, &run.goal, &run.state];
-        for field in fields {
-            digest.update(field.as_bytes());
-            digest.update([0]);
-        }
-        digest.update(run.step.to_be_bytes());
-        digest.update(run.attempts.to_be_bytes());
-        digest.update(run.last_error.as_deref().unwrap_or_default().as_bytes());
-        digest.update([1]);
-    }
-    let digest = digest.finalize();
-    let short: String = digest[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{}-{short}", row.version)
-}
-
-fn tenant_etag(row: &TenantRow) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", tenant_tag(row))).unwrap_or_else(|_| etag(row.version))
-}
-
-/// The version an `If-Match` asks for: `None` when absent or `*`; a version no tenant can
-/// have when it is not one of ours (so it fails as stale).
-pub(crate) fn if_match(headers: &HeaderMap, required: bool) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return if required {
-            Err(ApiError::precondition_required(
-                "send If-Match with the ETag of the tenant you read (REQUIRE_IF_MATCH is on)",
-            ))
-        } else {
-            Ok(None)
-        };
-    };
-    let text = value.to_str().unwrap_or_default().trim();
-    if text == "*" {
-        return Ok(None);
-    }
-    let tag = text.trim_start_matches("W/").trim_matches('"');
-    let version = tag.split_once('-').map_or(tag, |(version, _)| version);
-    Ok(Some(version.parse::<i64>().unwrap_or(-1)))
-}
-
-fn matches_if_none_match(headers: &HeaderMap, current: &str) -> bool {
-    headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(',')
-                .map(str::trim)
-                .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == current)
-        })
 }
 
 fn oidc_issuer(state: &AppState) -> Option<&str> {
